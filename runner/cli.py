@@ -1,0 +1,56 @@
+"""The command line: parse, load, configure logging, run. Each subcommand lives in its own module.
+
+Exit codes: 0 all done, 1 some items failed, 2 invalid input, 3 an environment blocked,
+4 the job is already running elsewhere, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from runner.errors import InputError
+
+# Modules that each define `add_parser(subparsers)`; the parser they add sets `func(args) -> int`.
+COMMAND_MODULES = (
+    "runner.sandbox.cli",
+)
+
+EXIT_OK = 0
+EXIT_FAILED_ITEMS = 1
+EXIT_INVALID_INPUT = 2
+EXIT_BLOCKED = 3
+EXIT_ALREADY_RUNNING = 4
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="forge-runner",
+        description="Bulk work as many Atlassian users at once: paced, journaled, resumable.",
+        epilog="Exit codes: 0 all done, 1 some items failed, 2 invalid input, "
+        "3 an environment blocked, 4 already running, 130 interrupted.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except InputError as exc:
+        print(f"forge-runner: {exc}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

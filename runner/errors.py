@@ -1,0 +1,112 @@
+"""Every error forge-runner raises, in one hierarchy.
+
+    RunnerError                      base of everything below
+    ├── InputError                   a bad file or argument; nothing was sent (exit 2)
+    │   ├── ConfigError              a config key is missing or wrong (names the key's path)
+    │   └── JobError                 a job file, source row or template is wrong
+    ├── SystemTokenError             no valid system token could be had for an environment
+    ├── TransportError               the request may not have arrived: timeout, reset, 5xx
+    ├── GatewayError                 the gateway answered in a way we don't understand
+    ├── JournalError                 the journal can't be opened or written
+    │   └── RunLockedError           another process is running this job (exit 4)
+    └── BlockedEnvironmentError      an environment can't mint at all (wrong ARI, scopes) (exit 3)
+
+Errors carry structured fields and build their message from them. No message ever holds a
+token: callers pass identifiers (account IDs, request IDs), never credentials.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RunnerError(Exception):
+    """Base of every forge-runner error."""
+
+
+class InputError(RunnerError):
+    """A file or argument is wrong. Nothing was sent."""
+
+
+class ConfigError(InputError):
+    """A config key is missing or wrong.
+
+    ``key`` is the key's dotted path (``environments.prod.mint_limit``), ``expected`` what was
+    expected, ``found`` what was there.
+    """
+
+    def __init__(self, key: str, expected: str, found: str, *, file: Path | str | None = None):
+        self.key = key
+        self.expected = expected
+        self.found = found
+        self.file = file
+        where = f"{file}: " if file else ""
+        super().__init__(f"{where}{key}: expected {expected}, found {found}")
+
+
+class JobError(InputError):
+    """A job file, one of its rows or one of its templates is wrong.
+
+    ``where`` names the place: a key path (``actions[2].path``) or a row (``rows.csv line 17``).
+    """
+
+    def __init__(self, where: str, problem: str, *, file: Path | str | None = None):
+        self.where = where
+        self.problem = problem
+        self.file = file
+        prefix = f"{file}: " if file else ""
+        super().__init__(f"{prefix}{where}: {problem}")
+
+
+class SystemTokenError(RunnerError):
+    """No valid system token could be had for an environment."""
+
+    def __init__(self, environment: str, reason: str):
+        self.environment = environment
+        self.reason = reason
+        super().__init__(f"environment {environment}: no valid system token ({reason})")
+
+
+class TransportError(RunnerError):
+    """The request may not have arrived or was not processed: timeout, reset, 5xx."""
+
+    def __init__(self, what: str, reason: str, *, status: int | None = None,
+                 retry_after: float | None = None):
+        self.what = what
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(f"{what}: {reason}")
+
+
+class GatewayError(RunnerError):
+    """The gateway answered in a shape that is neither a token nor a known refusal."""
+
+    def __init__(self, reason: str, *, request_id: str | None = None, trace_id: str | None = None):
+        self.reason = reason
+        self.request_id = request_id
+        self.trace_id = trace_id
+        ids = f" (request_id={request_id}, trace_id={trace_id})" if request_id or trace_id else ""
+        super().__init__(f"gateway: {reason}{ids}")
+
+
+class JournalError(RunnerError):
+    """The journal can't be opened, read or written."""
+
+
+class RunLockedError(JournalError):
+    """Another process is already running this job."""
+
+    def __init__(self, run_id: str, holder: str):
+        self.run_id = run_id
+        self.holder = holder
+        super().__init__(f"run {run_id} is already running ({holder}); not starting it twice")
+
+
+class BlockedEnvironmentError(RunnerError):
+    """An environment can't mint at all: the context ARIs or the app's scopes are wrong."""
+
+    def __init__(self, environment: str, diagnostic: str):
+        self.environment = environment
+        self.diagnostic = diagnostic
+        super().__init__(f"environment {environment} is blocked: {diagnostic}")

@@ -1,0 +1,89 @@
+"""State shared by the sandbox's gateway and Jira halves: the clock, minted user tokens, counters.
+
+The gateway writes user tokens here; Jira reads them to know who is calling. Counters and the
+429 log are what the inspection API reports, so tests can check effects from the outside.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from runner.sandbox.config import SandboxConfig
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class UserToken:
+    """What an opaque user token stands for."""
+
+    cloud_id: str
+    account_id: str
+    client_id: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class RateLimitEvent:
+    """One 429 the sandbox sent."""
+
+    at: float
+    api: str  # "gateway" | "jira"
+    reason: str  # RateLimit-Reason, "mint", or "edge"
+    scope: str  # client ID, or "cloud_id METHOD /path/template", or issue key
+    retry_after: float | None
+
+
+@dataclass
+class World:
+    config: SandboxConfig
+    clock: Clock = time.time
+    user_tokens: dict[str, UserToken] = field(default_factory=dict)
+    mints_accepted: Counter[str] = field(default_factory=Counter)  # per client ID
+    mints_rejected: Counter[str] = field(default_factory=Counter)  # per client ID, rate-limited
+    mints_refused: Counter[str] = field(default_factory=Counter)  # per reason (user, context...)
+    mints_by_user: Counter[tuple[str, str]] = field(default_factory=Counter)  # (cloud, account)
+    jira_calls: Counter[str] = field(default_factory=Counter)  # "METHOD /path/template"
+    rate_limits: list[RateLimitEvent] = field(default_factory=list)
+    faults: Counter[str] = field(default_factory=Counter)  # "500", "503", "drop", ...
+    # Extra sections other halves add to the inspection report (e.g. Jira's state).
+    reporters: dict[str, Callable[[], Any]] = field(default_factory=dict)
+
+    def issue_user_token(self, cloud_id: str, account_id: str, client_id: str, ttl_s: int) -> str:
+        token = secrets.token_urlsafe(32)
+        self.user_tokens[token] = UserToken(cloud_id, account_id, client_id, self.clock() + ttl_s)
+        return token
+
+    def lookup_user_token(self, token: str, cloud_id: str) -> UserToken | None:
+        """The token's user if it was minted for ``cloud_id`` and has not expired, else None."""
+        info = self.user_tokens.get(token)
+        if info is None or info.cloud_id != cloud_id or info.expires_at <= self.clock():
+            return None
+        return info
+
+    def record_429(self, api: str, reason: str, scope: str, retry_after: float | None) -> None:
+        self.rate_limits.append(RateLimitEvent(self.clock(), api, reason, scope, retry_after))
+
+    def report(self) -> dict[str, Any]:
+        """The inspection report: counters, the 429 log and each half's own section."""
+        by_reason: Counter[str] = Counter(e.reason for e in self.rate_limits)
+        return {
+            "mints": {
+                "accepted": dict(self.mints_accepted),
+                "rejected": dict(self.mints_rejected),
+                "refused": dict(self.mints_refused),
+                "by_user": {f"{c} {a}": n for (c, a), n in self.mints_by_user.items()},
+            },
+            "jira_calls": dict(self.jira_calls),
+            "rate_limits": {
+                "by_reason": dict(by_reason),
+                "events": [e.__dict__ for e in self.rate_limits],
+            },
+            "faults": dict(self.faults),
+            **{name: fn() for name, fn in self.reporters.items()},
+        }
