@@ -156,9 +156,9 @@ def _take(table: Mapping[str, Any], path: str, cls: type, **overrides: Any) -> A
         default = cls.__dataclass_fields__[name].default
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"{path}.{name}", "true or false", repr(value))
-        if isinstance(default, int | float) and not isinstance(default, bool):
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                raise ConfigError(f"{path}.{name}", "a number", repr(value))
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        if isinstance(default, int | float) and not isinstance(default, bool) and not is_number:
+            raise ConfigError(f"{path}.{name}", "a number", repr(value))
     return cls(**values)
 
 
@@ -180,7 +180,8 @@ def load_sandbox_config(table: Mapping[str, Any], base_dir: Path | None = None) 
             _take(x, f"{path}.issues[{i}]", SandboxIssue) for i, x in enumerate(s.pop("issues", []))
         )
         workflow = tuple(
-            _take(w, f"{path}.workflow[{i}]", Transition) for i, w in enumerate(s.pop("workflow", []))
+            _take(w, f"{path}.workflow[{i}]", Transition)
+            for i, w in enumerate(s.pop("workflow", []))
         ) or SandboxSite.workflow
         if "cloud_id" not in s:
             raise ConfigError(f"{path}.cloud_id", "the site's cloud ID", "missing")
