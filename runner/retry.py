@@ -19,7 +19,7 @@ _rng = random.Random()
 
 def backoff_delay(policy: RetryPolicy, attempt: int, rng: random.Random | None = None) -> float:
     """Exponential backoff for retry number ``attempt`` (from 1), capped, plus jitter."""
-    base = min(policy.wait_max_s, policy.wait_initial_s * 2 ** max(0, attempt - 1))
+    base = min(policy.wait_max_s, policy.wait_initial_s * 2.0 ** max(0, attempt - 1))
     return base + (rng or _rng).uniform(0.0, policy.wait_jitter_s)
 
 

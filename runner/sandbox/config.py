@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from runner.errors import ConfigError
 
@@ -145,15 +145,19 @@ class SandboxConfig:
         return None
 
 
-def _take(table: Mapping[str, Any], path: str, cls: type, **overrides: Any) -> Any:
+T = TypeVar("T")
+
+
+def _take(table: Mapping[str, Any], path: str, cls: type[T], **overrides: Any) -> T:
     """Build dataclass ``cls`` from ``table``, naming the key path of any bad or unknown key."""
-    known = set(cls.__dataclass_fields__)
+    fields: dict[str, Any] = getattr(cls, "__dataclass_fields__")  # noqa: B009
+    known = set(fields)
     unknown = set(table) - known
     if unknown:
         raise ConfigError(f"{path}.{sorted(unknown)[0]}", "a known key", "unknown key")
     values = {**table, **overrides}
     for name, value in values.items():
-        default = cls.__dataclass_fields__[name].default
+        default = fields[name].default
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"{path}.{name}", "true or false", repr(value))
         is_number = isinstance(value, int | float) and not isinstance(value, bool)
