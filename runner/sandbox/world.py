@@ -51,6 +51,8 @@ class World:
     jira_calls: Counter[str] = field(default_factory=Counter)  # "METHOD /path/template"
     rate_limits: list[RateLimitEvent] = field(default_factory=list)
     faults: Counter[str] = field(default_factory=Counter)  # "500", "503", "drop", ...
+    # Each half's own state object, by name (e.g. "jira"), for tests to read back.
+    parts: dict[str, Any] = field(default_factory=dict)
     # Extra sections other halves add to the inspection report (e.g. Jira's state).
     reporters: dict[str, Callable[[], Any]] = field(default_factory=dict)
 
