@@ -6,7 +6,10 @@
     │   └── JobError                 a job file, source row or template is wrong
     ├── SystemTokenError             no valid system token could be had for an environment
     ├── TransportError               the request may not have arrived: timeout, reset, 5xx
+    │   └── RequestNotSentError      it surely did not: the connection was never made
     ├── GatewayError                 the gateway answered in a way we don't understand
+    ├── JiraCallError                a Jira call failed for good (status, Jira's messages)
+    │   └── JiraUncertainError       a write's outcome is unknown; it was not sent again
     ├── JournalError                 the journal can't be opened or written
     │   └── RunLockedError           another process is running this job (exit 4)
     └── BlockedEnvironmentError      an environment can't mint at all (wrong ARI, scopes) (exit 3)
@@ -77,6 +80,30 @@ class TransportError(RunnerError):
         self.status = status
         self.retry_after = retry_after
         super().__init__(f"{what}: {reason}")
+
+
+class RequestNotSentError(TransportError):
+    """The connection was never made (refused, unresolvable, connect timeout): nothing was sent,
+    so even a non-idempotent request is safe to send again."""
+
+
+class JiraCallError(RunnerError):
+    """A Jira call failed for good: ``reason``, the HTTP ``status`` if one came, and Jira's
+    ``errorMessages``/``errors`` as ``messages``."""
+
+    def __init__(self, what: str, reason: str, *, status: int | None = None,
+                 messages: tuple[str, ...] = ()):
+        self.what = what
+        self.reason = reason
+        self.status = status
+        self.messages = messages
+        detail = f" (HTTP {status})" if status is not None else ""
+        said = f": {'; '.join(messages)}" if messages else ""
+        super().__init__(f"{what}: {reason}{detail}{said}")
+
+
+class JiraUncertainError(JiraCallError):
+    """A non-idempotent call may or may not have taken effect; it was not sent again blindly."""
 
 
 class GatewayError(RunnerError):
