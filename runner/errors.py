@@ -3,7 +3,9 @@
     RunnerError                      base of everything below
     ├── InputError                   a bad file or argument; nothing was sent (exit 2)
     │   ├── ConfigError              a config key is missing or wrong (names the key's path)
-    │   └── JobError                 a job file, source row or template is wrong
+    │   ├── JobError                 a job file, source row or template is wrong
+    │   ├── JobChangedError          the job changed since its unfinished run started
+    │   └── RunNotFoundError         no run has the ID given
     ├── SystemTokenError             no valid system token could be had for an environment
     ├── TransportError               the request may not have arrived: timeout, reset, 5xx
     │   └── RequestNotSentError      it surely did not: the connection was never made
@@ -59,6 +61,32 @@ class JobError(InputError):
         self.file = file
         prefix = f"{file}: " if file else ""
         super().__init__(f"{prefix}{where}: {problem}")
+
+
+class JobChangedError(InputError):
+    """The job changed since its unfinished run started: resuming would mix two different jobs.
+
+    ``changes`` summarises what changed (a unified diff of the job text, shortened).
+    """
+
+    def __init__(self, job_path: Path | str, run_id: str, changes: str):
+        self.job_path = job_path
+        self.run_id = run_id
+        self.changes = changes
+        super().__init__(
+            f"{job_path}: the job changed since its unfinished run {run_id} started; restore it, "
+            f"or pass --fresh to start a new run.\n{changes}"
+        )
+
+
+class RunNotFoundError(InputError):
+    """No run in the journal has this ID."""
+
+    def __init__(self, run_id: str, journal: Path | str | None = None):
+        self.run_id = run_id
+        self.journal = journal
+        where = f" in {journal}" if journal else ""
+        super().__init__(f"no run {run_id!r}{where}")
 
 
 class SystemTokenError(RunnerError):
