@@ -10,6 +10,7 @@
     ├── TransportError               the request may not have arrived: timeout, reset, 5xx
     │   └── RequestNotSentError      it surely did not: the connection was never made
     ├── GatewayError                 the gateway answered in a way we don't understand
+    ├── UserRefusedError             the gateway won't mint for this user (deactivated, no access)
     ├── JiraCallError                a Jira call failed for good (status, Jira's messages)
     │   └── JiraUncertainError       a write's outcome is unknown; it was not sent again
     ├── JournalError                 the journal can't be opened or written
@@ -143,6 +144,17 @@ class GatewayError(RunnerError):
         self.trace_id = trace_id
         ids = f" (request_id={request_id}, trace_id={trace_id})" if request_id or trace_id else ""
         super().__init__(f"gateway: {reason}{ids}")
+
+
+class UserRefusedError(RunnerError):
+    """The gateway refuses to mint for one user, for good: that user's items are skipped."""
+
+    def __init__(self, account_id: str, reason: str, request_id: str | None = None):
+        self.account_id = account_id
+        self.reason = reason
+        self.request_id = request_id
+        ids = f" (request_id={request_id})" if request_id else ""
+        super().__init__(f"user {account_id} can't be impersonated: {reason}{ids}")
 
 
 class JournalError(RunnerError):
