@@ -1,0 +1,66 @@
+"""Fixtures shared by every test: a configured sandbox, served on a free loopback port.
+
+The world's constants (cloud IDs, users per state) live in ``runner.sandbox.testing``; import
+them from there. They are re-exported here only so a reader of this file sees what exists.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import pytest
+
+from runner.sandbox.app import RunningSandbox, serve
+from runner.sandbox.config import SandboxConfig
+from runner.sandbox.testing import (  # noqa: F401  (re-exported for readers)
+    ACME_ACTIVE,
+    ACME_DEACTIVATED,
+    ACME_NO_ACCESS,
+    CLOUD_A,
+    CLOUD_B,
+    GLOBEX_ACTIVE,
+    GLOBEX_DEACTIVATED,
+    GLOBEX_NO_ACCESS,
+    INSTALLATION_A,
+    INSTALLATION_B,
+    UNKNOWN_ACCOUNT,
+    make_sandbox_config,
+    require_specs_dir,
+)
+from runner.sandbox.world import Clock
+
+StartSandbox = Callable[..., AbstractAsyncContextManager[RunningSandbox]]
+
+
+@pytest.fixture
+def sandbox_config() -> SandboxConfig:
+    """Sites acme (CLOUD_A) and globex (CLOUD_B); environments dev and noimp; default limits."""
+    return make_sandbox_config()
+
+
+@pytest.fixture
+def start_sandbox() -> StartSandbox:
+    """``async with start_sandbox(config[, clock=...]) as sb:`` serves on a free loopback port."""
+
+    def start(
+        config: SandboxConfig, *, clock: Clock = time.time
+    ) -> AbstractAsyncContextManager[RunningSandbox]:
+        return serve(config, host="127.0.0.1", port=0, clock=clock)
+
+    return start
+
+
+@pytest.fixture
+async def sandbox(sandbox_config: SandboxConfig) -> AsyncIterator[RunningSandbox]:
+    """The default sandbox world, served."""
+    async with serve(sandbox_config, port=0) as running:
+        yield running
+
+
+@pytest.fixture
+def specs_dir() -> Path:
+    """The real Atlassian specs; the test skips without them, except under CI=true (fails)."""
+    return require_specs_dir()
