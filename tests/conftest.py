@@ -7,7 +7,7 @@ them from there. They are re-exported here only so a reader of this file sees wh
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
@@ -27,12 +27,11 @@ from runner.sandbox.testing import (  # noqa: F401  (re-exported for readers)
     INSTALLATION_A,
     INSTALLATION_B,
     UNKNOWN_ACCOUNT,
+    StartSandbox,
     make_sandbox_config,
     require_specs_dir,
 )
 from runner.sandbox.world import Clock
-
-StartSandbox = Callable[..., AbstractAsyncContextManager[RunningSandbox]]
 
 
 @pytest.fixture

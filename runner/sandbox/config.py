@@ -125,7 +125,7 @@ class SandboxConfig:
     seed: int = 1
     embedded: bool = False
     spec_dir: Path | None = None
-    signing_secret: str = "sandbox-only-not-a-secret"
+    signing_secret: str = field(default="sandbox-only-not-a-secret", repr=False)
     environments: Mapping[str, SandboxEnvironment] = field(default_factory=dict)
     sites: Mapping[str, SandboxSite] = field(default_factory=dict)
     mint_limit: MintLimit = MintLimit()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from graphql import GraphQLSchema, build_schema
+from graphql import GraphQLError, GraphQLSchema, build_schema
 
 from runner.errors import ConfigError
 
@@ -89,4 +89,7 @@ def load_schema(spec_dir: Path | None) -> GraphQLSchema:
         raise ConfigError(
             "sandbox.spec_dir", f"a folder holding {SPEC_FILE}", f"{path}: {exc.strerror}"
         ) from None
-    return build_schema(text)
+    try:
+        return build_schema(text)
+    except GraphQLError as exc:
+        raise ConfigError("sandbox.spec_dir", f"a valid schema in {path}", exc.message) from None

@@ -8,7 +8,10 @@ Atlassian specs the sandbox can validate against.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from runner.sandbox.config import (
     SandboxConfig,
@@ -17,6 +20,12 @@ from runner.sandbox.config import (
     SandboxSite,
     SandboxUser,
 )
+
+if TYPE_CHECKING:
+    from runner.sandbox.app import RunningSandbox
+
+# The type of the ``start_sandbox`` fixture: ``async with start_sandbox(config, clock=c) as sb``.
+StartSandbox = Callable[..., AbstractAsyncContextManager["RunningSandbox"]]
 
 # Two Jira sites (cloud IDs are UUIDs).
 CLOUD_A = "6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b"  # site "acme"
@@ -118,3 +127,28 @@ def require_specs_dir() -> Path:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+# The documented operation, selecting exactly the documented fields.
+MINT_QUERY = (
+    "mutation forge_remote_offlineUserAuthToken($input: OfflineUserAuthTokenInput!) "
+    "{ offlineUserAuthToken(input: $input) { success errors { message } authToken { token ttl } } }"
+)
+
+
+def mint_request(context_ids: list[str], user_id: str, query: str = MINT_QUERY) -> dict[str, Any]:
+    """The JSON body of an ``offlineUserAuthToken`` request."""
+    return {"query": query, "variables": {"input": {"contextIds": context_ids, "userId": user_id}}}
+
+
+class FakeClock:
+    """A clock that moves only when told: pass it as ``clock=`` where a test is about time."""
+
+    def __init__(self, now: float = 1_800_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -43,7 +43,8 @@ class RateLimitEvent:
 class World:
     config: SandboxConfig
     clock: Clock = time.time
-    user_tokens: dict[str, UserToken] = field(default_factory=dict)
+    # Keyed by the token itself: kept out of repr so no token reaches a log or a test failure.
+    user_tokens: dict[str, UserToken] = field(default_factory=dict, repr=False)
     mints_accepted: Counter[str] = field(default_factory=Counter)  # per client ID
     mints_rejected: Counter[str] = field(default_factory=Counter)  # per client ID, rate-limited
     mints_refused: Counter[str] = field(default_factory=Counter)  # per reason (user, context...)
