@@ -1,0 +1,135 @@
+"""``forge-runner report RUN``: every failed, skipped, blocked or uncertain item of a run.
+
+    forge-runner report RUN --format json|csv [--output FILE] [--config FILE | --journal PATH]
+
+Each item with its row key, action, account, site, state, reason and detail. Items are streamed
+from the journal a page at a time, so a report of a million failures needs no more memory than
+one of ten. Nothing in it can hold a token: the journal stores reasons and results redacted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from runner.commands.status import (
+    EXIT_INVALID_INPUT,
+    EXIT_OK,
+    add_journal_arguments,
+    iso,
+    journal_path,
+    run_json,
+)
+from runner.errors import JournalError
+from runner.journal import PROBLEM_STATES, ItemRecord, ItemState, RunRecord, SqliteJournal
+
+FIELDS = (
+    "row",
+    "action_index",
+    "action",
+    "account_id",
+    "site",
+    "state",
+    "reason",
+    "detail",
+    "attempts",
+    "updated_at",
+)
+
+
+def add_parser(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "report",
+        help="every failed, skipped, blocked or uncertain item of a run, as JSON or CSV",
+        description="List a run's items that did not get done: row, action, account, site, "
+        "state and reason.",
+    )
+    parser.add_argument("run", metavar="RUN", help="a run ID (r-YYYYMMDD-xxxxxx)")
+    parser.add_argument("--format", choices=("json", "csv"), default="json")
+    parser.add_argument("--output", type=Path, metavar="FILE", help="write here, not stdout")
+    parser.add_argument(
+        "--state",
+        action="append",
+        choices=[str(s) for s in PROBLEM_STATES],
+        metavar="STATE",
+        help="only items in this state (repeatable; default: failed, skipped, blocked, "
+        "uncertain)",
+    )
+    add_journal_arguments(parser)
+    parser.set_defaults(func=report_command)
+
+
+def report_command(args: argparse.Namespace) -> int:
+    path = journal_path(args)
+    states = tuple(ItemState(s) for s in args.state) if args.state else PROBLEM_STATES
+    try:
+        return asyncio.run(write_report(path, args.run, args.format, args.output, states))
+    except JournalError as exc:
+        print(f"forge-runner: {exc}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+
+
+@contextlib.contextmanager
+def _output(path: Path | None) -> Iterator[TextIO]:
+    if path is None:
+        yield sys.stdout
+        return
+    # newline="": the csv module writes its own line endings.
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        yield handle
+
+
+async def write_report(
+    path: Path,
+    run_id: str,
+    fmt: str,
+    output: Path | None,
+    states: Sequence[ItemState] = PROBLEM_STATES,
+) -> int:
+    async with SqliteJournal(path, create=False) as journal:
+        run = await journal.get_run(run_id)  # RunNotFoundError before any file is written
+        with _output(output) as out:
+            await _write(journal, run, fmt, out, states)
+    return EXIT_OK
+
+
+async def _write(
+    journal: SqliteJournal, run: RunRecord, fmt: str, out: TextIO, states: Sequence[ItemState]
+) -> None:
+    items = journal.records(run.run_id, states)
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
+        writer.writeheader()
+        async for record in items:
+            writer.writerow(item_row(record))
+    else:
+        # Streamed: the head, then one item per line, then the tail.
+        head = json.dumps({**run_json(run), "states": [str(s) for s in states]}, indent=2)
+        out.write(head[:-2] + ',\n  "items": [')
+        first = True
+        async for record in items:
+            out.write(("\n    " if first else ",\n    ") + json.dumps(item_row(record)))
+            first = False
+        out.write("\n  ]\n}\n" if not first else "]\n}\n")
+
+
+def item_row(record: ItemRecord) -> dict[str, Any]:
+    return {
+        "row": record.row_key,
+        "action_index": record.action_index,
+        "action": record.action,
+        "account_id": record.account_id,
+        "site": record.site,
+        "state": str(record.state),
+        "reason": record.reason or "",
+        "detail": record.detail or "",
+        "attempts": record.attempts,
+        "updated_at": iso(record.updated_at),
+    }

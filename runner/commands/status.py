@@ -1,0 +1,225 @@
+"""``forge-runner status [RUN]``: the latest runs, or one run's items by state, site and reason.
+
+    forge-runner status [--config FILE | --journal PATH] [--limit N] [--format text|json]
+    forge-runner status RUN [--config FILE | --journal PATH] [--format text|json]
+
+The journal is the one named by the config (``runner.journal``), or ``--journal``; without
+either, ``forge-runner.db`` in the current folder. Reading never creates a journal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from runner.config import RunnerSettings
+from runner.errors import JournalError
+from runner.journal import ItemState, RunCounts, RunRecord, RunState, SqliteJournal
+
+EXIT_OK = 0
+EXIT_INVALID_INPUT = 2
+
+# Columns of the runs table, in the order the states usually matter to a reader.
+SHOWN_STATES = (
+    ItemState.DONE,
+    ItemState.FAILED,
+    ItemState.SKIPPED,
+    ItemState.BLOCKED,
+    ItemState.UNCERTAIN,
+    ItemState.STARTED,
+    ItemState.PENDING,
+)
+
+
+def add_parser(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "status",
+        help="the latest runs, or one run's items by state, site and reason",
+        description="Without RUN: the latest runs with their counts. With RUN: that run's "
+        "items counted by state, per site and by reason.",
+    )
+    parser.add_argument("run", nargs="?", metavar="RUN", help="a run ID (r-YYYYMMDD-xxxxxx)")
+    add_journal_arguments(parser)
+    parser.add_argument("--limit", type=int, default=10, metavar="N", help="runs listed (10)")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.set_defaults(func=status_command)
+
+
+def add_journal_arguments(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--config", type=Path, metavar="FILE", help="read runner.journal from it")
+    where.add_argument("--journal", type=Path, metavar="PATH", help="the journal file itself")
+
+
+def journal_path(args: argparse.Namespace) -> Path:
+    """``--journal``, else the config's ``runner.journal``, else the default file name."""
+    if args.journal is not None:
+        return Path(args.journal)
+    if args.config is not None:
+        from runner.config import load_config  # the whole config is checked, as for `run`
+
+        return Path(load_config(args.config).runner.journal)
+    return RunnerSettings().journal
+
+
+def status_command(args: argparse.Namespace) -> int:
+    path = journal_path(args)
+    try:
+        return asyncio.run(_status(path, args.run, args.limit, args.format, sys.stdout))
+    except JournalError as exc:
+        print(f"forge-runner: {exc}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+
+
+async def _status(path: Path, run_id: str | None, limit: int, fmt: str, out: TextIO) -> int:
+    async with SqliteJournal(path, create=False) as journal:
+        if run_id is None:
+            runs = await journal.runs(limit)
+            if fmt == "json":
+                json.dump({"runs": [run_json(r) for r in runs]}, out, indent=2)
+                out.write("\n")
+            else:
+                out.write(runs_table(runs))
+        else:
+            counts = await journal.counts(run_id)
+            if fmt == "json":
+                json.dump(counts_json(counts), out, indent=2)
+                out.write("\n")
+            else:
+                out.write(run_text(counts))
+    return EXIT_OK
+
+
+# -- text ---------------------------------------------------------------------------------------
+
+
+def when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def state_text(run: RunRecord) -> str:
+    """The run's state, noting a "running" run whose process is gone (it was killed)."""
+    if run.state is RunState.RUNNING and holder_alive(run.holder) is False:
+        return "running? (its process is gone: interrupted)"
+    return str(run.state)
+
+
+def holder_alive(holder: str) -> bool | None:
+    """Whether the holder ("pid N on HOST") still exists; None when it can't be told."""
+    parts = holder.split()
+    if len(parts) != 4 or parts[0] != "pid" or parts[2] != "on" or not parts[1].isdigit():
+        return None
+    if parts[3] != socket.gethostname():
+        return None
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def runs_table(runs: Sequence[RunRecord]) -> str:
+    if not runs:
+        return "No runs in this journal yet.\n"
+    header = ["RUN", "JOB", "STATE", "STARTED (UTC)", "ENDED (UTC)", *SHOWN_STATES]
+    rows = [
+        [
+            r.run_id,
+            r.job_name,
+            state_text(r),
+            when(r.started_at),
+            when(r.ended_at),
+            *(_n(r.by_state()[s], s, r) for s in SHOWN_STATES),
+        ]
+        for r in runs
+    ]
+    return _table([[str(h) for h in header], *rows])
+
+
+def run_text(counts: RunCounts) -> str:
+    run = counts.run
+    lines = [
+        f"run {run.run_id}: {run.job_name} ({run.job_path})",
+        f"  state    {state_text(run)}   last run by {run.holder}",
+        f"  started  {when(run.started_at)} UTC   ended {when(run.ended_at)} UTC",
+        f"  items    {_n(run.total_items)} planned",
+        "",
+        "By state:",
+    ]
+    lines += [
+        f"  {state:<10} {_n(counts.by_state[state], state, run):>12}" for state in SHOWN_STATES
+    ]
+    if counts.by_site:
+        lines += ["", "By site (items journaled; pending here means put back in line):"]
+        seen = [s for s in SHOWN_STATES if any(by.get(s) for by in counts.by_site.values())]
+        site_rows = [["SITE", *seen]]
+        for site, by_state in counts.by_site.items():
+            site_rows.append([site, *(_n(by_state.get(s, 0)) for s in seen)])
+        lines += ["  " + line for line in _table(site_rows).splitlines()]
+    if counts.by_reason:
+        lines += ["", "By reason:"]
+        reason_rows = [["STATE", "COUNT", "REASON"]]
+        reason_rows += [[str(r.state), _n(r.count), r.reason] for r in counts.by_reason]
+        lines += ["  " + line for line in _table(reason_rows).splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def _n(n: int | None, state: ItemState | None = None, run: RunRecord | None = None) -> str:
+    if state is ItemState.PENDING and run is not None and run.total_items is None:
+        return "?"  # the engine had not counted the job's items yet
+    return "?" if n is None else f"{n:,}"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return "".join(
+        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n"
+        for row in rows
+    )
+
+
+# -- json ---------------------------------------------------------------------------------------
+
+
+def _states(by_state: Mapping[ItemState, int]) -> dict[str, int]:
+    return {str(state): n for state, n in by_state.items()}
+
+
+def run_json(run: RunRecord) -> dict[str, Any]:
+    return {
+        "run": run.run_id,
+        "job": run.job_name,
+        "job_path": run.job_path,
+        "state": str(run.state),
+        "holder": run.holder,
+        "started_at": iso(run.started_at),
+        "ended_at": iso(run.ended_at),
+        "total_items": run.total_items,
+        "counts": _states(run.by_state()),
+    }
+
+
+def counts_json(counts: RunCounts) -> dict[str, Any]:
+    return {
+        **run_json(counts.run),
+        "counts": _states(counts.by_state),
+        "by_site": {site: _states(by) for site, by in counts.by_site.items()},
+        "by_reason": [
+            {"state": str(r.state), "reason": r.reason, "count": r.count}
+            for r in counts.by_reason
+        ],
+    }

@@ -1,0 +1,45 @@
+"""The durable journal: every run and the state of each of its items, so a run resumes anywhere.
+
+``SqliteJournal`` is the default (one file, WAL, group commit); ``MemoryJournal`` has the same
+interface without durability (benchmarks). ``Journal`` is the interface both implement.
+"""
+
+from typing import TYPE_CHECKING
+
+from runner.journal.base import (
+    PROBLEM_STATES,
+    REQUEUEABLE_STATES,
+    ItemRecord,
+    ItemRef,
+    ItemState,
+    Journal,
+    ReasonCount,
+    RunCounts,
+    RunHandle,
+    RunRecord,
+    RunState,
+    item_key,
+)
+from runner.journal.memory import MemoryJournal
+from runner.journal.sqlite import SqliteJournal
+
+__all__ = [
+    "PROBLEM_STATES",
+    "REQUEUEABLE_STATES",
+    "ItemRecord",
+    "ItemRef",
+    "ItemState",
+    "Journal",
+    "MemoryJournal",
+    "ReasonCount",
+    "RunCounts",
+    "RunHandle",
+    "RunRecord",
+    "RunState",
+    "SqliteJournal",
+    "item_key",
+]
+
+if TYPE_CHECKING:  # both implement the whole interface (checked by mypy)
+    _sqlite: Journal = SqliteJournal("journal.db")
+    _memory: Journal = MemoryJournal()

@@ -1,0 +1,380 @@
+"""The default journal: one SQLite file in WAL mode, one writer thread with group commit.
+
+Writes go to a writer thread (``DbThread``) that commits them in batches and wakes each awaiter
+only after its batch committed; reads go to a second thread with its own connection, which WAL
+lets read while the writer writes. A job is run by one process at a time (``JobLock``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from runner.errors import JournalError, RunLockedError, RunNotFoundError
+from runner.journal import queries as q
+from runner.journal.base import (
+    PROBLEM_STATES,
+    ItemRecord,
+    ItemRef,
+    ItemState,
+    RunCounts,
+    RunHandle,
+    RunRecord,
+    RunState,
+)
+from runner.journal.dbthread import DbThread
+from runner.journal.lock import JobLock, lock_path
+from runner.journal.rules import (
+    MAX_DETAIL_CHARS,
+    MAX_REASON_CHARS,
+    clean_result,
+    clean_text,
+    job_identity,
+    new_run_id,
+    parse_states,
+    requeueable,
+    resumes,
+    this_holder,
+)
+from runner.journal.schema import ensure_schema
+
+# Items per page when streaming records (report, retry --failed).
+PAGE_SIZE = 500
+
+Synchronous = Literal["FULL", "NORMAL"]
+
+
+class SqliteJournal:
+    """``async with SqliteJournal(path) as journal:`` (see ``Journal`` for the methods).
+
+    ``synchronous="FULL"`` (the default) fsyncs the WAL at every commit, so an item journaled
+    ``started`` survives even a power loss before its request leaves. ``NORMAL`` survives a
+    crash of the process (the OS has the data) but not of the machine. With group commit one
+    fsync serves every item in flight, so FULL costs little (measured by
+    ``bench/journal_throughput.py``); NORMAL is there for disks where fsync is very slow.
+    ``create=False`` opens only an existing journal (``status``, ``report``).
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        synchronous: Synchronous = "FULL",
+        create: bool = True,
+        clock: Callable[[], float] = time.time,
+    ):
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+        self.path = Path(path)
+        self._synchronous = synchronous
+        self._create = create
+        self._clock = clock
+        self._writer: DbThread | None = None
+        self._reader: DbThread | None = None
+        # Runs this journal opened, with their job locks; touched only by the writer thread.
+        self._held: dict[str, JobLock] = {}
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        self._writer = DbThread(
+            "journal-writer", self._connect_writer, begin="BEGIN IMMEDIATE"
+        )
+        try:
+            await self._writer.call(ensure_schema)
+        except BaseException:
+            await self._writer.stop()
+            self._writer = None
+            raise
+        self._reader = DbThread("journal-reader", self._connect_reader)
+
+    async def close(self) -> None:
+        writer, reader = self._writer, self._reader
+        self._writer = self._reader = None
+        if writer is not None:
+            await writer.call(self._release_all)
+            await writer.stop()
+        if reader is not None:
+            await reader.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        if not self._create and not self.path.exists():
+            raise JournalError(f"no journal at {self.path}")
+        if self._create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            conn.close()
+            raise JournalError(f"{self.path}: the journal needs WAL mode, got {mode}")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+
+    def _write(self) -> DbThread:
+        if self._writer is None:
+            raise JournalError("the journal is not open (use `async with SqliteJournal(...)`)")
+        return self._writer
+
+    def _read(self) -> DbThread:
+        if self._reader is None:
+            raise JournalError("the journal is not open (use `async with SqliteJournal(...)`)")
+        return self._reader
+
+    @property
+    def batches(self) -> tuple[int, int]:
+        """(commits, operations) so far: operations / commits is the group-commit factor."""
+        if self._writer is None:
+            return (0, 0)
+        return (self._writer.batches, self._writer.operations)
+
+    # -- runs (writer thread) -----------------------------------------------------------------
+
+    async def open_run(
+        self,
+        job_name: str,
+        job_path: str,
+        job_fingerprint: str,
+        config_fingerprint: str,
+        job_text: str,
+        *,
+        fresh: bool = False,
+    ) -> RunHandle:
+        def op(conn: sqlite3.Connection) -> RunHandle:
+            ident = job_identity(job_path)
+            lock = self._lock_job(conn, ident)
+            try:
+                latest = q.latest_run(conn, ident)
+                if latest is not None and resumes(
+                    latest,
+                    job_path=ident,
+                    job_fingerprint=job_fingerprint,
+                    job_text=job_text,
+                    fresh=fresh,
+                ):
+                    q.set_running(conn, latest.run_id, this_holder(), config_fingerprint)
+                    changed = latest.config_fingerprint != config_fingerprint
+                    handle = RunHandle(self._run(conn, latest.run_id), True, changed)
+                else:
+                    run = self._insert_run(
+                        conn, job_name, ident, job_fingerprint, config_fingerprint, job_text
+                    )
+                    handle = RunHandle(run, False)
+            except BaseException:
+                lock.release()
+                raise
+            self._held[handle.run_id] = lock
+            return handle
+
+        return await self._write().call(op)
+
+    async def resume(self, run_id: str) -> RunHandle:
+        def op(conn: sqlite3.Connection) -> RunHandle:
+            run = self._run(conn, run_id)
+            lock = self._lock_job(conn, run.job_path)
+            try:
+                q.set_running(conn, run_id, this_holder(), run.config_fingerprint)
+                handle = RunHandle(self._run(conn, run_id), True)
+            except BaseException:
+                lock.release()
+                raise
+            self._held[run_id] = lock
+            return handle
+
+        return await self._write().call(op)
+
+    async def claim(self, run_id: str, row_keys: Sequence[str]) -> Sequence[str]:
+        # The job lock makes this process the run's only worker: every row is ours.
+        self._check_held(run_id)
+        return list(row_keys)
+
+    async def set_total(self, run_id: str, total_items: int) -> None:
+        self._check_held(run_id)
+        total = int(total_items)
+        await self._write().call(lambda conn: q.set_total(conn, run_id, total))
+
+    async def finish_run(self, run_id: str, state: RunState | str) -> None:
+        final = RunState(state)
+        self._check_held(run_id)
+
+        def op(conn: sqlite3.Connection) -> None:
+            q.set_ended(conn, run_id, final, self._clock())
+            # Released before this batch commits, yet safe: a process that takes the lock next
+            # reads the run inside BEGIN IMMEDIATE, which waits for this commit.
+            lock = self._held.pop(run_id, None)
+            if lock is not None:
+                lock.release()
+
+        await self._write().call(op)
+
+    async def requeue(self, run_id: str, states: Sequence[str] = (ItemState.FAILED,)) -> int:
+        wanted = requeueable(states)
+
+        def op(conn: sqlite3.Connection) -> int:
+            run = self._run(conn, run_id)
+            # Not while another process runs the job: its workers would race the change.
+            borrowed = None if run_id in self._held else self._lock_job(conn, run.job_path)
+            try:
+                return q.requeue(conn, run, wanted, self._clock())
+            finally:
+                if borrowed is not None:
+                    borrowed.release()
+
+        return await self._write().call(op)
+
+    # -- items (writer thread) ----------------------------------------------------------------
+
+    async def mark_started(self, run_id: str, item: ItemRef) -> int:
+        return await self._mark(run_id, item, ItemState.STARTED)
+
+    async def mark_done(
+        self, run_id: str, item: ItemRef, result: Mapping[str, Any] | None = None
+    ) -> None:
+        await self._mark(run_id, item, ItemState.DONE, result=clean_result(result))
+
+    async def mark_failed(
+        self, run_id: str, item: ItemRef, reason: str, *, detail: str = ""
+    ) -> None:
+        await self._mark(run_id, item, ItemState.FAILED, reason, detail)
+
+    async def mark_skipped(
+        self, run_id: str, item: ItemRef, reason: str, *, detail: str = ""
+    ) -> None:
+        await self._mark(run_id, item, ItemState.SKIPPED, reason, detail)
+
+    async def mark_blocked(
+        self, run_id: str, item: ItemRef, reason: str, *, detail: str = ""
+    ) -> None:
+        await self._mark(run_id, item, ItemState.BLOCKED, reason, detail)
+
+    async def mark_uncertain(
+        self, run_id: str, item: ItemRef, reason: str, *, detail: str = ""
+    ) -> None:
+        await self._mark(run_id, item, ItemState.UNCERTAIN, reason, detail)
+
+    async def _mark(
+        self,
+        run_id: str,
+        item: ItemRef,
+        state: ItemState,
+        reason: str | None = None,
+        detail: str | None = None,
+        *,
+        result: str | None = None,
+    ) -> int:
+        self._check_held(run_id)
+        # Redacted here, on the event loop's side, so the writer thread only writes.
+        why = clean_text(reason, MAX_REASON_CHARS)
+        particulars = clean_text(detail, MAX_DETAIL_CHARS)
+        return await self._write().call(
+            lambda conn: q.mark_item(
+                conn, run_id, item, state, why, particulars, result, self._clock()
+            )
+        )
+
+    # -- reads (reader thread) ----------------------------------------------------------------
+
+    async def states(self, run_id: str, row_keys: Sequence[str]) -> Mapping[str, ItemRecord]:
+        keys = list(dict.fromkeys(row_keys))
+        return await self._read().call(lambda conn: q.item_states(conn, run_id, keys))
+
+    async def records(
+        self, run_id: str, states: Sequence[str] = PROBLEM_STATES
+    ) -> AsyncIterator[ItemRecord]:
+        for state in parse_states(states):
+            after: tuple[str, int] = ("", -1)
+            while True:
+                page = await self._read().call(
+                    partial(q.item_page, run_id=run_id, state=state, after=after, size=PAGE_SIZE)
+                )
+                for record in page:
+                    yield record
+                if len(page) < PAGE_SIZE:
+                    break
+                after = (page[-1].row_key, page[-1].action_index)
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        return await self._read().call(lambda conn: self._run(conn, run_id))
+
+    async def runs(self, limit: int = 20) -> Sequence[RunRecord]:
+        return await self._read().call(lambda conn: q.latest_runs(conn, limit))
+
+    async def counts(self, run_id: str) -> RunCounts:
+        return await self._read().call(lambda conn: q.run_counts(conn, self._run(conn, run_id)))
+
+    # -- helpers (in the threads) -------------------------------------------------------------
+
+    def _run(self, conn: sqlite3.Connection, run_id: str) -> RunRecord:
+        run = q.get_run(conn, run_id)
+        if run is None:
+            raise RunNotFoundError(run_id, self.path)
+        return run
+
+    def _lock_job(self, conn: sqlite3.Connection, ident: str) -> JobLock:
+        path = lock_path(self.path, ident)
+        lock = JobLock.try_acquire(path, this_holder())
+        if lock is None:
+            latest = q.latest_run(conn, ident)
+            run_id = latest.run_id if latest is not None else f"of {ident}"
+            raise RunLockedError(run_id, JobLock.holder(path))
+        return lock
+
+    def _insert_run(
+        self,
+        conn: sqlite3.Connection,
+        job_name: str,
+        ident: str,
+        job_fp: str,
+        config_fp: str,
+        job_text: str,
+    ) -> RunRecord:
+        now = self._clock()
+        for _ in range(10):
+            run = RunRecord(
+                run_id=new_run_id(now),
+                job_name=job_name,
+                job_path=ident,
+                job_fingerprint=job_fp,
+                config_fingerprint=config_fp,
+                job_text=job_text,
+                started_at=now,
+                ended_at=None,
+                state=RunState.RUNNING,
+                total_items=None,
+                holder=this_holder(),
+            )
+            if q.insert_run(conn, run):
+                return run
+        raise JournalError("could not find a free run ID")  # 16M IDs a day: never in practice
+
+    def _check_held(self, run_id: str) -> None:
+        if run_id not in self._held:
+            raise JournalError(f"run {run_id} is not open in this journal (open_run or resume)")
+
+    def _release_all(self, conn: sqlite3.Connection) -> None:
+        for lock in self._held.values():
+            lock.release()
+        self._held.clear()
+
