@@ -46,6 +46,7 @@ from runner.gateway import (
     SystemTokenRejected,
     UserRefused,
 )
+from runner.logs import register_secret
 from runner.retry import rate_limit_delay
 from runner.systemtoken import SystemTokenProvider
 from runner.tokens import TokenCache
@@ -215,6 +216,7 @@ class Minter:
             if isinstance(outcome, SystemTokenRejected):
                 self._system_tokens.invalidate(system_token)
             elif isinstance(outcome, Minted):
+                register_secret(outcome.token)
                 self._proven.add(ari)
             return outcome
 

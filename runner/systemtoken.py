@@ -29,6 +29,7 @@ from runner.budgets import Clock, SystemClock
 from runner.config import SystemTokenSource
 from runner.errors import SystemTokenError
 from runner.events import NullObserver, Observer
+from runner.logs import register_secret
 
 log = structlog.get_logger("runner.systemtoken")
 
@@ -144,6 +145,7 @@ class SystemTokenProvider:
             return exc.reason
         if not token:
             return f"{self._describe()} is empty"
+        register_secret(token)
         if _digest(token) in self._rejected:
             return f"{self._describe()} still holds the token the gateway refused"
         expires_at = _jwt_exp(token)
