@@ -90,7 +90,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_config_errors_exit_2_naming_file_and_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str | None, says: str
 ) -> None:
-    """A config that can't be used exits 2, naming the file and what is wrong; stdout stays empty."""
+    """An unusable config exits 2, naming the file and what is wrong; stdout stays empty."""
     path = tmp_path / "absent.toml" if text is None else _write(tmp_path, text)
     code = main(["sandbox", "system-token", "--config", str(path), "--environment", "dev"])
     captured = capsys.readouterr()
