@@ -42,7 +42,8 @@ def install(app: web.Application, world: World) -> None:
     gateway = Gateway(world)
     world.parts["gateway"] = gateway
     for path in PATHS:
-        app.router.add_post(path, gateway.handle)
+        # Every method, so that even a wrong one is answered with the gateway's IDs.
+        app.router.add_route("*", path, gateway.handle)
 
 
 class _RateLimited(Exception):
@@ -69,6 +70,9 @@ class Gateway:
             "crossRegion": False,
             "edgeCrossRegion": False,
         }
+        if request.method != "POST":
+            errors = [_error("Method not allowed: use POST", "MethodNotAllowed", 405)]
+            return _answer(ids, 405, errors=errors, headers={"Allow": "POST"})
         env = self._authenticate(request)
         if env is None:
             return _answer(ids, 401, errors=[_error("Unauthorized", "Unauthorized", 401)],

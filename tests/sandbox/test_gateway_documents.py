@@ -119,3 +119,12 @@ def test_spec_dir_without_the_schema_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         build_app(config)
     assert caught.value.key == "sandbox.spec_dir"
+
+
+async def test_other_methods_get_405_with_gateway_ids(sandbox: RunningSandbox) -> None:
+    """A GET to the gateway gets 405, Allow: POST, and still the gateway's request and trace IDs."""
+    async with aiohttp.ClientSession() as session, session.get(sandbox.gateway_url) as resp:
+        assert resp.status == 405
+        assert resp.headers["Allow"] == "POST"
+        body = await resp.json()
+    assert body["extensions"]["gateway"]["request_id"]
