@@ -1,4 +1,4 @@
-"""Configuration: a TOML file -> frozen dataclasses, checked at load.
+"""Configuration: a TOML file -> frozen dataclasses, checked at load (``load_config``).
 
 Secrets never live in the file: a system token comes from an environment variable, a file or a
 command (``SystemTokenSource``). An error names the file, the key's path and what was expected.
@@ -6,11 +6,17 @@ command (``SystemTokenSource``). An error names the file, the key's path and wha
 
 from __future__ import annotations
 
+import hashlib
+import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.sandbox.config import SandboxConfig
+from runner.ari import AriError, validate_ari
+from runner.errors import ConfigError
+from runner.sandbox.config import SandboxConfig, load_sandbox_config
+from runner.tables import MISSING, Table, describe
 
 DEFAULT_GATEWAY_URL = "https://api.atlassian.com/graphql"
 DEFAULT_API_BASE_URL = "https://api.atlassian.com/ex/jira/{cloud_id}"
@@ -121,3 +127,217 @@ class Config:
     sandbox: SandboxConfig | None = None
     # sha256 of the file's bytes: a resumed run checks it did not change.
     fingerprint: str = field(default="")
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and check a config file. ConfigError names the file, the key's path and what was
+    expected; unknown keys are errors; relative paths resolve against the file's folder."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError("(file)", "a readable config file", exc.strerror or str(exc),
+                          file=path) from None
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError("(file)", "valid TOML", str(exc), file=path) from None
+
+    def error(key: str, expected: str, found: str) -> ConfigError:
+        return ConfigError(key, expected, found, file=path)
+
+    base = path.resolve().parent
+    root = Table(doc, "", error)
+    runner = _runner(root.table("runner"), base)
+    environments = {
+        name: _environment(name, t, base) for name, t in root.tables("environments")
+    }
+    sites = {name: _site(name, t, environments) for name, t in root.tables("sites")}
+    retry = root.table("retry")
+    retry_mint = _retry(retry.table("mint"), Config.retry_mint)
+    retry_jira = _retry(retry.table("jira"), Config.retry_jira)
+    retry.done()
+    budgets = _budgets(root.table("jira_budgets"))
+    messages = _messages(root.table("gateway_messages"))
+    sandbox = None
+    if "sandbox" in root:
+        table = root.table("sandbox")
+        try:
+            sandbox = load_sandbox_config(table.data, base)
+        except ConfigError as exc:
+            raise ConfigError(exc.key, exc.expected, exc.found, file=path) from None
+    root.done()
+    return Config(
+        path=path,
+        runner=runner,
+        environments=environments,
+        sites=sites,
+        retry_mint=retry_mint,
+        retry_jira=retry_jira,
+        jira_budgets=budgets,
+        gateway_messages=messages,
+        sandbox=sandbox,
+        fingerprint=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _url(t: Table, name: str, default: str, cloud_id: str | None = None) -> str:
+    value: str = t.nonempty(name, default)
+    filled = value.replace("{cloud_id}", cloud_id) if cloud_id is not None else value
+    allowed = " with at most the {cloud_id} placeholder" if cloud_id is not None else ""
+    if not re.fullmatch(r"https?://[^\s{}]+", filled):
+        raise t.error(name, f"an http:// or https:// URL{allowed}", describe(value))
+    return filled.rstrip("/")
+
+
+def _runner(t: Table, base: Path) -> RunnerSettings:
+    d = RunnerSettings()
+    settings = RunnerSettings(
+        concurrency=t.integer("concurrency", d.concurrency, minimum=1),
+        journal=_resolve(base, t.nonempty("journal", str(d.journal), expected="a file path")),
+        request_timeout_s=t.number("request_timeout_s", d.request_timeout_s, positive=True),
+        token_refresh_margin_s=t.number(
+            "token_refresh_margin_s", d.token_refresh_margin_s, minimum=0
+        ),
+    )
+    t.done()
+    return settings
+
+
+def _ari(t: Table, name: str, product: str, type: str | None) -> str:
+    value: str = t.string(name)
+    try:
+        validate_ari(value, product=product, type=type)
+    except AriError as exc:
+        raise t.error(name, f"an ARI of the form {exc.expected}", describe(value)) from None
+    return value
+
+
+def _token_source(t: Table, base: Path) -> SystemTokenSource:
+    expected = "exactly one of env, file or command (where the token comes from)"
+    if "token" in t:
+        # Said plainly: a token in a config file ends up in backups and version control.
+        raise t.error("token", expected, "a token in the file (secrets never live in the config)")
+    given = [k for k in ("env", "file", "command") if k in t]
+    if len(given) != 1:
+        found = "none of them" if not given else " and ".join(given)
+        raise t.make_error(t.path, expected, found)
+    env = t.nonempty("env", None, expected="an environment variable name")
+    file = t.nonempty("file", None, expected="a file path")
+    command = t.strings("command", None, nonempty=True)
+    source = SystemTokenSource(
+        env=env,
+        file=_resolve(base, file) if file is not None else None,
+        command=command,
+        max_wait_s=t.number("max_wait_s", SystemTokenSource.max_wait_s, minimum=0),
+        cwd=base,
+    )
+    t.done()
+    return source
+
+
+def _environment(name: str, t: Table, base: Path) -> EnvironmentConfig:
+    d = EnvironmentConfig
+    env = EnvironmentConfig(
+        name=name,
+        app_id=_ari(t, "app_id", "ecosystem", "app"),
+        system_token=_token_source(t.table("system_token", required=True), base),
+        gateway_url=_url(t, "gateway_url", d.gateway_url),
+        mint_bucket=t.string("mint_bucket", d.mint_bucket),
+        mint_limit=t.integer("mint_limit", d.mint_limit, minimum=1),
+        mint_window_s=t.number("mint_window_s", d.mint_window_s, positive=True),
+    )
+    t.done()
+    return env
+
+
+def _site(name: str, t: Table, environments: Mapping[str, EnvironmentConfig]) -> SiteConfig:
+    cloud_id: str = t.string("cloud_id", expected="the site's cloud ID")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", cloud_id):
+        raise t.error("cloud_id", "the site's cloud ID (a UUID)", describe(cloud_id))
+    only = next(iter(environments)) if len(environments) == 1 else MISSING
+    environment: str = t.nonempty("environment", only, expected="an environment's name")
+    if environment not in environments:
+        known = ", ".join(sorted(environments)) or "none are configured"
+        raise t.error("environment", f"a configured environment ({known})", repr(environment))
+    template: str = t.nonempty("context_ari", DEFAULT_CONTEXT_ARI)
+    context_ari = template.replace("{cloud_id}", cloud_id)
+    try:
+        validate_ari(context_ari)
+    except AriError as exc:
+        raise t.error(
+            "context_ari", f"an ARI of the form {exc.expected} ({{cloud_id}} is filled in)",
+            describe(template),
+        ) from None
+    site = SiteConfig(
+        name=name,
+        cloud_id=cloud_id,
+        installation_id=_ari(t, "installation_id", "ecosystem", "installation"),
+        environment=environment,
+        api_base_url=_url(t, "api_base_url", DEFAULT_API_BASE_URL, cloud_id),
+        context_ari=context_ari,
+    )
+    t.done()
+    return site
+
+
+def _retry(t: Table, d: RetryPolicy) -> RetryPolicy:
+    policy = RetryPolicy(
+        attempts=t.integer("attempts", d.attempts, minimum=1),
+        wait_initial_s=t.number("wait_initial_s", d.wait_initial_s, minimum=0),
+        wait_max_s=t.number("wait_max_s", d.wait_max_s, minimum=0),
+        wait_jitter_s=t.number("wait_jitter_s", d.wait_jitter_s, minimum=0),
+        deadline_s=t.number("deadline_s", d.deadline_s, positive=True),
+    )
+    if policy.wait_max_s < policy.wait_initial_s:
+        raise t.error(
+            "wait_max_s", f"a number >= wait_initial_s ({policy.wait_initial_s})",
+            describe(policy.wait_max_s),
+        )
+    t.done()
+    return policy
+
+
+def _budgets(t: Table) -> JiraBudgets:
+    d = JiraBudgets()
+    budgets = JiraBudgets(
+        quota_points=t.integer("quota_points", d.quota_points, minimum=1),
+        quota_window_s=t.number("quota_window_s", d.quota_window_s, positive=True),
+        burst_get_post=t.integer("burst_get_post", d.burst_get_post, minimum=1),
+        burst_put_delete=t.integer("burst_put_delete", d.burst_put_delete, minimum=1),
+        per_issue_2s=t.integer("per_issue_2s", d.per_issue_2s, minimum=1),
+        per_issue_30s=t.integer("per_issue_30s", d.per_issue_30s, minimum=1),
+    )
+    t.done()
+    return budgets
+
+
+def _messages(t: Table) -> GatewayMessages:
+    d = GatewayMessages()
+
+    def patterns(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        values: tuple[str, ...] = t.strings(name, default)
+        for i, value in enumerate(values):
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise t.make_error(
+                    f"{t.key(name)}[{i}]", "a regular expression", f"{value!r} ({exc})"
+                ) from None
+        return values
+
+    messages = GatewayMessages(
+        context_refused=patterns("context_refused", d.context_refused),
+        user_refused=patterns("user_refused", d.user_refused),
+        rate_limited=patterns("rate_limited", d.rate_limited),
+    )
+    t.done()
+    return messages

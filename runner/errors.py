@@ -13,6 +13,7 @@
     ├── UserRefusedError             the gateway won't mint for this user (deactivated, no access)
     ├── JiraCallError                a Jira call failed for good (status, Jira's messages)
     │   └── JiraUncertainError       a write's outcome is unknown; it was not sent again
+    ├── ActionError                  an action can't be completed for one row (the item fails)
     ├── JournalError                 the journal can't be opened or written
     │   └── RunLockedError           another process is running this job (exit 4)
     └── BlockedEnvironmentError      an environment can't mint at all (wrong ARI, scopes) (exit 3)
@@ -155,6 +156,16 @@ class UserRefusedError(RunnerError):
         self.request_id = request_id
         ids = f" (request_id={request_id})" if request_id else ""
         super().__init__(f"user {account_id} can't be impersonated: {reason}{ids}")
+
+
+class ActionError(RunnerError):
+    """An action can't be completed for one row, e.g. the issue has no transition of the name
+    the job gave. Permanent: the item fails with ``reason``; nothing is retried."""
+
+    def __init__(self, action: str, reason: str):
+        self.action = action
+        self.reason = reason
+        super().__init__(f"{action}: {reason}")
 
 
 class JournalError(RunnerError):

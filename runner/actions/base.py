@@ -1,0 +1,119 @@
+"""What an action is and what it produces: a ``JiraRequest``, ready to send.
+
+An action is one ``[[actions]]`` entry of a job. ``render(row, item_key)`` fills its templates
+from one row and returns the request: method, concrete path, the spec's path template (the
+budgets' endpoint key), query, JSON body, whether it may be sent twice, its points cost and the
+issue it writes to (the per-issue budget's key). Rendering is pure and cheap, so the same call
+checks every row before a run and builds each request during it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from runner.templates import Template, TemplateError, path_segment
+
+if TYPE_CHECKING:
+    from runner.job import Row
+
+# The entity property every create carries, so a create whose outcome is unknown can be found
+# (by `issue.property[forge-runner.item].item = "<item key>"`) before it is sent again.
+ITEM_PROPERTY_KEY = "forge-runner.item"
+
+# Points (atlassian-facts.md section 3): 1 per request, +1 per core object read (issue,
+# project...), +2 per identity object read (user, group, role); writes cost 1.
+WRITE_COST = 1
+REQUEST_COST = 1
+CORE_OBJECT_COST = 1
+IDENTITY_OBJECT_COST = 2
+
+API = "/rest/api/3"
+
+
+@dataclass(frozen=True)
+class Resolve:
+    """A read the executor sends first; its answer completes the request.
+
+    ``issue.transition`` by name needs the issue's transitions to learn the ID. The executor
+    sends ``request`` (as the same user, within the same budgets), then sends
+    ``complete(answer_json)``. ``complete`` raises ``runner.errors.ActionError`` when the answer
+    does not allow the action (no transition of that name): the item fails, nothing is retried.
+    """
+
+    request: JiraRequest
+    complete: Callable[[Any], JiraRequest] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class JiraRequest:
+    """One Jira REST call, relative to the site's ``api_base_url``."""
+
+    method: str  # "GET" | "POST" | "PUT" | "DELETE"
+    path: str  # concrete: "/rest/api/3/issue/MIG-1/comment"
+    template: str  # the spec's: "/rest/api/3/issue/{issueIdOrKey}/comment"
+    query: Mapping[str, str] = field(default_factory=dict)
+    json: Any = None
+    idempotent: bool = True
+    cost: int = 1  # estimated points
+    issue: str | None = None  # the issue written to; None for reads and issue-less writes
+    # Set when a read must come first (see Resolve); `json` is then None until completed.
+    resolve: Resolve | None = None
+
+
+class Action(Protocol):
+    """One ``[[actions]]`` entry; ``index`` is its position in the job. (Read-only attributes,
+    written as properties so frozen dataclasses satisfy the protocol.)"""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...  # "comment.add", "request", ...
+
+    @property
+    def idempotent(self) -> bool: ...
+
+    @property
+    def creates(self) -> str | None: ...  # "comment" | "issue" | "worklog" | None
+
+    def placeholders(self) -> frozenset[str]: ...
+
+    def render(self, row: Row, item_key: str) -> JiraRequest: ...
+
+
+class RenderError(ValueError):
+    """One row's values don't make a valid request for one action parameter."""
+
+    def __init__(self, param: str, problem: str):
+        self.param = param
+        self.problem = problem
+        super().__init__(f"{param}: {problem}")
+
+
+def item_property(item_key: str) -> dict[str, Any]:
+    return {"key": ITEM_PROPERTY_KEY, "value": {"item": item_key}}
+
+
+def fill(param: str, template: Template, fields: Mapping[str, str], *, nonempty: bool = True
+         ) -> str:
+    """Render one parameter, naming the parameter in any error."""
+    try:
+        value = template.render(fields)
+    except TemplateError as exc:
+        raise RenderError(param, str(exc)) from None
+    if nonempty and not value.strip():
+        shown = f" ({template.text!r} gave '')" if template.placeholders else ""
+        raise RenderError(param, f"expected a value, found an empty one{shown}")
+    return value
+
+
+def fill_segment(param: str, template: Template, fields: Mapping[str, str]) -> tuple[str, str]:
+    """A parameter that goes into the URL path: (value, percent-encoded value)."""
+    value = fill(param, template, fields)
+    return value, path_segment(value)
+
+
+def issue_path(issue: str, suffix: str = "") -> str:
+    return f"{API}/issue/{path_segment(issue)}{suffix}"

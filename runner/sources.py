@@ -1,0 +1,197 @@
+"""Where a job's rows come from: a CSV file, a JSONL file, or rows written inline in the job.
+
+Files are streamed: ``rows()`` opens the file and yields one ``Row`` at a time, so a job of a
+million rows needs no more memory than one of a thousand (design principle 7). Each call starts
+again from the beginning. ``columns`` is known from the header (CSV), the declared ``columns``
+or the first record (JSONL), without reading the rest.
+
+Every value is a string: JSON and TOML numbers and booleans are written as JSON writes them
+(``12``, ``true``), null as ``""``, tables and lists as compact JSON text.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any, Protocol
+
+from runner.errors import JobError
+
+ACCOUNT_COLUMN = "account_id"
+SITE_COLUMN = "site"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One record of the source."""
+
+    index: int  # 0-based position in the source
+    key: str  # the row_key column's value, else the position ("line-17"); stable across runs
+    account_id: str
+    site: str  # the row's `site` column if present, else the job's only site ("" if neither)
+    fields: Mapping[str, str]  # every column, account_id included
+    where: str = ""  # for errors: "jobs/data/users.csv line 17"
+
+
+class Source(Protocol):
+    description: str  # "jobs/data/users.csv"
+    columns: tuple[str, ...]
+
+    def rows(self) -> Iterator[Row]: ...
+
+
+@dataclass(frozen=True)
+class RowShape:
+    """How a record becomes a Row: which column keys it, which site it belongs to."""
+
+    row_key: str | None = None
+    default_site: str | None = None  # the job's only site
+
+    def make(self, index: int, position: str, where: str, fields: Mapping[str, str]) -> Row:
+        key = fields.get(self.row_key, "") if self.row_key else position
+        site = fields.get(SITE_COLUMN) or self.default_site or ""
+        return Row(index, key, fields.get(ACCOUNT_COLUMN, ""), site, fields, where)
+
+
+def text_value(value: Any) -> str:
+    """A JSON or TOML value as the string a template sees."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _columns_problem(columns: Sequence[str]) -> str | None:
+    seen: set[str] = set()
+    for i, name in enumerate(columns):
+        if not name.strip():
+            return f"column {i + 1} has no name"
+        if name in seen:
+            return f"column {name!r} appears twice"
+        seen.add(name)
+    return None
+
+
+class CsvSource:
+    """A CSV file with a header line. Records may span lines (quoted newlines); a record's line
+    is the line it starts on."""
+
+    def __init__(self, path: Path, shape: RowShape, *, delimiter: str = ",",
+                 encoding: str = "utf-8-sig"):
+        self.path = path
+        self.description = str(path)
+        self.shape = shape
+        self.delimiter = delimiter
+        self.encoding = encoding
+        with self._open() as f:
+            header = next(csv.reader(f, delimiter=delimiter), None)
+        if header is None:
+            raise JobError(f"{path} line 1", "expected a header line naming the columns, "
+                           "found an empty file")
+        problem = _columns_problem(header)
+        if problem:
+            raise JobError(f"{path} line 1", f"expected a header of distinct column names, "
+                           f"found that {problem}")
+        self.columns: tuple[str, ...] = tuple(header)
+
+    def _open(self) -> Any:
+        try:
+            return self.path.open(newline="", encoding=self.encoding)
+        except OSError as exc:
+            raise JobError(str(self.path), f"expected a readable CSV file, found "
+                           f"{exc.strerror or exc}") from None
+
+    def rows(self) -> Iterator[Row]:
+        with self._open() as f:
+            reader = csv.reader(f, delimiter=self.delimiter)
+            try:
+                next(reader)
+                index = 0
+                while True:
+                    line = reader.line_num + 1
+                    record = next(reader, None)
+                    if record is None:
+                        return
+                    if not record:  # a blank line
+                        continue
+                    where = f"{self.description} line {line}"
+                    if len(record) != len(self.columns):
+                        raise JobError(where, f"expected {len(self.columns)} fields (one per "
+                                       f"header column), found {len(record)}")
+                    fields = dict(zip(self.columns, record, strict=True))
+                    yield self.shape.make(index, f"line-{line}", where, fields)
+                    index += 1
+            except (csv.Error, UnicodeDecodeError) as exc:
+                raise JobError(f"{self.description} line {reader.line_num}",
+                               f"expected CSV text, found {exc}") from None
+
+
+class JsonlSource:
+    """One JSON object per line; blank lines are skipped."""
+
+    def __init__(self, path: Path, shape: RowShape, *, columns: Sequence[str] | None = None,
+                 encoding: str = "utf-8"):
+        self.path = path
+        self.description = str(path)
+        self.shape = shape
+        self.encoding = encoding
+        if columns is None:
+            first = next(self._records(), None)
+            columns = tuple(first[2]) if first is not None else ()
+        self.columns: tuple[str, ...] = tuple(columns)
+
+    def _records(self) -> Iterator[tuple[int, str, dict[str, str]]]:
+        try:
+            f = self.path.open(encoding=self.encoding)
+        except OSError as exc:
+            raise JobError(str(self.path), f"expected a readable JSONL file, found "
+                           f"{exc.strerror or exc}") from None
+        with f:
+            line = 0
+            try:
+                for line, text in enumerate(f, start=1):
+                    if not text.strip():
+                        continue
+                    where = f"{self.description} line {line}"
+                    try:
+                        record = json.loads(text)
+                    except json.JSONDecodeError as exc:
+                        raise JobError(where, f"expected a JSON object, found invalid JSON "
+                                       f"({exc.msg})") from None
+                    if not isinstance(record, dict):
+                        raise JobError(where, f"expected a JSON object, found "
+                                       f"{type(record).__name__}")
+                    yield line, where, {str(k): text_value(v) for k, v in record.items()}
+            except UnicodeDecodeError as exc:
+                raise JobError(f"{self.description} line {line + 1}",
+                               f"expected UTF-8 text, found {exc.reason}") from None
+
+    def rows(self) -> Iterator[Row]:
+        for index, (line, where, fields) in enumerate(self._records()):
+            yield self.shape.make(index, f"line-{line}", where, fields)
+
+
+class InlineSource:
+    """Rows written in the job file itself (``[[source.rows]]``): for small jobs and tests."""
+
+    def __init__(self, records: Sequence[Mapping[str, Any]], shape: RowShape,
+                 description: str = "source.rows"):
+        self.description = description
+        self.shape = shape
+        self._records = [{str(k): text_value(v) for k, v in r.items()} for r in records]
+        columns: dict[str, None] = {}
+        for record in self._records:
+            columns.update(dict.fromkeys(record))
+        self.columns: tuple[str, ...] = tuple(columns)
+
+    def rows(self) -> Iterator[Row]:
+        for index, fields in enumerate(self._records):
+            yield self.shape.make(index, f"row-{index + 1}", f"{self.description}[{index}]",
+                                  fields)
