@@ -8,11 +8,11 @@
     │   └── RunNotFoundError         no run has the ID given
     ├── SystemTokenError             no valid system token could be had for an environment
     ├── TransportError               the request may not have arrived: timeout, reset, 5xx
-    │   └── RequestNotSentError      it surely did not: the connection was never made
+    │   ├── RequestNotSentError      it surely did not: the connection was never made
+    │   └── JiraUncertainError       a Jira write's outcome is unknown; it was not sent again
     ├── GatewayError                 the gateway answered in a way we don't understand
     ├── UserRefusedError             the gateway won't mint for this user (deactivated, no access)
     ├── JiraCallError                a Jira call failed for good (status, Jira's messages)
-    │   └── JiraUncertainError       a write's outcome is unknown; it was not sent again
     ├── ActionError                  an action can't be completed for one row (the item fails)
     ├── JournalError                 the journal can't be opened or written
     │   └── RunLockedError           another process is running this job (exit 4)
@@ -132,8 +132,9 @@ class JiraCallError(RunnerError):
         super().__init__(f"{what}: {reason}{detail}{said}")
 
 
-class JiraUncertainError(JiraCallError):
-    """A non-idempotent call may or may not have taken effect; it was not sent again blindly."""
+class JiraUncertainError(TransportError):
+    """A non-idempotent Jira call may or may not have taken effect (a transport error or a 5xx
+    after it left); it was not sent again blindly."""
 
 
 class GatewayError(RunnerError):

@@ -8,7 +8,8 @@ from typing import Any
 
 import anyio
 
-from runner.budgets.cooldown import Cooldowns, SystemClock
+from runner.budgets import SystemClock
+from runner.budgets.cooldown import Cooldowns
 from runner.ratelimit import Scope
 
 BURST_A = Scope.burst("acme", "GET", "/rest/api/3/issue/{issueIdOrKey}")

@@ -9,32 +9,11 @@ Blocks expire by themselves; ``resume`` is reported when work next looks at an e
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
-from typing import Protocol
 
-import anyio
-
+from runner.budgets import Clock, SystemClock
 from runner.events import NullObserver, Observer
 from runner.ratelimit import Scope, with_parents
-
-
-class Clock(Protocol):
-    """Wall-clock time (POSIX seconds, so ``X-RateLimit-Reset`` compares) and a way to wait."""
-
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    """The real clock."""
-
-    def now(self) -> float:
-        return time.time()
-
-    async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(max(0.0, seconds))
 
 
 class Cooldowns:
