@@ -116,6 +116,9 @@ class Faults:
     latency_ms_max: float = 0.0
     # Only requests to these cloud IDs get faults; empty means every site.
     only_cloud_ids: tuple[str, ...] = ()
+    # Fraction of injected 5xx and drops that strike after the request took effect: the write
+    # happened, its answer is lost (what a client must check before sending a create again).
+    after_effect: float = 0.0
 
 
 @dataclass(frozen=True)
