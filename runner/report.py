@@ -25,24 +25,31 @@ Schema ``forge-runner.report/1``; every string in it has passed through ``runner
                  "active_at_end": [{"scope": str, "reason": str, "until": ISO 8601 | null}]},
       "jira_calls": {"2xx": int, "4xx": int, ...},
       "failures_by_reason": [{"state": str, "reason": str, "count": int}],   # commonest first
-      "items": [{"state", "site", "account", "row", "action", "reason", "detail"?}, ...]
+      "items": [{"state": str, "site": str, "reason": str, ...}, ...]
     }
 
-``items`` lists each failed, skipped, blocked or uncertain item the caller passes (read from
-the journal, streamed: the report never holds them all). The file is written beside its final
+``items`` lists each failed, skipped, blocked or uncertain item the caller passes, with the
+fields of whatever record it is (the journal's ``ItemRecord``: row_key, action_index, action,
+state, attempts, reason, detail, result, site, account_id...; or a ``ReportItem``). They are
+streamed (``write_report_async`` reads ``journal.records(run_id)`` as it writes): the report
+never holds them all. The file is written beside its final
 path and renamed into place, so a reader never sees half a report.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+import anyio
 
 from runner.logs import redact_value
 from runner.progress.stats import RunStats
@@ -64,8 +71,10 @@ class RunInfo:
 
 
 @dataclass(frozen=True)
-class ItemRecord:
-    """One item that did not end done: ``state`` is failed, skipped, blocked or uncertain."""
+class ReportItem:
+    """One item that did not end done: ``state`` is failed, skipped, blocked or uncertain.
+
+    The journal's ``ItemRecord`` (or any dataclass or mapping) may be passed instead."""
 
     state: str
     site: str
@@ -139,50 +148,125 @@ def report_head(stats: RunStats, run_info: RunInfo) -> dict[str, Any]:
     }
 
 
-def _item_dict(item: ItemRecord | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(item, ItemRecord):
+Item = Any  # a ReportItem, the journal's ItemRecord (any dataclass), or a mapping
+
+
+def _item_dict(item: Item) -> dict[str, Any]:
+    if is_dataclass(item) and not isinstance(item, type):
         out = asdict(item)
-        if out["detail"] is None:
+        if isinstance(item, ReportItem) and out["detail"] is None:
             del out["detail"]
         return out
-    return dict(item)
+    if isinstance(item, Mapping):
+        return dict(item)
+    raise TypeError(f"report item: expected a dataclass or a mapping, found {type(item).__name__}")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    return str(value)
+
+
+def _head_text(head: Mapping[str, Any]) -> str:
+    parts = ["{\n"]
+    for key, value in head.items():
+        text = json.dumps(value, indent=2, ensure_ascii=False, default=_json_default)
+        parts.append(f"  {json.dumps(key)}: {text.replace(chr(10), chr(10) + '  ')},\n")
+    parts.append('  "items": [')
+    return "".join(parts)
+
+
+def _item_text(item: Item, first: bool) -> str:
+    text = json.dumps(redact_value(_item_dict(item)), ensure_ascii=False, default=_json_default)
+    return ("\n    " if first else ",\n    ") + text
+
+
+def _tail(empty: bool) -> str:
+    return "]\n}\n" if empty else "\n  ]\n}\n"
+
+
+def _temp_beside(target: Path) -> tuple[int, str]:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+
+
+def _discard(name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name)
 
 
 def write_report(
     path: Path | str,
     stats: RunStats,
     run_info: RunInfo,
-    failures: Iterable[ItemRecord | Mapping[str, Any]] = (),
+    failures: Iterable[Item] = (),
 ) -> Path:
-    """Write the report to ``path`` (atomically) and return the path."""
+    """Write the report to ``path`` (atomically) and return the path.
+
+    ``failures`` is iterated once, item by item, while the file is written.
+    """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     head = redact_value(report_head(stats, run_info))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = _temp_beside(target)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            _write(out, head, failures)
+            out.write(_head_text(head))
+            first = True
+            for item in failures:
+                out.write(_item_text(item, first))
+                first = False
+            out.write(_tail(first))
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp_name, target)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        _discard(tmp_name)
         raise
     return target
 
 
-def _write(
-    out: IO[str], head: Mapping[str, Any], failures: Iterable[ItemRecord | Mapping[str, Any]]
-) -> None:
-    # Written piece by piece so the items can stream from the journal.
-    out.write("{\n")
-    for key, value in head.items():
-        text = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
-        out.write(f"  {json.dumps(key)}: {text},\n")
-    out.write('  "items": [')
-    first = True
-    for item in failures:
-        out.write("\n    " if first else ",\n    ")
-        out.write(json.dumps(redact_value(_item_dict(item)), ensure_ascii=False, default=str))
-        first = False
-    out.write("\n  ]\n}\n" if not first else "]\n}\n")
+async def write_report_async(
+    path: Path | str,
+    stats: RunStats,
+    run_info: RunInfo,
+    failures: AsyncIterable[Item] | Iterable[Item] = (),
+) -> Path:
+    """``write_report`` for an async source (``journal.records(run_id)``): the items stream
+    from the journal into the file, and file work runs in a worker thread."""
+    target = Path(path)
+    head = redact_value(report_head(stats, run_info))
+    fd, tmp_name = await anyio.to_thread.run_sync(_temp_beside, target)
+    try:
+        async with await anyio.open_file(fd, "w", encoding="utf-8") as out:
+            pending = [_head_text(head)]
+            first = True
+            async for item in _aiter(failures):
+                pending.append(_item_text(item, first))
+                first = False
+                if len(pending) >= _WRITE_BATCH:
+                    await out.write("".join(pending))
+                    pending.clear()
+            pending.append(_tail(first))
+            await out.write("".join(pending))
+            await out.flush()
+            await anyio.to_thread.run_sync(os.fsync, fd)
+        await anyio.to_thread.run_sync(os.replace, tmp_name, target)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_discard, tmp_name)
+        raise
+    return target
+
+
+# Items written per thread hop: few hops, little memory.
+_WRITE_BATCH = 500
+
+
+async def _aiter(items: AsyncIterable[Item] | Iterable[Item]) -> AsyncIterator[Item]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item

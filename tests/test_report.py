@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from runner.logs import register_secret
 from runner.progress import MintBudget, RunStats
-from runner.report import SCHEMA, ItemRecord, RunInfo, write_report
+from runner.report import SCHEMA, ReportItem, RunInfo, write_report, write_report_async
 
 EPOCH = 1_800_000_000.0
 
@@ -101,8 +102,8 @@ def test_report_holds_run_timings_counts_mints_and_limits(stats: RunStats, tmp_p
 def test_report_streams_each_item_given(stats: RunStats, tmp_path: Path) -> None:
     """Items from an iterator (records or mappings) are written one by one, in order."""
 
-    def journal_rows() -> Iterator[ItemRecord | dict[str, Any]]:
-        yield ItemRecord("failed", "alpha", "a1", 3, "comment.add", "404 Issue does not exist",
+    def journal_rows() -> Iterator[ReportItem | dict[str, Any]]:
+        yield ReportItem("failed", "alpha", "a1", 3, "comment.add", "404 Issue does not exist",
                          detail={"errorMessages": ["Issue does not exist"]})
         yield {"state": "skipped", "site": "beta", "account": "a2", "row": 4, "action": "myself",
                "reason": "user deactivated"}
@@ -124,7 +125,7 @@ def test_report_contains_no_secret(stats: RunStats, tmp_path: Path) -> None:
     stats.event("item.uncertain", site="alpha", account="a", row=9, action="issue.create",
                 reason=f"timeout, sent with {token}")
     stats.event("mint.context_refused", environment="prod", aris=(), message=f"refused {token}")
-    items = [ItemRecord("uncertain", "alpha", "a", 9, "issue.create", f"timeout {token}",
+    items = [ReportItem("uncertain", "alpha", "a", 9, "issue.create", f"timeout {token}",
                         detail={"headers": {"Authorization": "Bearer abc"}, "token": "x1"})]
     path = write_report(tmp_path / "r.json", stats, RunInfo(f"run {token}", "j"), items)
     text = path.read_text(encoding="utf-8")
@@ -140,11 +141,54 @@ def test_report_replaces_atomically(stats: RunStats, tmp_path: Path) -> None:
     path = tmp_path / "r.json"
     write_report(path, stats, RunInfo("first", "j"))
 
-    def broken() -> Iterator[ItemRecord]:
-        yield ItemRecord("failed", "alpha", "a", 1, "x", "r")
+    def broken() -> Iterator[ReportItem]:
+        yield ReportItem("failed", "alpha", "a", 1, "x", "r")
         raise OSError("journal went away")
 
     with pytest.raises(OSError, match="journal went away"):
         write_report(path, stats, RunInfo("second", "j"), broken())
     assert _read(path)["run_id"] == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+async def test_async_report_streams_journal_records(stats: RunStats, tmp_path: Path) -> None:
+    """write_report_async writes the journal's own records from an async iterator."""
+    from runner.journal.base import ItemRecord, ItemState
+
+    token = "tok-" + secrets.token_urlsafe(24)
+    register_secret(token)
+
+    async def records() -> AsyncIterator[ItemRecord]:
+        for n in range(1200):  # more than one write batch
+            yield ItemRecord(run_id="r", row_key=f"row-{n}", action_index=0, action="myself",
+                             state=ItemState.FAILED, attempts=1, reason="HTTP 404",
+                             detail=f"errorMessages: [no issue] {token}", result=None,
+                             site="alpha", account_id=f"acc-{n}", updated_at=EPOCH)
+
+    path = await write_report_async(tmp_path / "r.json", stats, RunInfo("r", "j"), records())
+    text = await anyio.Path(path).read_text(encoding="utf-8")
+    assert token not in text
+    items = json.loads(text)["items"]
+    assert len(items) == 1200
+    assert items[0]["state"] == "failed" and items[0]["row_key"] == "row-0"
+    assert items[-1]["account_id"] == "acc-1199"
+    assert items[0]["detail"] == "errorMessages: [no issue] [REDACTED]"
+    assert [p.name async for p in anyio.Path(tmp_path).iterdir()] == ["r.json"]
+
+
+async def test_async_report_failure_leaves_no_file(stats: RunStats, tmp_path: Path) -> None:
+    """When the async source fails, no report and no temporary file is left behind."""
+
+    async def broken() -> AsyncIterator[dict[str, str]]:
+        yield {"state": "failed", "reason": "x"}
+        raise RuntimeError("journal closed")
+
+    with pytest.raises(RuntimeError, match="journal closed"):
+        await write_report_async(tmp_path / "r.json", stats, RunInfo("r", "j"), broken())
+    assert [p async for p in anyio.Path(tmp_path).iterdir()] == []
+
+
+def test_report_refuses_items_it_cannot_read(stats: RunStats, tmp_path: Path) -> None:
+    """An item that is neither a dataclass nor a mapping is an error naming its type."""
+    with pytest.raises(TypeError, match="found int"):
+        write_report(tmp_path / "r.json", stats, RunInfo("r", "j"), [42])
