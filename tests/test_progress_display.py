@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import secrets
 import sys
 from collections.abc import Iterator, MutableMapping
@@ -14,7 +15,7 @@ import structlog
 from rich.console import Console
 from structlog.testing import LogCapture, capture_logs
 
-from runner.logs import register_secret
+from runner.logs import configure_logging, get_logger, register_secret
 from runner.progress import LiveView, MintBudget, PlainProgress, RunStats, Summary, open_progress
 
 EPOCH = 1_800_000_000.0
@@ -266,3 +267,34 @@ def test_summary_contains_no_registered_secret(stats: RunStats) -> None:
     text = Summary.render(stats)
     assert token not in text
     assert "[REDACTED]" in text
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**saved)
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+
+
+async def test_log_lines_print_above_the_live_view(
+    stats: RunStats, restored_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the default stream, log lines written during the live view go through its console."""
+    configure_logging(format="plain")
+    out = WatchedIO()
+    view = LiveView(stats, console=_console(out, terminal=True), refresh_per_second=50)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(view.run)
+            await out.when_contains("done 30").wait()
+            get_logger().warning("runner.test.during_live", n=1)
+            await out.when_contains("runner.test.during_live").wait()
+            view.stop()
+    assert "runner.test.during_live" not in capsys.readouterr().err
