@@ -39,6 +39,16 @@ class RateLimitEvent:
     retry_after: float | None
 
 
+@dataclass(frozen=True)
+class JiraArrival:
+    """One Jira request as it reached the sandbox, before faults, token, limits or endpoint."""
+
+    at: float
+    cloud_id: str
+    route: str  # "METHOD /rest/api/3/template"
+    issue: str | None  # the issueIdOrKey path parameter, if the route has one
+
+
 @dataclass
 class World:
     config: SandboxConfig
@@ -51,6 +61,9 @@ class World:
     mints_by_user: Counter[tuple[str, str]] = field(default_factory=Counter)  # (cloud, account)
     jira_calls: Counter[str] = field(default_factory=Counter)  # "METHOD /path/template"
     rate_limits: list[RateLimitEvent] = field(default_factory=list)
+    # Every Jira request's arrival, when a test sets this to [] (off by default: it would grow
+    # with the job).
+    jira_arrivals: list[JiraArrival] | None = None
     faults: Counter[str] = field(default_factory=Counter)  # "500", "503", "drop", ...
     # Each half's own state object, by name (e.g. "jira"), for tests to read back.
     parts: dict[str, Any] = field(default_factory=dict)
@@ -71,6 +84,10 @@ class World:
 
     def record_429(self, api: str, reason: str, scope: str, retry_after: float | None) -> None:
         self.rate_limits.append(RateLimitEvent(self.clock(), api, reason, scope, retry_after))
+
+    def record_arrival(self, cloud_id: str, route: str, issue: str | None) -> None:
+        if self.jira_arrivals is not None:
+            self.jira_arrivals.append(JiraArrival(self.clock(), cloud_id, route, issue))
 
     def report(self) -> dict[str, Any]:
         """The inspection report: counters, the 429 log and each half's own section."""

@@ -55,6 +55,7 @@ class JiraService:
             return _error(404, f"No {request.method} operation at {request.path}.")
         route, params = found
         self.world.jira_calls[route.name] += 1
+        self.world.record_arrival(cloud_id, route.name, params.get("issueIdOrKey"))
         draw = self.faults.draw(cloud_id, request.method, request.path)
         if draw.latency_s > 0:
             await asyncio.sleep(draw.latency_s)
