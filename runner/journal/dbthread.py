@@ -58,6 +58,11 @@ class DbThread:
         self.batches = 0
         self.operations = 0
 
+    @property
+    def pending(self) -> int:
+        """Operations queued and not yet taken into a batch (approximate while it runs)."""
+        return self._queue.qsize()
+
     async def call(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``op(connection)`` in the thread; return once its batch has committed."""
         if self._closed:

@@ -1,0 +1,142 @@
+"""Runs: opened, resumed, refused when the job changed, listed, one process per job."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from runner.errors import JobChangedError, RunLockedError, RunNotFoundError
+from runner.journal import ItemRef, ItemState, Journal, RunState, SqliteJournal
+
+OpenJob = Callable[..., Awaitable[str]]
+MakeItem = Callable[..., ItemRef]
+
+
+async def test_a_new_run_has_a_short_id_and_is_running(
+    journal: Journal, open_job: OpenJob, job_ident: str, job_text: str
+) -> None:
+    """A first run gets an ID like r-20261128-ab12cd and records the job it runs."""
+    run_id = await open_job(journal)
+    assert re.fullmatch(r"r-\d{8}-[0-9a-f]{6}", run_id)
+    run = await journal.get_run(run_id)
+    assert run.state is RunState.RUNNING
+    assert (run.job_name, run.job_text) == ("migration", job_text)
+    assert run.job_path == job_ident
+    assert "job_text" not in repr(run)
+
+
+async def test_same_job_again_resumes_its_unfinished_run(
+    journal_file: Path, job_file: Path, job_text: str
+) -> None:
+    """Running the same job again (same fingerprints), with the journal reopened, picks up
+    the run it left unfinished."""
+    text = job_text
+    async with SqliteJournal(journal_file) as journal:
+        first = await journal.open_run("migration", str(job_file), "job-1", "config-1", text)
+    async with SqliteJournal(journal_file) as again:
+        # The same file by another spelling of its path is the same job.
+        other_spelling = job_file.parent / "." / job_file.name
+        handle = await again.open_run("migration", str(other_spelling), "job-1", "config-1",
+                                      text)
+        assert (handle.run_id, handle.resumed, handle.config_changed) == (
+            first.run_id, True, False
+        )
+
+
+async def test_a_finished_run_is_not_resumed(journal: Journal, open_job: OpenJob) -> None:
+    """Once the job's latest run finished, running the job again starts a new run."""
+    first = await open_job(journal)
+    await journal.finish_run(first, RunState.FINISHED)
+    assert await open_job(journal) != first
+
+
+async def test_interrupted_and_failed_runs_are_resumed(journal: Journal, open_job: OpenJob) -> None:
+    """A run stopped by a signal or an error is picked up again by the next run of the job."""
+    run = await open_job(journal)
+    for state in (RunState.INTERRUPTED, RunState.FAILED):
+        await journal.finish_run(run, state)
+        assert await open_job(journal) == run
+        assert (await journal.get_run(run)).state is RunState.RUNNING
+
+
+async def test_fresh_starts_a_new_run_and_leaves_the_old_one(
+    journal: Journal, open_job: OpenJob
+) -> None:
+    """``fresh`` starts a new run even with an unfinished one; later runs resume the new one."""
+    old = await open_job(journal)
+    await journal.finish_run(old, RunState.INTERRUPTED)
+    new = await open_job(journal, fresh=True)
+    assert new != old
+    await journal.finish_run(new, RunState.INTERRUPTED)
+    assert await open_job(journal) == new
+    assert [r.run_id for r in await journal.runs(5)] == [new, old]
+
+
+async def test_a_changed_job_is_refused_with_what_changed(
+    journal: Journal, open_job: OpenJob, job_text: str
+) -> None:
+    """Resuming with a different job fingerprint raises JobChangedError whose message shows
+    the changed lines; ``fresh`` starts a new run instead."""
+    run = await open_job(journal)
+    await journal.finish_run(run, RunState.INTERRUPTED)
+    changed = job_text.replace('text = "Migrated by {account_id}"', 'text = "Moved"')
+    with pytest.raises(JobChangedError) as caught:
+        await open_job(journal, fingerprint="job-2", text=changed)
+    message = str(caught.value)
+    assert run in message and "--fresh" in message
+    assert '-text = "Migrated by {account_id}"' in message
+    assert '+text = "Moved"' in message
+    assert (await journal.get_run(run)).state is RunState.INTERRUPTED
+
+    assert await open_job(journal, fingerprint="job-2", text=changed, fresh=True) != run
+
+
+async def test_a_changed_source_with_the_same_text_is_named(
+    journal: Journal, open_job: OpenJob
+) -> None:
+    """When the fingerprint changed but the job's text did not, the message says the rows did."""
+    run = await open_job(journal)
+    await journal.finish_run(run, RunState.INTERRUPTED)
+    with pytest.raises(JobChangedError, match="source rows"):
+        await open_job(journal, fingerprint="job-2")
+
+
+async def test_a_changed_config_still_resumes(
+    journal: Journal, job_file: Path, job_text: str
+) -> None:
+    """A config change alone does not block a resume; the handle says it changed."""
+    text = job_text
+    first = await journal.open_run("migration", str(job_file), "job-1", "config-1", text)
+    await journal.finish_run(first.run_id, RunState.INTERRUPTED)
+    handle = await journal.open_run("migration", str(job_file), "job-1", "config-2", text)
+    assert (handle.run_id, handle.resumed, handle.config_changed) == (first.run_id, True, True)
+    assert handle.run.config_fingerprint == "config-2"
+
+
+async def test_resume_by_id(journal: Journal, open_job: OpenJob, item: MakeItem) -> None:
+    """``resume`` opens a run by its ID, even a finished one; an unknown ID is an input error."""
+    run = await open_job(journal)
+    await journal.mark_failed(run, item(1), "HTTP 503")
+    await journal.finish_run(run, RunState.FINISHED)
+    handle = await journal.resume(run)
+    assert (handle.run_id, handle.resumed) == (run, True)
+    assert handle.run.counts[ItemState.FAILED] == 1
+    with pytest.raises(RunNotFoundError):
+        await journal.resume("r-20260101-000000")
+
+
+async def test_one_open_run_per_job(journal: Journal, open_job: OpenJob) -> None:
+    """While a job's run is open, opening the job again (fresh or not) raises RunLockedError;
+    once the run is finished it can be opened again."""
+    run = await open_job(journal)
+    for fresh in (False, True):
+        with pytest.raises(RunLockedError) as caught:
+            await open_job(journal, fresh=fresh)
+        assert run in str(caught.value)
+    with pytest.raises(RunLockedError):
+        await journal.resume(run)
+    await journal.finish_run(run, RunState.INTERRUPTED)
+    assert await open_job(journal) == run
