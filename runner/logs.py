@@ -237,7 +237,11 @@ def redact_value(value: Any, _depth: int = 0) -> Any:
         }
     if isinstance(value, list | tuple | set | frozenset):
         items = [redact_value(v, _depth + 1) for v in value]
-        return items if isinstance(value, list) else type(value)(items)
+        if isinstance(value, list):
+            return items
+        if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+            return type(value)(*items)
+        return type(value)(items)
     if isinstance(value, bytes | bytearray):
         text = bytes(value).decode("utf-8", errors="replace")
         cleaned = redact(text)

@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import pytest
 import structlog
@@ -207,6 +208,25 @@ def test_too_short_values_are_not_registered() -> None:
     register_secret("")
     register_secret(None)
     assert redact("abc abcdef") == "abc abcdef"
+
+
+class _Pair(NamedTuple):
+    name: str
+    value: str
+
+
+def test_containers_keep_their_types() -> None:
+    """Redacting rebuilds lists, tuples, namedtuples, sets and frozensets as the same types."""
+    token = _secret()
+    register_secret(token)
+    cleaned = logs.redact_value(
+        {"l": [token], "t": (token,), "n": _Pair("a", token), "s": {token}, "f": frozenset([1])}
+    )
+    assert cleaned == {
+        "l": [REDACTED], "t": (REDACTED,), "n": _Pair("a", REDACTED), "s": {REDACTED},
+        "f": frozenset([1]),
+    }
+    assert type(cleaned["n"]) is _Pair
 
 
 @dataclass
