@@ -231,10 +231,15 @@ class SpecValidator:
         if errors:
             return Invalid(400, ("Invalid request parameters.",), errors)
         for exc in self._body.iter_errors(request):
-            kind = type(exc).__name__
-            if kind == "MediaTypeNotFound":
+            # openapi-core wraps the reason (the cause) in a body error; read both's classes.
+            kinds = {
+                cls.__name__
+                for e in (exc, exc.__cause__) if e is not None
+                for cls in type(e).__mro__
+            }
+            if "MediaTypeNotFound" in kinds:
                 return Invalid(415, (f"Unsupported media type: {content_type or 'none'}",))
-            if "Missing" in kind:
+            if "MissingRequestBodyError" in kinds:
                 return Invalid(400, ("Missing required request body",))
             cause = exc.__cause__
             schema_errors = getattr(cause, "schema_errors", None)
