@@ -16,6 +16,7 @@ from runner.errors import InputError
 # Modules that each define `add_parser(subparsers)`; the parser they add sets `func(args) -> int`.
 COMMAND_MODULES = (
     "runner.sandbox.cli",
+    "runner.commands.run",
     "runner.commands.plan",
     "runner.commands.status",
     "runner.commands.report",

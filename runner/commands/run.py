@@ -1,0 +1,172 @@
+"""`forge-runner run JOB`, `resume RUN`, `retry RUN --failed`: check everything, then run.
+
+Order of work: load the config and the job, check every row (nothing is sent before all is
+checked: a bad file exits 2), open or resume the run in the journal (a job already running
+elsewhere exits 4), serve the embedded sandbox when the config asks for it, run the engine with
+a live view or plain progress lines, print the summary, write the report, exit with the run's
+code (0 done, 1 items failed, 3 an environment blocked, 130 interrupted).
+"""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import anyio
+from rich.console import Console
+
+from runner.config import Config, load_config
+from runner.engine import Engine, RunResult
+from runner.errors import RunLockedError
+from runner.job import Job, check_rows, load_job
+from runner.journal import SqliteJournal
+from runner.journal.base import RunHandle
+from runner.logs import LogFormat, configure_logging, redact
+from runner.progress import RunStats, Summary, open_progress
+from runner.report import RunInfo, write_report_async
+from runner.shutdown import Shutdown
+
+DEFAULT_CONFIG = "forge-runner.toml"
+EXIT_ALREADY_RUNNING = 4
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
+                   help=f"the config file (default: {DEFAULT_CONFIG})")
+    p.add_argument("--log-format", choices=("console", "plain", "json"), default=None,
+                   help="log lines as text or structlog JSON (default: console on a terminal, "
+                   "plain elsewhere)")
+    p.add_argument("--report", metavar="FILE", type=Path,
+                   help="write a JSON report of the run here")
+    p.add_argument("--concurrency", type=int, metavar="N",
+                   help="users worked on at once (overrides [runner] concurrency)")
+    p.add_argument("--quiet", action="store_true", help="no live view, only the summary")
+
+
+def add_parser(sub: Any) -> None:
+    run = sub.add_parser("run", help="run a job (resumes its unfinished run)",
+                         description="Run a job: check it, then do every item, journaled. "
+                         "Running the same job again resumes its unfinished run.")
+    run.add_argument("job", type=Path, help="the job file (TOML)")
+    add_common(run)
+    run.add_argument("--dry-run", action="store_true",
+                     help="check the config, the job and every row; send nothing")
+    run.add_argument("--fresh", action="store_true",
+                     help="start a new run even if the job has an unfinished one")
+    run.set_defaults(func=lambda a: _main(a, mode="run"))
+
+    resume = sub.add_parser("resume", help="resume a run by its ID")
+    resume.add_argument("run_id", metavar="RUN")
+    resume.add_argument("--job", type=Path, help="the job file (default: the run's own path)")
+    add_common(resume)
+    resume.set_defaults(func=lambda a: _main(a, mode="resume"))
+
+    retry = sub.add_parser("retry", help="put a run's failed items back in line and resume it")
+    retry.add_argument("run_id", metavar="RUN")
+    retry.add_argument("--failed", action="store_true", required=True,
+                       help="requeue the failed items (and skipped and blocked ones)")
+    retry.add_argument("--job", type=Path, help="the job file (default: the run's own path)")
+    add_common(retry)
+    retry.set_defaults(func=lambda a: _main(a, mode="retry"))
+
+
+def _main(args: argparse.Namespace, *, mode: str) -> int:
+    config = load_config(args.config)
+    if args.concurrency:
+        from dataclasses import replace
+
+        config = replace(config, runner=replace(config.runner, concurrency=args.concurrency))
+    console = Console(stderr=False)
+    log_format: LogFormat = args.log_format or ("console" if console.is_terminal else "plain")
+    # No stream: the handler follows rich's redirected stderr, so lines print above the view.
+    configure_logging(format=log_format)
+    return anyio.run(_run, args, config, console, mode)
+
+
+async def _run(args: argparse.Namespace, config: Config, console: Console, mode: str) -> int:
+    async with AsyncExitStack() as stack:
+        journal = await stack.enter_async_context(SqliteJournal(config.runner.journal))
+        job_path: Path | None = getattr(args, "job", None)
+        if job_path is None:
+            job_path = Path((await journal.get_run(args.run_id)).job_path)
+        job = load_job(job_path, config)
+        checked = await anyio.to_thread.run_sync(check_rows, job, config)
+        total = checked.items
+        if getattr(args, "dry_run", False):
+            console.print(f"[bold]{job.name}[/]: {checked.rows} rows, {checked.users} users, "
+                          f"{total} items checked; nothing sent (dry run).")
+            return 0
+        try:
+            handle = await _open(journal, job, config, args, mode)
+        except RunLockedError as exc:
+            console.print(f"[red]forge-runner: {exc}[/]")
+            return EXIT_ALREADY_RUNNING
+        await journal.set_total(handle.run_id, total)
+        if config.sandbox is not None and config.sandbox.embedded:
+            from runner.sandbox.app import serve
+
+            sandbox = await stack.enter_async_context(serve(config.sandbox))
+            console.print(f"sandbox: serving {sandbox.url} for this run")
+        verb = "resuming" if handle.resumed else "starting"
+        console.print(f"{verb} run [bold]{handle.run_id}[/] of {job.name}: {total} items")
+        stats = RunStats.from_config(config)
+        prior = (await journal.counts(handle.run_id)).by_state
+        stats.set_total(max(0, total - sum(n for s, n in prior.items() if s != "pending"
+                                          and s != "started" and s != "uncertain")))
+        result = await _engine_run(config, job, journal, handle, stats, console, args.quiet)
+        stats.finish()
+        console.print(Summary.render(stats))
+        for env, diagnostic in result.blocked.items():
+            console.print(f"[red]environment {env} is blocked[/]\n{redact(diagnostic)}")
+        console.print(_closing(result))
+        if args.report:
+            info = RunInfo(run_id=result.run_id, job=job.name, config=str(config.path),
+                           exit_code=result.exit_code)
+            await write_report_async(args.report, stats, info, journal.records(handle.run_id))
+        return result.exit_code
+    return 0  # pragma: no cover (the stack never swallows)
+
+
+async def _open(journal: SqliteJournal, job: Job, config: Config, args: argparse.Namespace,
+                mode: str) -> RunHandle:
+    if mode == "run":
+        return await journal.open_run(job.name, str(job.path), job.fingerprint, config.fingerprint,
+                                      job.text, fresh=args.fresh)
+    if mode == "retry":
+        await journal.requeue(args.run_id, ("failed", "skipped", "blocked"))
+    return await journal.resume(args.run_id)
+
+
+async def _engine_run(config: Config, job: Job, journal: SqliteJournal, handle: RunHandle,
+                      stats: RunStats, console: Console, quiet: bool) -> RunResult:
+    shutdown = Shutdown()
+    engine = Engine(config, job, journal, observer=stats, shutdown=shutdown)
+    with shutdown.installed():
+        if quiet:
+            return await engine.run(handle)
+        progress = open_progress(stats, console=console, title=f"forge-runner: {job.name}")
+        result: RunResult | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(progress.run)
+            try:
+                result = await engine.run(handle)
+            finally:
+                progress.stop()
+        assert result is not None
+        return result
+
+
+def _closing(result: RunResult) -> str:
+    code = result.exit_code
+    if code == 130:
+        return (f"run {result.run_id} interrupted; run the same command again to resume "
+                f"(or: forge-runner resume {result.run_id})")
+    if code == 3:
+        return f"run {result.run_id}: an environment is blocked (exit 3)"
+    if code == 1:
+        return (f"run {result.run_id}: some items failed (exit 1); see "
+                f"`forge-runner report {result.run_id}`, then `forge-runner retry "
+                f"{result.run_id} --failed`")
+    return f"run {result.run_id}: all done"

@@ -1,0 +1,219 @@
+"""One row's actions, in order, as its user: journal, mint, call, classify, journal.
+
+For each action still to do:
+- the environment is blocked, or the user can't be impersonated: the item is ``blocked`` or
+  ``skipped`` with the reason, and so is the rest of the row;
+- a create that was ``started`` or ``uncertain`` before (a crash, an unanswered create) is
+  looked for first (``runner.recovery``): found -> ``done``; surely missing -> sent; unknown ->
+  stays ``uncertain``;
+- otherwise: journaled ``started`` (durable) before the request leaves, then ``done`` (with the
+  IDs created), ``failed`` (Jira's reason) or ``uncertain`` before the next action starts.
+While the run drains, no next action is started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from runner.actions import Action, JiraRequest, PythonAction
+from runner.calls import CallExecutor, CallResult, Done, Failed, Uncertain
+from runner.config import Config, SiteConfig
+from runner.errors import (
+    ActionError,
+    BlockedEnvironmentError,
+    JiraCallError,
+    SystemTokenError,
+    TransportError,
+    UserRefusedError,
+)
+from runner.events import Observer
+from runner.job import Job, Row
+from runner.journal import Journal
+from runner.journal.base import ItemRef, ItemState, item_key
+from runner.minting import Minter
+from runner.recovery import Found, Missing, find_created
+from runner.shutdown import Shutdown
+from runner.userclient import UserJira
+
+log = structlog.get_logger("runner.engine")
+
+RESULT_KEYS = ("id", "key")
+
+
+@dataclass(frozen=True)
+class Todo:
+    action: Action | PythonAction
+    prior: ItemState  # its state in the journal before this run touched it
+
+
+def result_of(body: Any) -> dict[str, Any] | None:
+    """What Jira returned that matters later: the IDs and keys of what was created."""
+    if isinstance(body, Mapping):
+        kept = {k: body[k] for k in RESULT_KEYS if isinstance(body.get(k), str | int)}
+        return kept or None
+    return None
+
+
+class RowWorker:
+    def __init__(
+        self,
+        config: Config,
+        job: Job,
+        journal: Journal,
+        run_id: str,
+        executor: CallExecutor,
+        minters: Mapping[str, Minter],
+        *,
+        observer: Observer,
+        shutdown: Shutdown,
+        deadline: float,
+    ) -> None:
+        self.config = config
+        self.job = job
+        self.journal = journal
+        self.run_id = run_id
+        self.executor = executor
+        self.minters = minters
+        self.observer = observer
+        self.shutdown = shutdown
+        self.deadline = deadline
+
+    async def process(self, row: Row, todo: list[Todo]) -> None:
+        site = self.config.sites[row.site]
+        minter = self.minters[site.environment]
+        with structlog.contextvars.bound_contextvars(site=site.name, account=row.account_id,
+                                                     row=row.key):
+            for index, step in enumerate(todo):
+                if self.shutdown.draining:
+                    return
+                ref = ItemRef(row.key, step.action.index, row.site, row.account_id,
+                              step.action.name)
+                stop = await self._refusal(minter, site, row, ref)
+                if stop is not None:
+                    await self._close_rest(stop, row, todo[index:])
+                    return
+                try:
+                    await self._one(site, row, step, ref)
+                except UserRefusedError as exc:
+                    await self._close_rest(("skipped", exc.reason), row, todo[index:])
+                    return
+                except BlockedEnvironmentError:
+                    await self._close_rest(("blocked", "environment blocked"), row, todo[index:])
+                    return
+                except SystemTokenError as exc:
+                    await self._close_rest(("blocked", exc.reason), row, todo[index:])
+                    return
+
+    async def _refusal(
+        self, minter: Minter, site: SiteConfig, row: Row, ref: ItemRef
+    ) -> tuple[str, str] | None:
+        if minter.blocked is not None:
+            return ("blocked", "environment blocked")
+        return None
+
+    async def _close_rest(self, why: tuple[str, str], row: Row, rest: list[Todo]) -> None:
+        state, reason = why
+        for step in rest:
+            ref = ItemRef(row.key, step.action.index, row.site, row.account_id, step.action.name)
+            if state == "skipped":
+                await self.journal.mark_skipped(self.run_id, ref, reason)
+            else:
+                await self.journal.mark_blocked(self.run_id, ref, reason)
+            self.observer.event(f"item.{state}", site=row.site, account=row.account_id,
+                                row=row.key, action=step.action.name, reason=reason)
+
+    async def _one(self, site: SiteConfig, row: Row, step: Todo, ref: ItemRef) -> None:
+        action = step.action
+        key = item_key(row.key, action.index)
+        if isinstance(action, PythonAction):
+            if step.prior in (ItemState.STARTED, ItemState.UNCERTAIN) and not action.idempotent:
+                await self._uncertain(ref, "a non-idempotent Python action may have run")
+                return
+            await self.journal.mark_started(self.run_id, ref)
+            await self._python(site, row, action, ref)
+            return
+        try:
+            request = action.render(row, key)
+        except Exception as exc:  # rows were checked before the run; a failure here is data
+            await self._failed(ref, "render", str(exc))
+            return
+        if step.prior in (ItemState.STARTED, ItemState.UNCERTAIN) and action.creates is not None:
+            verdict = await find_created(self._sender(site, row), site, action.creates, request,
+                                         key)
+            if isinstance(verdict, Found):
+                await self._done(ref, dict(verdict.result))
+                return
+            if not isinstance(verdict, Missing):
+                await self._uncertain(ref, f"not sent again: {verdict.reason}")
+                return
+        elif step.prior is ItemState.UNCERTAIN:
+            await self._uncertain(ref, "outcome unknown; not sent again")
+            return
+        await self.journal.mark_started(self.run_id, ref)
+        outcome = await self._send(site, row, request)
+        await self._record(ref, outcome)
+
+    def _sender(self, site: SiteConfig, row: Row) -> Any:
+        async def send(request: JiraRequest) -> CallResult:
+            return await self._send(site, row, request)
+
+        return send
+
+    async def _send(self, site: SiteConfig, row: Row, request: JiraRequest) -> CallResult:
+        """Send ``request``, first its resolving read when it has one (a transition by name)."""
+        if request.resolve is not None:
+            first = await self.executor.execute(site, row.account_id, request.resolve.request,
+                                                deadline=self.deadline)
+            if not isinstance(first, Done):
+                return first
+            try:
+                request = request.resolve.complete(first.response.body)
+            except ActionError as exc:
+                return Failed(exc.reason)
+        return await self.executor.execute(site, row.account_id, request, deadline=self.deadline)
+
+    async def _python(self, site: SiteConfig, row: Row, action: PythonAction, ref: ItemRef) -> None:
+        jira = UserJira(self.executor, site, row.account_id, deadline=self.deadline)
+        try:
+            value = await action.func(jira, row)
+        except (UserRefusedError, BlockedEnvironmentError, SystemTokenError):
+            raise
+        except JiraCallError as exc:
+            await self._failed(ref, str(exc), "")
+            return
+        except TransportError as exc:
+            await self._uncertain(ref, exc.reason)
+            return
+        except Exception as exc:  # the job's own code: its failure is the item's, not the run's
+            await self._failed(ref, f"python: {type(exc).__name__}", str(exc))
+            return
+        await self._done(ref, value if isinstance(value, dict) else None)
+
+    async def _record(self, ref: ItemRef, outcome: CallResult) -> None:
+        if isinstance(outcome, Done):
+            await self._done(ref, result_of(outcome.response.body))
+        elif isinstance(outcome, Uncertain):
+            await self._uncertain(ref, outcome.reason)
+        else:
+            await self._failed(ref, outcome.reason, "; ".join(outcome.messages))
+
+    async def _done(self, ref: ItemRef, result: dict[str, Any] | None) -> None:
+        await self.journal.mark_done(self.run_id, ref, result)
+        self.observer.event("item.done", site=ref.site, account=ref.account_id, row=ref.row_key,
+                            action=ref.action)
+
+    async def _failed(self, ref: ItemRef, reason: str, detail: str) -> None:
+        await self.journal.mark_failed(self.run_id, ref, reason, detail=detail)
+        log.info("runner.item.failed", action=ref.action, reason=reason, detail=detail)
+        self.observer.event("item.failed", site=ref.site, account=ref.account_id,
+                            row=ref.row_key, action=ref.action, reason=reason)
+
+    async def _uncertain(self, ref: ItemRef, reason: str) -> None:
+        await self.journal.mark_uncertain(self.run_id, ref, reason)
+        log.warning("runner.item.uncertain", action=ref.action, reason=reason)
+        self.observer.event("item.uncertain", site=ref.site, account=ref.account_id,
+                            row=ref.row_key, action=ref.action, reason=reason)
