@@ -30,6 +30,7 @@ class _Job:
     op: Operation
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    atomic: bool
 
 
 _STOP = object()
@@ -63,13 +64,18 @@ class DbThread:
         """Operations queued and not yet taken into a batch (approximate while it runs)."""
         return self._queue.qsize()
 
-    async def call(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``op(connection)`` in the thread; return once its batch has committed."""
+    async def call(self, op: Callable[[sqlite3.Connection], T], *, single: bool = False) -> T:
+        """Run ``op(connection)`` in the thread; return once its batch has committed.
+
+        An operation runs under a savepoint, so if it raises, its writes are undone and the
+        rest of the batch commits. ``single=True`` skips the savepoint for an operation that
+        writes with one statement (a failed statement undoes itself), which is most writes.
+        """
         if self._closed:
             raise JournalError("the journal is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(op, loop, future))
+        self._queue.put(_Job(op, loop, future, not single))
         return await future
 
     async def stop(self) -> None:
@@ -114,7 +120,7 @@ class DbThread:
             conn = self._conn
             conn.execute(self._begin)
             for job in batch:
-                outcomes.append(self._run_one(conn, job.op))
+                outcomes.append(self._run_one(conn, job.op, job.atomic))
             conn.execute("COMMIT")
         except Exception as exc:  # the batch as a whole failed: nothing of it is durable
             if self._conn is not None and self._conn.in_transaction:
@@ -123,13 +129,23 @@ class DbThread:
             outcomes = [(False, error)] * len(batch)
         self.batches += 1
         self.operations += len(batch)
+        # One wake-up per event loop for the whole batch, not one per operation: each
+        # call_soon_threadsafe writes to the loop's self-pipe.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for job, (ok, value) in zip(batch, outcomes, strict=True):
-            # RuntimeError: the awaiter's loop is closed, so nobody is waiting any more.
+            by_loop.setdefault(job.loop, []).append((job.future, ok, value))
+        for loop, settled in by_loop.items():
+            # RuntimeError: the awaiters' loop is closed, so nobody is waiting any more.
             with contextlib.suppress(RuntimeError):
-                job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
+                loop.call_soon_threadsafe(_settle_all, settled)
 
     @staticmethod
-    def _run_one(conn: sqlite3.Connection, op: Operation) -> tuple[bool, Any]:
+    def _run_one(conn: sqlite3.Connection, op: Operation, atomic: bool) -> tuple[bool, Any]:
+        if not atomic:
+            try:
+                return True, op(conn)
+            except Exception as exc:
+                return False, _as_journal_error(exc)
         conn.execute("SAVEPOINT op")
         try:
             value = op(conn)
@@ -149,11 +165,12 @@ def _as_journal_error(exc: Exception) -> Exception:
     return exc
 
 
-def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    # A cancelled awaiter leaves its future done; the write itself has committed regardless.
-    if future.done():
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in settled:
+        # A cancelled awaiter leaves its future done; the write itself has committed regardless.
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)

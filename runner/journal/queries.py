@@ -152,30 +152,27 @@ def mark_item(
     """Move ``item`` to ``state`` (inserting it when first touched); returns its attempts.
 
     ``reason`` and ``detail`` replace the last ones (None clears them); ``result`` is kept
-    from before unless a new one is given.
+    from before unless a new one is given. One statement, so a batch needs no savepoint for
+    it: the upsert's WHERE is ``check_move`` (nothing leaves ``done``), and no row returned
+    means it refused.
     """
-    key = (run_id, item.row_key, item.action_index)
+    started = 1 if state is ItemState.STARTED else 0
     row = conn.execute(
-        "SELECT state, attempts FROM items WHERE run_id = ? AND row_key = ? AND action_index = ?",
-        key,
+        f"INSERT INTO items ({ITEM_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT (run_id, row_key, action_index) DO UPDATE SET "
+        "action = excluded.action, state = excluded.state, "
+        "attempts = items.attempts + excluded.attempts, "
+        "reason = excluded.reason, detail = excluded.detail, "
+        "result = coalesce(excluded.result, items.result), site = excluded.site, "
+        "account_id = excluded.account_id, updated_at = excluded.updated_at "
+        "WHERE items.state <> 'done' OR excluded.state = 'done' "
+        "RETURNING attempts",
+        (run_id, item.row_key, item.action_index, item.action, state.value, started, reason,
+         detail, result, item.site, item.account_id, now),
     ).fetchone()
-    check_move(item.key, ItemState(row[0]) if row else None, state)
-    attempts: int = (row[1] if row else 0) + (state is ItemState.STARTED)
     if row is None:
-        conn.execute(
-            f"INSERT INTO items ({ITEM_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (*key, item.action, state.value, attempts, reason, detail, result,
-             item.site, item.account_id, now),
-        )
-    else:
-        conn.execute(
-            "UPDATE items SET action = ?, state = ?, attempts = ?, reason = ?, detail = ?, "
-            "result = coalesce(?, result), site = ?, account_id = ?, updated_at = ? "
-            "WHERE run_id = ? AND row_key = ? AND action_index = ?",
-            (item.action, state.value, attempts, reason, detail, result,
-             item.site, item.account_id, now, *key),
-        )
-    return attempts
+        check_move(item.key, ItemState.DONE, state)  # raises: the item is done
+    return int(row[0])
 
 
 def item_states(

@@ -53,10 +53,13 @@ class SqliteJournal:
     """``async with SqliteJournal(path) as journal:`` (see ``Journal`` for the methods).
 
     ``synchronous="FULL"`` (the default) fsyncs the WAL at every commit, so an item journaled
-    ``started`` survives even a power loss before its request leaves. ``NORMAL`` survives a
-    crash of the process (the OS has the data) but not of the machine. With group commit one
-    fsync serves every item in flight, so FULL costs little (measured by
-    ``bench/journal_throughput.py``); NORMAL is there for disks where fsync is very slow.
+    ``started`` survives even a power loss before its request leaves: "durable before effect"
+    holds for the machine, not only the process. ``NORMAL`` survives a crash of the process
+    (SIGKILL: the OS has the data) but may lose the last commits on power loss. With group
+    commit one fsync serves every item in flight, so FULL costs little: measured with
+    ``bench/journal_throughput.py`` (16 workers, ~16 writes per commit), FULL ran about 8,000
+    started+done pairs a second and NORMAL about 9,500, both far above what Jira's budgets
+    allow. NORMAL remains for disks whose fsync is very slow.
     ``create=False`` opens only an existing journal (``status``, ``report``).
     """
 
@@ -76,7 +79,7 @@ class SqliteJournal:
         self._clock = clock
         self._writer: DbThread | None = None
         self._reader: DbThread | None = None
-        # Runs this journal opened, with their job locks; touched only by the writer thread.
+        # Runs this journal opened, with their job locks; changed only by the writer thread.
         self._held: dict[str, JobLock] = {}
 
     # -- lifetime -----------------------------------------------------------------------------
@@ -291,7 +294,8 @@ class SqliteJournal:
         return await self._write().call(
             lambda conn: q.mark_item(
                 conn, run_id, item, state, why, particulars, result, self._clock()
-            )
+            ),
+            single=True,
         )
 
     # -- reads (reader thread) ----------------------------------------------------------------
