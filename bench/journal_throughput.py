@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from runner.journal import ItemRef, Journal, MemoryJournal, SqliteJournal
+from runner.journal.sqlite import Synchronous
 
 
 async def _drive(journal: Journal, job: Path, items: int, workers: int) -> float:
@@ -44,8 +45,9 @@ async def main(items: int, workers: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         job = Path(folder) / "job.toml"
         rows: list[tuple[str, float, str]] = []
-        for sync in ("FULL", "NORMAL"):
-            sqlite = SqliteJournal(Path(folder) / f"{sync}.db", synchronous=sync)  # type: ignore[arg-type]
+        modes: tuple[Synchronous, ...] = ("FULL", "NORMAL")
+        for sync in modes:
+            sqlite = SqliteJournal(Path(folder) / f"{sync}.db", synchronous=sync)
             async with sqlite:
                 rate = await _drive(sqlite, job, items, workers)
                 commits, writes = sqlite.batches

@@ -33,8 +33,6 @@ class _Job:
     atomic: bool
 
 
-_STOP = object()
-
 
 class DbThread:
     """Runs operations on its own connection. ``connect`` is called in the thread."""
@@ -50,7 +48,8 @@ class DbThread:
         self._connect = connect
         self._begin = begin
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        # None asks the thread to stop once what is queued before it is done.
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
@@ -83,7 +82,7 @@ class DbThread:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
+        self._queue.put(None)
         await asyncio.to_thread(self._thread.join)
 
     # -- in the thread ----------------------------------------------------------------------
@@ -92,19 +91,19 @@ class DbThread:
         try:
             while True:
                 first = self._queue.get()
-                if first is _STOP:
+                if first is None:
                     return
-                batch: list[_Job] = [first]  # type: ignore[list-item]
+                batch = [first]
                 stop = False
                 while len(batch) < self._max_batch:
                     try:
                         nxt = self._queue.get_nowait()
                     except queue.Empty:
                         break
-                    if nxt is _STOP:
+                    if nxt is None:
                         stop = True
                         break
-                    batch.append(nxt)  # type: ignore[arg-type]
+                    batch.append(nxt)
                 self._run_batch(batch)
                 if stop:
                     return
@@ -124,9 +123,11 @@ class DbThread:
             conn.execute("COMMIT")
         except Exception as exc:  # the batch as a whole failed: nothing of it is durable
             if self._conn is not None and self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            error = _as_journal_error(exc)
-            outcomes = [(False, error)] * len(batch)
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+            # One exception object per awaiter: each raise writes its own traceback into it.
+            message = str(_as_journal_error(exc))
+            outcomes = [(False, JournalError(message)) for _ in batch]
         self.batches += 1
         self.operations += len(batch)
         # One wake-up per event loop for the whole batch, not one per operation: each

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.commands.status import runs_table
 from runner.errors import JournalError, RunLockedError
 from runner.journal import ItemRef, ItemState, SqliteJournal
 
@@ -67,11 +68,14 @@ async def test_started_survives_sigkill(
     child_script: Path, journal_file: Path, job_file: Path
 ) -> None:
     """A process killed with SIGKILL right after ``mark_started`` returned leaves the item
-    ``started`` (and the one before ``done``); the job's next run resumes that run."""
+    ``started`` (and the one before ``done``); status shows the run's process gone, and the
+    job's next run resumes that run."""
     proc, run_id, _ = await _spawn(child_script, journal_file, job_file, "kill")
     assert await asyncio.wait_for(proc.wait(), 60) == -signal.SIGKILL
 
     async with SqliteJournal(journal_file) as journal:
+        # Still "running" in the file; status tells that its process is gone.
+        assert "its process is gone" in runs_table(await journal.runs())
         handle = await journal.open_run("migration", str(job_file), "job-1", "config-1", "text")
         assert (handle.run_id, handle.resumed) == (run_id, True)
         got = await journal.states(run_id, ["row-1", "row-2"])
