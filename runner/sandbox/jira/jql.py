@@ -83,7 +83,7 @@ def parse(text: str) -> list[Clause]:
             i += 1
         if i + 2 > len(tokens) or tokens[i].kind != "word":
             raise _bad("expecting a field name.")
-        field = tokens[i].text
+        field = _field(tokens[i].text)
         i += 1
         if tokens[i].kind == "op":
             negated, listed = tokens[i].text == "!=", False
@@ -97,7 +97,7 @@ def parse(text: str) -> list[Clause]:
         else:
             raise _bad(f"the operator '{tokens[i].text}' is not supported here.")
         values, i = _values(tokens, i, listed)
-        clauses.append(Clause(_field(field), negated, values))
+        clauses.append(Clause(field, negated, values))
     if not clauses:
         raise JiraError(
             400,
