@@ -1,18 +1,42 @@
-"""The sandbox's Jira endpoints over real HTTP: each write is read back by GET and from state."""
+"""The sandbox's Jira endpoints over real HTTP: each write is read back by GET and from state.
+
+Every test runs twice: validating with the project's own schemas and with the real spec.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
 from runner.sandbox.app import RunningSandbox
+from runner.sandbox.config import SandboxConfig
 from runner.sandbox.jira import JiraState
 from runner.sandbox.jira.testing import JiraClient, adf, user_token
-from runner.sandbox.testing import ACME_ACTIVE, ACME_DEACTIVATED, CLOUD_A, UNKNOWN_ACCOUNT
+from runner.sandbox.testing import (
+    ACME_ACTIVE,
+    ACME_DEACTIVATED,
+    CLOUD_A,
+    UNKNOWN_ACCOUNT,
+    require_specs_dir,
+)
+from tests.conftest import StartSandbox
 
 ADA, BO = ACME_ACTIVE[0], ACME_ACTIVE[1]
+
+
+@pytest.fixture(params=["own-schemas", "real-spec"])
+async def sandbox(
+    request: pytest.FixtureRequest, sandbox_config: SandboxConfig, start_sandbox: StartSandbox
+) -> AsyncIterator[RunningSandbox]:
+    """The default world, validating with the project's schemas, then with the real spec."""
+    config = sandbox_config
+    if request.param == "real-spec":
+        config = dataclasses.replace(sandbox_config, spec_dir=require_specs_dir())
+    async with start_sandbox(config) as running:
+        yield running
 
 
 @pytest.fixture
