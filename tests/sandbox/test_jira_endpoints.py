@@ -6,7 +6,8 @@ Every test runs twice: validating with the project's own schemas and with the re
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 
 import aiohttp
 import pytest
@@ -22,7 +23,9 @@ from runner.sandbox.testing import (
     UNKNOWN_ACCOUNT,
     require_specs_dir,
 )
-from tests.conftest import StartSandbox
+
+# The type of conftest's start_sandbox fixture (conftest is pytest's to load, not to import).
+StartSandbox = Callable[..., AbstractAsyncContextManager[RunningSandbox]]
 
 ADA, BO = ACME_ACTIVE[0], ACME_ACTIVE[1]
 

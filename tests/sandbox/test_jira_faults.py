@@ -4,6 +4,8 @@ interleaving of paths; 503s say when to retry; drops close the connection unansw
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiohttp
@@ -14,7 +16,9 @@ from runner.sandbox.jira import JiraState
 from runner.sandbox.jira.faults import FaultPlan
 from runner.sandbox.jira.testing import JiraClient, adf, user_token
 from runner.sandbox.testing import ACME_ACTIVE, CLOUD_A, CLOUD_B, GLOBEX_ACTIVE
-from tests.conftest import StartSandbox
+
+# The type of conftest's start_sandbox fixture (conftest is pytest's to load, not to import).
+StartSandbox = Callable[..., AbstractAsyncContextManager[RunningSandbox]]
 
 ADA = ACME_ACTIVE[0]
 MIXED = Faults(http_500=0.15, http_502=0.1, http_503=0.1, drop_connection=0.1,

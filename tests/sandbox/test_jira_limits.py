@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -15,7 +15,9 @@ from runner.sandbox.app import RunningSandbox
 from runner.sandbox.config import JiraLimits, SandboxConfig
 from runner.sandbox.jira.testing import Answer, JiraClient, adf, user_token
 from runner.sandbox.testing import ACME_ACTIVE, CLOUD_A, CLOUD_B, GLOBEX_ACTIVE
-from tests.conftest import StartSandbox
+
+# The type of conftest's start_sandbox fixture (conftest is pytest's to load, not to import).
+StartSandbox = Callable[..., AbstractAsyncContextManager[RunningSandbox]]
 
 ADA = ACME_ACTIVE[0]
 # The top of a UTC hour (1_800_000_000 is a multiple of 3600), plus a little.

@@ -4,7 +4,8 @@ and parameters the spec rejects (with the real spec and with the project's own s
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import aiohttp
@@ -15,7 +16,9 @@ from runner.sandbox.config import SandboxConfig
 from runner.sandbox.jira import JiraState
 from runner.sandbox.jira.testing import JiraClient, user_token
 from runner.sandbox.testing import ACME_ACTIVE, CLOUD_A, CLOUD_B
-from tests.conftest import StartSandbox
+
+# The type of conftest's start_sandbox fixture (conftest is pytest's to load, not to import).
+StartSandbox = Callable[..., AbstractAsyncContextManager[RunningSandbox]]
 
 ADA = ACME_ACTIVE[0]
 

@@ -23,5 +23,4 @@ def install(app: web.Application, world: World) -> None:
     service = JiraService(world)
     app.router.add_route("*", JIRA_PREFIX + "/{tail:.*}", service.handle)
     world.parts["jira"] = service.state
-    world.parts["jira_service"] = service
     world.reporters["jira"] = service.state.snapshot

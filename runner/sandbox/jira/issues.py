@@ -49,7 +49,7 @@ def create_issue(call: Call) -> Reply:
     # Check every field against a scratch issue first, so a refused create leaves no trace.
     scratch = Issue("0", "X-0", project, summary, "", call.now, call.now)
     fields.apply(call.site, scratch, given, body.get("update"), creating=True)
-    issue = call.state.create_issue(call.site, project, summary, call.caller, call.now)
+    issue = call.state.create_issue(call.site, project, scratch.summary, call.caller, call.now)
     issue.assignee = scratch.assignee
     issue.fields.update(scratch.fields)
     issue.properties.update(properties)
