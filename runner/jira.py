@@ -47,6 +47,11 @@ class JiraClient:
     def __init__(self, session: aiohttp.ClientSession, *, timeout_s: float) -> None:
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        # aiohttp silently sends an idempotent request a second time when the connection drops;
+        # retries are the executor's to count, so switch that off (as aiohttp's own test client
+        # does). The session's other users send POSTs, which aiohttp never resends anyway.
+        if hasattr(session, "_retry_connection"):
+            session._retry_connection = False
 
     async def send(self, site: SiteConfig, token: str, request: JiraRequest) -> JiraResponse:
         what = f"{request.method} {request.template} on {site.name}"

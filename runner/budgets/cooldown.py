@@ -59,7 +59,7 @@ class Cooldowns:
         Returns False at once, without waiting, when a pause lasts past ``deadline``: the
         caller gives up rather than sleep toward a time it can't use.
         """
-        held = with_parents(scopes)
+        held = with_parents(scopes)  # once, not on every look
         while True:
             until = self.blocked_until(held)
             if until is None:
