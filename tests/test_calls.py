@@ -9,14 +9,9 @@ from dataclasses import replace
 
 import pytest
 from structlog.testing import capture_logs
-
-from runner.calls import Done, Failed, Uncertain
-from runner.config import SiteConfig
-from runner.sandbox.config import Faults
-from runner.sandbox.testing import CLOUD_A, CLOUD_B
-from tests.conftest import StartSandbox
-from tests.test_calls_harness import (
+from test_calls_harness import (
     FAST,
+    StartSandbox,
     add_comment,
     arrivals,
     get_issue,
@@ -25,6 +20,11 @@ from tests.test_calls_harness import (
     put_property,
     sandbox_config,
 )
+
+from runner.calls import Done, Failed, Uncertain
+from runner.config import SiteConfig
+from runner.sandbox.config import Faults
+from runner.sandbox.testing import CLOUD_A, CLOUD_B
 
 
 def faulty(**faults: float) -> Faults:

@@ -1,4 +1,5 @@
-"""Set-up shared by the call executor's loopback tests (this module holds no tests).
+"""Set-up shared by the call executor's loopback tests (this module holds no tests; the
+tests beside it import it by its module name, as pytest puts this folder on the path).
 
 An executor wired to a served sandbox: real HTTP, real cooldowns, user tokens issued by the
 sandbox's world directly (no gateway), an observer that records events and lets a test wait for
@@ -10,7 +11,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,6 +38,9 @@ from runner.sandbox.testing import (
     workspace_ari,
 )
 from runner.sandbox.world import JiraArrival, World
+
+# The type of conftest's start_sandbox fixture (conftest is pytest's to load, not to import).
+StartSandbox = Callable[..., AbstractAsyncContextManager[RunningSandbox]]
 
 API = "/rest/api/3"
 ACME_USER = ACME_ACTIVE[0]

@@ -10,18 +10,13 @@ from typing import Any
 import anyio
 import pytest
 from structlog.testing import capture_logs
-
-from runner.calls import Done
-from runner.ratelimit import parse_rate_limit
-from runner.sandbox.testing import CLOUD_A, CLOUD_B
-from runner.sandbox.world import RateLimitEvent
-from tests.conftest import StartSandbox
-from tests.test_calls_harness import (
+from test_calls_harness import (
     API,
     FAST,
     ISSUE_T,
     PROPERTY_T,
     Harness,
+    StartSandbox,
     arrivals,
     get_issue,
     harness,
@@ -30,6 +25,11 @@ from tests.test_calls_harness import (
     rewriting_proxy,
     sandbox_config,
 )
+
+from runner.calls import Done
+from runner.ratelimit import parse_rate_limit
+from runner.sandbox.testing import CLOUD_A, CLOUD_B
+from runner.sandbox.world import RateLimitEvent
 
 # One attempt only: a 429 that spent an attempt would fail the call instead of deferring it.
 ONE_ATTEMPT = replace(FAST, attempts=1)

@@ -6,13 +6,19 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from test_calls_harness import (
+    ACME_USER,
+    COMMENT_T,
+    StartSandbox,
+    adf,
+    harness,
+    sandbox_config,
+)
 
 from runner.errors import JiraCallError, JiraUncertainError, TransportError
 from runner.sandbox.config import Faults
 from runner.sandbox.testing import CLOUD_A
 from runner.userclient import UserJira, build_request
-from tests.conftest import StartSandbox
-from tests.test_calls_harness import ACME_USER, COMMENT_T, adf, harness, sandbox_config
 
 
 def test_template_issue_and_defaults_inferred() -> None:

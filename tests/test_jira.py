@@ -10,6 +10,16 @@ from datetime import UTC, datetime
 import aiohttp
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
+from test_calls_harness import (
+    ACME_USER,
+    ISSUE_T,
+    StartSandbox,
+    get_issue,
+    myself,
+    put_property,
+    sandbox_config,
+    site,
+)
 
 from runner.errors import RequestNotSentError, TransportError
 from runner.jira import (
@@ -27,16 +37,6 @@ from runner.ratelimit import Scope
 from runner.sandbox.app import RunningSandbox
 from runner.sandbox.config import Faults
 from runner.sandbox.testing import CLOUD_A
-from tests.conftest import StartSandbox
-from tests.test_calls_harness import (
-    ACME_USER,
-    ISSUE_T,
-    get_issue,
-    myself,
-    put_property,
-    sandbox_config,
-    site,
-)
 
 NOW = 1_790_000_000.0
 
