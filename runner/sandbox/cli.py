@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import signal
 import sys
 import time
@@ -116,7 +117,8 @@ async def serve_until_signalled(config: SandboxConfig, port: int, *, out: TextIO
                     serve(config, host=config.host, port=port)
                 )
             except OSError as exc:
-                found = f"{config.host}:{port}: {exc.strerror or exc}"
+                why = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or exc
+                found = f"{config.host}:{port} ({why})"
                 raise ConfigError("sandbox.port", "a port free to listen on", found) from None
             _describe(running, out)
             await stop.wait()

@@ -143,3 +143,16 @@ async def test_admin_system_token_refuses_bad_requests(
     status, answer = await _system_token(sandbox, body)
     assert status == 400
     assert says in answer["error"]
+
+
+async def test_minted_token_acts_as_its_user_on_its_site_only(sandbox: RunningSandbox) -> None:
+    """A token from the gateway is that user on Jira's /myself for its site, and 401 elsewhere."""
+    token = (await _mint(sandbox, CLOUD_A, ACME_ACTIVE[2]))["authToken"]["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    status, me = await _request("GET", sandbox.jira_base(CLOUD_A) + "/rest/api/3/myself",
+                                headers=headers)
+    assert status == 200
+    assert me["accountId"] == ACME_ACTIVE[2]
+    status, _ = await _request("GET", sandbox.jira_base(CLOUD_B) + "/rest/api/3/myself",
+                               headers=headers)
+    assert status == 401
