@@ -193,8 +193,9 @@ RowVisitor = Callable[[Row, Sequence[JiraRequest | None]], None]
 
 def check_rows(job: Job, config: Config, visit: RowVisitor | None = None) -> RowCheck:
     """Stream every row once; JobError names the source and line and what was expected."""
-    users = HashTally()
     site_users = {site: HashTally() for site in job.sites}
+    # One site: its distinct users are the job's; don't count them twice.
+    users = HashTally() if len(job.sites) > 1 else site_users[job.sites[0]]
     site_rows = dict.fromkeys(job.sites, 0)
     keys = HashTally() if job.row_key else None
     rows = items = 0
@@ -215,8 +216,9 @@ def check_rows(job: Job, config: Config, visit: RowVisitor | None = None) -> Row
         rows += 1
         items += len(job.actions)
         site_rows[row.site] += 1
-        users.add(row.account_id)
         site_users[row.site].add(row.account_id)
+        if users is not site_users[row.site]:
+            users.add(row.account_id)
         if keys is not None:
             keys.add(row.key)
     if keys is not None:

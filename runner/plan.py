@@ -126,12 +126,18 @@ class _Counts:
                     del c[other]
 
     def busiest(self) -> tuple[str | None, int]:
-        most = self.issues.most()
-        if most is None:
-            return None, 0
-        h, count = most
-        names = [n for n in self.candidates if key_hash(n) == h]
-        return (names[0] if names else None), count
+        """The most-written issue's exact count, and its name when a candidate has that count
+        (among ties, any one of them)."""
+        named = {key_hash(n): n for n in self.candidates}
+        most = 0
+        best_named: tuple[int, str] | None = None
+        for h, count in self.issues.items():
+            most = max(most, count)
+            if h in named and (best_named is None or count > best_named[0]):
+                best_named = (count, named[h])
+        if best_named is not None and best_named[0] == most:
+            return best_named[1], most
+        return None, most
 
 
 def make_plan(job: Job, config: Config) -> Plan:
@@ -169,7 +175,8 @@ def make_plan(job: Job, config: Config) -> Plan:
     busiest, writes = counts.busiest()
     if writes:
         rate = min(budgets.per_issue_2s / 2.0, budgets.per_issue_30s / 30.0)
-        bounds.append(Bound("per-issue writes", busiest or "(the busiest issue)", writes, "writes", rate,
+        scope = busiest or "(the busiest issue)"
+        bounds.append(Bound("per-issue writes", scope, writes, "writes", rate,
                             _seconds(writes, rate)))
     binding = max(bounds, key=lambda b: b.seconds) if bounds else None
     if binding is not None and binding.seconds == 0:

@@ -34,7 +34,15 @@ class Row:
     account_id: str
     site: str  # the row's `site` column if present, else the job's only site ("" if neither)
     fields: Mapping[str, str]  # every column, account_id included
-    where: str = ""  # for errors: "jobs/data/users.csv line 17"
+    line: int = 0  # the line it starts on, in a file source; 0 for inline rows
+    origin: str = ""  # the source's description
+
+    @property
+    def where(self) -> str:
+        """For errors: ``jobs/data/users.csv line 17`` or ``source.rows[3]``."""
+        if self.line:
+            return f"{self.origin} line {self.line}"
+        return f"{self.origin}[{self.index}]" if self.origin else f"row {self.index + 1}"
 
 
 class Source(Protocol):
@@ -51,10 +59,13 @@ class RowShape:
     row_key: str | None = None
     default_site: str | None = None  # the job's only site
 
-    def make(self, index: int, position: str, where: str, fields: Mapping[str, str]) -> Row:
-        key = fields.get(self.row_key, "") if self.row_key else position
+    def make(self, index: int, line: int, origin: str, fields: Mapping[str, str]) -> Row:
+        if self.row_key:
+            key = fields.get(self.row_key, "")
+        else:
+            key = f"line-{line}" if line else f"row-{index + 1}"
         site = fields.get(SITE_COLUMN) or self.default_site or ""
-        return Row(index, key, fields.get(ACCOUNT_COLUMN, ""), site, fields, where)
+        return Row(index, key, fields.get(ACCOUNT_COLUMN, ""), site, fields, line, origin)
 
 
 def text_value(value: Any) -> str:
@@ -121,12 +132,12 @@ class CsvSource:
                         return
                     if not record:  # a blank line
                         continue
-                    where = f"{self.description} line {line}"
                     if len(record) != len(self.columns):
-                        raise JobError(where, f"expected {len(self.columns)} fields (one per "
-                                       f"header column), found {len(record)}")
+                        raise JobError(f"{self.description} line {line}",
+                                       f"expected {len(self.columns)} fields (one per header "
+                                       f"column), found {len(record)}")
                     fields = dict(zip(self.columns, record, strict=True))
-                    yield self.shape.make(index, f"line-{line}", where, fields)
+                    yield self.shape.make(index, line, self.description, fields)
                     index += 1
             except (csv.Error, UnicodeDecodeError) as exc:
                 raise JobError(f"{self.description} line {reader.line_num}",
@@ -144,10 +155,10 @@ class JsonlSource:
         self.encoding = encoding
         if columns is None:
             first = next(self._records(), None)
-            columns = tuple(first[2]) if first is not None else ()
+            columns = tuple(first[1]) if first is not None else ()
         self.columns: tuple[str, ...] = tuple(columns)
 
-    def _records(self) -> Iterator[tuple[int, str, dict[str, str]]]:
+    def _records(self) -> Iterator[tuple[int, dict[str, str]]]:
         try:
             f = self.path.open(encoding=self.encoding)
         except OSError as exc:
@@ -168,14 +179,14 @@ class JsonlSource:
                     if not isinstance(record, dict):
                         raise JobError(where, f"expected a JSON object, found "
                                        f"{type(record).__name__}")
-                    yield line, where, {str(k): text_value(v) for k, v in record.items()}
+                    yield line, {str(k): text_value(v) for k, v in record.items()}
             except UnicodeDecodeError as exc:
                 raise JobError(f"{self.description} line {line + 1}",
                                f"expected UTF-8 text, found {exc.reason}") from None
 
     def rows(self) -> Iterator[Row]:
-        for index, (line, where, fields) in enumerate(self._records()):
-            yield self.shape.make(index, f"line-{line}", where, fields)
+        for index, (line, fields) in enumerate(self._records()):
+            yield self.shape.make(index, line, self.description, fields)
 
 
 class InlineSource:
@@ -193,5 +204,4 @@ class InlineSource:
 
     def rows(self) -> Iterator[Row]:
         for index, fields in enumerate(self._records):
-            yield self.shape.make(index, f"row-{index + 1}", f"{self.description}[{index}]",
-                                  fields)
+            yield self.shape.make(index, 0, self.description, fields)

@@ -54,6 +54,7 @@ KNOWN_TEMPLATES = (
     f"{ISSUE}/votes",
     f"{ISSUE}/watchers",
     f"{ISSUE}/worklog",
+    f"{ISSUE}/worklog/move",
     f"{ISSUE}/worklog/{{id}}",
     f"{ISSUE}/worklog/{{worklogId}}/properties/{{propertyKey}}",
     f"{API}/comment/{{commentId}}/properties/{{propertyKey}}",

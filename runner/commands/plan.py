@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from runner.commands import DEFAULT_CONFIG
@@ -64,7 +65,9 @@ def _rate(rate: float) -> str:
     return f"{rate:.3g}/s"
 
 
-def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]], right: set[int]) -> list[str]:
+def _table(
+    headers: tuple[str, ...], rows: Sequence[tuple[str, ...]], right: set[int]
+) -> list[str]:
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
 
     def line(cells: tuple[str, ...]) -> str:
