@@ -97,6 +97,17 @@ def test_example_job_loads_and_checks() -> None:
     assert checked.users == checked.site_users["acme"] > 3
 
 
+def test_nightly_sync_example_loads_and_checks() -> None:
+    """jobs/nightly-sync.toml (JSONL rows, a transition by name) is valid as shipped."""
+    config = load_config(REPO / "config.example.toml")
+    job = load_job(REPO / "jobs" / "nightly-sync.toml", config)
+    checked = check_rows(job, config)
+    assert checked.rows == 6 and checked.items == 18
+    first = next(iter(job.source.rows()))
+    transition = job.actions[2].render(first, item_key(first, 2))  # type: ignore[union-attr]
+    assert transition.resolve is not None
+
+
 def test_job_fields_and_fingerprint(tmp_path: Path, config: Config) -> None:
     """A loaded job keeps its text, the sha256 of its bytes, and its name (default: the stem)."""
     import hashlib
