@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
@@ -154,11 +155,12 @@ class JsonlSource:
         self.shape = shape
         self.encoding = encoding
         if columns is None:
-            first = next(self._records(), None)
+            with closing(self._records()) as records:
+                first = next(records, None)
             columns = tuple(first[1]) if first is not None else ()
         self.columns: tuple[str, ...] = tuple(columns)
 
-    def _records(self) -> Iterator[tuple[int, dict[str, str]]]:
+    def _records(self) -> Generator[tuple[int, dict[str, str]], None, None]:
         try:
             f = self.path.open(encoding=self.encoding)
         except OSError as exc:
