@@ -81,8 +81,10 @@ class Minter:
         self._observer: Observer = observer or NullObserver()
         self._clock: Clock = clock or SystemClock()
         self._rng = rng
-        self._blocked: BlockedEnvironmentError | None = None
-        self._refused: dict[tuple[str, str], UserRefusedError] = {}
+        # Why the environment is blocked, and users refused: kept as values, not exceptions, so
+        # each raise is a fresh exception (re-raising one object grows its traceback forever).
+        self._blocked: str | None = None
+        self._refused: dict[tuple[str, str], tuple[str, str | None]] = {}
         self._proven: set[str] = set()  # context ARIs a mint has succeeded in
         self._probes: dict[str, anyio.Lock] = {}
 
@@ -125,7 +127,9 @@ class Minter:
     @property
     def blocked(self) -> BlockedEnvironmentError | None:
         """Why this environment can't mint, once a context refusal said so."""
-        return self._blocked
+        if self._blocked is None:
+            return None
+        return BlockedEnvironmentError(self.environment.name, self._blocked)
 
     async def token_for(self, site: SiteConfig, account_id: str) -> str:
         """``account_id``'s token on ``site``: cached, or minted once for every caller."""
@@ -134,7 +138,7 @@ class Minter:
         self._raise_if_blocked()
         refused = self._refused.get((site.name, account_id))
         if refused is not None:
-            raise refused
+            raise UserRefusedError(account_id, *refused)
         key = (self.environment.name, site.name, account_id)
         return await self.cache.get(key, lambda: self._mint(site, account_id))
 
@@ -175,14 +179,13 @@ class Minter:
                                      reason="system token rejected", attempt=failures + 1)
                 continue
             if isinstance(outcome, UserRefused):
-                error = UserRefusedError(account_id, outcome.reason, outcome.ids.request_id)
-                self._refused[(site.name, account_id)] = error
+                self._refused[(site.name, account_id)] = (outcome.reason, outcome.ids.request_id)
                 self._observer.event("mint.user_refused", environment=env, site=site.name,
                                      account=account_id, reason=outcome.reason)
                 log.warning("runner.mint.user_refused", environment=env, site=site.name,
                             account=account_id, reason=outcome.reason,
                             request_id=outcome.ids.request_id, trace_id=outcome.ids.trace_id)
-                raise error
+                raise UserRefusedError(account_id, outcome.reason, outcome.ids.request_id)
             if isinstance(outcome, ContextRefused):
                 raise self._block(site, outcome)
             # A transport failure: the mint may not have been processed.
@@ -258,18 +261,18 @@ class Minter:
 
     def _raise_if_blocked(self) -> None:
         if self._blocked is not None:
-            raise self._blocked
+            raise BlockedEnvironmentError(self.environment.name, self._blocked)
 
     def _block(self, site: SiteConfig, outcome: ContextRefused) -> BlockedEnvironmentError:
+        env = self.environment.name
         if self._blocked is None:
-            env = self.environment.name
-            self._blocked = BlockedEnvironmentError(env, context_diagnostic(site, outcome))
+            self._blocked = context_diagnostic(site, outcome)
             self._observer.event("mint.context_refused", environment=env,
                                  aris=outcome.context_aris, message=outcome.message)
             log.error("runner.mint.context_refused", environment=env, site=site.name,
                       aris=list(outcome.context_aris), message=outcome.message,
                       request_id=outcome.ids.request_id, trace_id=outcome.ids.trace_id)
-        return self._blocked
+        return BlockedEnvironmentError(env, self._blocked)
 
 
 def context_diagnostic(site: SiteConfig, outcome: ContextRefused) -> str:
