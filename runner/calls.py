@@ -55,6 +55,14 @@ class TokenProvider(Protocol):
     def invalidate(self, site: SiteConfig, account_id: str, token: str) -> object: ...
 
 
+class SendGuard(Protocol):
+    """Told when a request goes on the wire and when it is back (see ``execute``)."""
+
+    async def before_send(self) -> None: ...
+
+    def after_send(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Done:
     response: JiraResponse
@@ -130,10 +138,14 @@ class CallExecutor:
         request: JiraRequest,
         *,
         deadline: float | None = None,
+        guard: SendGuard | None = None,
     ) -> CallResult:
         """Send ``request`` as ``account_id`` on ``site`` until it is done or can't be.
 
         ``deadline`` (POSIX) is the run's; by default the policy's ``deadline_s`` from now.
+        ``guard`` is told right before each send (once the token and every budget are in hand)
+        and right after it: the engine journals the item there, and knows which work is only
+        waiting (and may be dropped on a drain) and which is on the wire.
         """
         if deadline is None:
             deadline = self._clock.now() + self._policy.deadline_s
@@ -145,9 +157,11 @@ class CallExecutor:
             if not await self._cooldowns.wait(scopes, deadline=deadline):
                 return self._deadline(tally, ctx)
             token = await provider.token_for(site, account_id)
+            if guard is not None:
+                await guard.before_send()
             tally.sends += 1
             try:
-                response = await self._client.send(site, token, request)
+                response = await self._send(site, token, request, guard)
             except TransportError as exc:
                 safe = request.idempotent or isinstance(exc, RequestNotSentError)
                 if not safe:
@@ -191,6 +205,15 @@ class CallExecutor:
                 )
                 if failed is not None:
                     return failed
+
+    async def _send(
+        self, site: SiteConfig, token: str, request: JiraRequest, guard: SendGuard | None
+    ) -> JiraResponse:
+        try:
+            return await self._client.send(site, token, request)
+        finally:
+            if guard is not None:
+                guard.after_send()
 
     def _defer(
         self, limited: RateLimited, tally: _Tally, ctx: Mapping[str, str], now: float

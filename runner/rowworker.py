@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import structlog
 
 from runner.actions import Action, JiraRequest, PythonAction
@@ -42,6 +43,33 @@ from runner.userclient import UserJira
 log = structlog.get_logger("runner.engine")
 
 RESULT_KEYS = ("id", "key")
+
+
+class _Flight:
+    """One item being worked on: journaled ``started`` at its first send; on the wire or not.
+
+    A drain cancels items that are only waiting (for a token, a budget, a cooldown): nothing of
+    theirs was sent since they were last journaled. An item on the wire finishes its request
+    and is cancelled when it is back, after its outcome is journaled.
+    """
+
+    def __init__(self, worker: RowWorker, ref: ItemRef, scope: anyio.CancelScope) -> None:
+        self.worker = worker
+        self.ref = ref
+        self.scope = scope
+        self.started = False
+        self.sending = False
+
+    async def before_send(self) -> None:
+        if not self.started:
+            await self.worker.journal.mark_started(self.worker.run_id, self.ref)
+            self.started = True
+        self.sending = True
+
+    def after_send(self) -> None:
+        self.sending = False
+        if self.worker.shutdown.draining:
+            self.scope.cancel()
 
 
 @dataclass(frozen=True)
@@ -81,6 +109,13 @@ class RowWorker:
         self.observer = observer
         self.shutdown = shutdown
         self.deadline = deadline
+        self._flights: set[_Flight] = set()
+        shutdown.on_drain(self._drop_waiting)
+
+    def _drop_waiting(self) -> None:
+        for flight in list(self._flights):
+            if not flight.sending:
+                flight.scope.cancel()
 
     async def process(self, row: Row, todo: list[Todo]) -> None:
         site = self.config.sites[row.site]
@@ -97,7 +132,15 @@ class RowWorker:
                     await self._close_rest(stop, row, todo[index:])
                     return
                 try:
-                    await self._one(site, row, step, ref)
+                    with anyio.CancelScope() as scope:
+                        flight = _Flight(self, ref, scope)
+                        self._flights.add(flight)
+                        try:
+                            await self._one(site, row, step, ref, flight)
+                        finally:
+                            self._flights.discard(flight)
+                    if scope.cancelled_caught:
+                        return
                 except UserRefusedError as exc:
                     await self._close_rest(("skipped", exc.reason), row, todo[index:])
                     return
@@ -126,7 +169,9 @@ class RowWorker:
             self.observer.event(f"item.{state}", site=row.site, account=row.account_id,
                                 row=row.key, action=step.action.name, reason=reason)
 
-    async def _one(self, site: SiteConfig, row: Row, step: Todo, ref: ItemRef) -> None:
+    async def _one(
+        self, site: SiteConfig, row: Row, step: Todo, ref: ItemRef, flight: _Flight
+    ) -> None:
         action = step.action
         key = item_key(row.key, action.index)
         if isinstance(action, PythonAction):
@@ -134,6 +179,7 @@ class RowWorker:
                 await self._uncertain(ref, "a non-idempotent Python action may have run")
                 return
             await self.journal.mark_started(self.run_id, ref)
+            flight.sending = True  # the job's own code: let it finish on a drain
             await self._python(site, row, action, ref)
             return
         try:
@@ -153,9 +199,10 @@ class RowWorker:
         elif step.prior is ItemState.UNCERTAIN:
             await self._uncertain(ref, "outcome unknown; not sent again")
             return
-        await self.journal.mark_started(self.run_id, ref)
-        outcome = await self._send(site, row, request)
-        await self._record(ref, outcome)
+        outcome = await self._send(site, row, request, flight)
+        # Journal the outcome even if a drain cancels this item the moment it is back.
+        with anyio.CancelScope(shield=True):
+            await self._record(ref, outcome)
 
     def _sender(self, site: SiteConfig, row: Row) -> Any:
         async def send(request: JiraRequest) -> CallResult:
@@ -163,18 +210,21 @@ class RowWorker:
 
         return send
 
-    async def _send(self, site: SiteConfig, row: Row, request: JiraRequest) -> CallResult:
+    async def _send(
+        self, site: SiteConfig, row: Row, request: JiraRequest, guard: _Flight | None = None
+    ) -> CallResult:
         """Send ``request``, first its resolving read when it has one (a transition by name)."""
         if request.resolve is not None:
             first = await self.executor.execute(site, row.account_id, request.resolve.request,
-                                                deadline=self.deadline)
+                                                deadline=self.deadline, guard=guard)
             if not isinstance(first, Done):
                 return first
             try:
                 request = request.resolve.complete(first.response.body)
             except ActionError as exc:
                 return Failed(exc.reason)
-        return await self.executor.execute(site, row.account_id, request, deadline=self.deadline)
+        return await self.executor.execute(site, row.account_id, request, deadline=self.deadline,
+                                           guard=guard)
 
     async def _python(self, site: SiteConfig, row: Row, action: PythonAction, ref: ItemRef) -> None:
         jira = UserJira(self.executor, site, row.account_id, deadline=self.deadline)

@@ -17,7 +17,9 @@ import hashlib
 import math
 import os
 import re
+import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -205,7 +207,7 @@ class SystemTokenProvider:
             with anyio.fail_after(self._command_timeout):
                 # No shell: the argument list runs as is, from the config file's folder.
                 done = await anyio.run_process(
-                    list(command), cwd=self._source.cwd, check=False,
+                    _resolve(command), cwd=self._source.cwd, check=False,
                     stdin=subprocess.DEVNULL,
                 )
         except TimeoutError as exc:
@@ -222,6 +224,20 @@ class SystemTokenProvider:
                 f"{self._describe()} exited {done.returncode}: {_safe_stderr(done.stderr)}",
             )
         return done.stdout.decode("utf-8", "replace").strip()
+
+
+def _resolve(command: tuple[str, ...]) -> list[str]:
+    """The command with its program found on PATH, else beside the running Python.
+
+    ``forge-runner`` installed in a virtual environment that is not on PATH (run as
+    ``.venv/bin/forge-runner``) still finds its own ``forge-runner`` for a token command.
+    """
+    program, *args = command
+    if os.sep not in program and shutil.which(program) is None:
+        beside = shutil.which(program, path=str(Path(sys.executable).parent))
+        if beside is not None:
+            program = beside
+    return [program, *args]
 
 
 def _digest(token: str) -> str:
