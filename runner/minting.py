@@ -209,13 +209,13 @@ class Minter:
         async with self._gate(ari):
             self._raise_if_blocked()
             system_token = await self._system_tokens.get()
-            await self.bucket.acquire()
-            # The environment may have been blocked while this mint waited for its slot.
-            self._raise_if_blocked()
-            try:
-                outcome = await self._gateway.mint(system_token, ari, account_id)
-            except TransportError as exc:
-                return exc
+            async with self.bucket.slot():
+                # The environment may have been blocked while this mint waited for its slot.
+                self._raise_if_blocked()
+                try:
+                    outcome = await self._gateway.mint(system_token, ari, account_id)
+                except TransportError as exc:
+                    return exc
             if isinstance(outcome, SystemTokenRejected):
                 self._system_tokens.invalidate(system_token)
             elif isinstance(outcome, Minted):

@@ -197,3 +197,45 @@ def test_a_shared_bucket_with_two_budgets_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as caught:
         buckets.for_environment(env("prod", bucket="app", limit=500))
     assert caught.value.key == "environments.prod.mint_limit"
+
+
+async def test_slow_answers_hold_the_next_window() -> None:
+    """With slots, the limit+1-th start waits a full window after the first one's answer, so a
+    slow answer (a late arrival at the gateway) can't pack limit+1 arrivals into a window."""
+    clock = ManualClock(start=0.0)
+    bucket = MintBucket("b", limit=3, window_s=3.0, clock=clock, headroom=0.0)
+    starts: list[float] = []
+    for _ in range(3):
+        async with bucket.slot():
+            starts.append(clock.now())
+            clock.advance(0.5 if not starts[1:] else 0.0)  # the first answer takes 0.5 s
+    async with bucket.slot():
+        starts.append(clock.now())
+    assert starts[:3] == [0.0, 1.0, 2.0]
+    assert starts[3] == pytest.approx(3.5)  # not 3.0: a window after the first answer
+
+
+async def test_an_unanswered_start_holds_the_window_until_it_answers() -> None:
+    """The guard waits for the oldest start's answer before it lets the next window begin."""
+    clock = ManualClock(start=0.0)
+    bucket = MintBucket("b", limit=1, window_s=1.0, clock=clock, headroom=0.0)
+    answered = anyio.Event()
+    second_at: list[float] = []
+
+    async def first() -> None:
+        async with bucket.slot():
+            await answered.wait()
+            clock.advance(2.0)
+
+    async def second() -> None:
+        await bucket.acquire()
+        second_at.append(clock.now())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(second)
+        await anyio.wait_all_tasks_blocked()
+        assert second_at == []
+        answered.set()
+    assert second_at == [pytest.approx(3.0)]

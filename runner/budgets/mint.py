@@ -12,6 +12,14 @@ Under all three algorithms that pace is accepted from the very first second.
 Acquirers queue on a FIFO lock; only the head of the queue sleeps, until its slot. Cancelling
 a waiter (at any point) costs no slot: a slot is taken only once the head's wait is over.
 
+The gateway stamps a mint's arrival somewhere between our send and its answer, and the delay
+varies (a busy event loop, the network). Even spacing alone leaves only ``headroom`` of slack
+for that. So a mint sent through ``slot()`` also records when its answer came back, and the
+window guard counts the ``limit``-th previous mint as lasting until its answer: a new mint
+leaves at least ``window_s`` after that answer, so its arrival is surely more than a window
+after the old one's, whatever the delays. With answers faster than the headroom this guard
+never binds; it only slows the pace when answers are slow.
+
 A rate-limited mint pauses the whole bucket (``pause_until``): every environment naming the
 bucket waits, because the gateway's budget is per OAuth client, not per worker.
 """
@@ -20,6 +28,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import anyio
 
@@ -31,6 +41,24 @@ from runner.events import NullObserver, Observer
 # Default stretch of the pace over the nominal budget: 2% of a window is 1.2 s at Atlassian's
 # 1,000/min, far above loopback or WAN jitter, and costs 2% of the budget.
 DEFAULT_HEADROOM = 0.02
+
+
+class _Start:
+    """One mint start: when it was sent and, once known, when its answer came back."""
+
+    __slots__ = ("at", "done", "ended")
+
+    def __init__(self, at: float, ended: float | None = None) -> None:
+        self.at = at
+        self.ended = ended
+        self.done = anyio.Event()
+        if ended is not None:
+            self.done.set()
+
+    def end(self, at: float) -> None:
+        if self.ended is None:
+            self.ended = at
+            self.done.set()
 
 
 class MintBucket:
@@ -55,7 +83,7 @@ class MintBucket:
         self._clock: Clock = clock or SystemClock()
         self._observer: Observer = observer or NullObserver()
         self._lock = anyio.Lock()
-        self._starts: deque[float] = deque(maxlen=limit)
+        self._starts: deque[_Start] = deque(maxlen=limit)
         self._next_slot = -math.inf
         self._paused_until = -math.inf
         self._pause_announced = False
@@ -71,9 +99,27 @@ class MintBucket:
         return self._paused_until if self._paused_until > self._clock.now() else None
 
     async def acquire(self) -> None:
-        """Wait for this caller's turn (FIFO) and its slot, then count one mint start."""
+        """Wait for this caller's turn (FIFO) and its slot, then count one mint start (its send
+        time stands for its arrival; ``slot()`` does better when the answer can be awaited)."""
+        start = await self._take()
+        start.end(start.at)
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """``async with bucket.slot(): <send one mint>``: a start whose answer time counts."""
+        start = await self._take()
+        try:
+            yield
+        finally:
+            start.end(self._clock.now())
+
+    async def _take(self) -> _Start:
         async with self._lock:
             while True:
+                oldest = self._starts[0] if len(self._starts) == self.limit else None
+                if oldest is not None and oldest.ended is None:
+                    await oldest.done.wait()  # the window guard needs its answer time
+                    continue
                 now = self._clock.now()
                 ready = max(self._next_slot, self._paused_until, self._window_guard())
                 if now >= ready:
@@ -84,17 +130,20 @@ class MintBucket:
             # quiet spell the schedule restarts from now instead of letting a catch-up burst out.
             slot = ready if ready >= now - self.interval / 2 else now
             self._next_slot = slot + self.interval
-            self._starts.append(now)
+            start = _Start(now)
+            self._starts.append(start)
             self.started += 1
             if self._pause_announced:
                 self._pause_announced = False
                 self._observer.event("resume", scope=self.scope)
+            return start
 
     def _window_guard(self) -> float:
         """The earliest time a start keeps ``limit`` starts or fewer in every window."""
         if len(self._starts) < self.limit:
             return -math.inf
-        return self._starts[0] + self.window_s
+        oldest = self._starts[0]
+        return (oldest.ended if oldest.ended is not None else oldest.at) + self.window_s
 
     def pause_until(self, until: float, reason: str) -> bool:
         """Hold every acquirer until ``until`` (POSIX). A later pause wins; an earlier one is

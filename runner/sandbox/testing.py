@@ -152,3 +152,59 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def write_runner_config(
+    folder: Path,
+    sb: RunningSandbox,
+    *,
+    environment: str = "dev",
+    mint_limit: int = 1000,
+    mint_window_s: float = 60.0,
+    concurrency: int = 16,
+    context_ari: str | None = None,
+    journal: str = "journal.db",
+    system_token_ttl_s: int | None = None,
+    extra: str = "",
+) -> Path:
+    """A runner config in ``folder`` for the served sandbox ``sb``: its gateway, sites acme and
+    globex, and a system token for ``environment`` in a file beside it. Returns its path.
+
+    ``extra`` is appended as is (e.g. ``[retry.jira]`` tables) for a test that needs more.
+    """
+    from runner.sandbox.systemtokens import issue_system_token
+
+    folder.mkdir(parents=True, exist_ok=True)
+    token_file = folder / "system-token"
+    token_file.write_text(issue_system_token(sb.config, environment, ttl_s=system_token_ttl_s))
+    ari_line = f'context_ari = "{context_ari}"\n' if context_ari else ""
+    sites = "".join(
+        f"""
+[sites.{site.name}]
+cloud_id = "{site.cloud_id}"
+api_base_url = "{sb.jira_base(site.cloud_id)}"
+installation_id = "{INSTALLATION_A if site.cloud_id == CLOUD_A else INSTALLATION_B}"
+environment = "{environment}"
+{ari_line}"""
+        for site in sb.config.sites.values()
+    )
+    path = folder / "config.toml"
+    path.write_text(
+        f"""[runner]
+concurrency = {concurrency}
+journal = "{journal}"
+
+[environments.{environment}]
+app_id = "ari:cloud:ecosystem::app/8db5c0f5-3a48-4d2b-9c4b-4d2f0a7e6a11"
+gateway_url = "{sb.gateway_url}"
+mint_limit = {mint_limit}
+mint_window_s = {mint_window_s}
+
+[environments.{environment}.system_token]
+file = "system-token"
+max_wait_s = 5.0
+{sites}
+{extra}
+"""
+    )
+    return path
