@@ -27,6 +27,7 @@ import logging
 import re
 import sys
 import threading
+from collections import deque
 from collections.abc import Mapping
 from typing import IO, TYPE_CHECKING, Any, Literal
 
@@ -96,10 +97,17 @@ class _SecretSet:
     characters outside ``_TOKEN_CHARS`` (rare) go into one alternation compiled lazily.
     Registration may come from any thread; reads take no lock (each update replaces a value
     atomically).
+
+    Memory follows concurrency, not job size: past ``limit`` secrets the oldest is forgotten.
+    The limit is far above the tokens alive at once (the token cache holds at most 10,000), and a
+    token that has left the cache is no longer in any request or answer to be logged.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = 50_000) -> None:
         self._lock = threading.Lock()
+        self._limit = limit
+        self._order: deque[str] = deque()
+        self._by_anchor: dict[str, set[str]] = {}
         self._exact: set[str] = set()
         self._anchors: dict[str, tuple[int, ...]] = {}
         self._min_len = 0
@@ -118,16 +126,37 @@ class _SecretSet:
                 self._odd_pattern = None
                 return
             anchor = value[:_ANCHOR]
-            lengths = set(self._anchors.get(anchor, ()))
-            lengths.add(len(value))
-            self._anchors[anchor] = tuple(sorted(lengths, reverse=True))
+            self._by_anchor.setdefault(anchor, set()).add(value)
+            self._index(anchor)
             self._exact.add(value)
+            self._order.append(value)
+            while len(self._order) > self._limit:
+                self._forget(self._order.popleft())
             if not self._min_len or len(value) < self._min_len:
                 self._min_len = len(value)
                 self._runs = re.compile(f"[{_TOKEN_CHARS}]{{{self._min_len},}}")
 
+    def _index(self, anchor: str) -> None:
+        values = self._by_anchor.get(anchor)
+        if values:
+            self._anchors[anchor] = tuple(sorted({len(v) for v in values}, reverse=True))
+        else:
+            self._by_anchor.pop(anchor, None)
+            self._anchors.pop(anchor, None)
+
+    def _forget(self, value: str) -> None:
+        self._exact.discard(value)
+        anchor = value[:_ANCHOR]
+        self._by_anchor.get(anchor, set()).discard(value)
+        self._index(anchor)
+
+    def __len__(self) -> int:
+        return len(self._exact) + len(self._odd)
+
     def clear(self) -> None:
         with self._lock:
+            self._order = deque()
+            self._by_anchor = {}
             self._exact = set()
             self._anchors = {}
             self._min_len = 0

@@ -292,3 +292,18 @@ def test_unknown_format_is_refused() -> None:
     """An unknown log format is an error naming the allowed ones."""
     with pytest.raises(ValueError, match="console, plain or json"):
         configure_logging(format="xml", stream=io.StringIO())  # type: ignore[arg-type]
+
+
+def test_secret_set_is_bounded_and_forgets_the_oldest() -> None:
+    """Past its limit the secret set forgets the oldest token (memory follows concurrency, not
+    job size) and still hides every newer one, including one sharing the old one's anchor."""
+    from runner.logs import _SecretSet
+
+    secrets = _SecretSet(limit=3)
+    values = [f"tok-{'a' * 20}{n}" for n in range(4)]
+    for value in values:
+        secrets.add(value)
+    assert len(secrets) == 3
+    assert secrets.sub(values[0]) == values[0]
+    for value in values[1:]:
+        assert value not in secrets.sub(f"x {value} y")
