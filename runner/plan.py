@@ -3,12 +3,17 @@
 ``make_plan`` streams the rows once (through ``check_rows``, so a plan is also a full check):
 rows, distinct users, items, mints needed (one per distinct site and user), points, calls per
 (site, endpoint, method) and writes per issue. Each budget then gives a lower bound on the
-run's duration, at its steady rate:
+run's duration:
 
-- mint bucket, per bucket: mints / (mint_limit / mint_window_s);
-- points quota (one per app): points / (quota_points / quota_window_s);
-- burst, per (site, endpoint, method): calls / the method's rate per second;
-- per-issue writes, per issue: writes / min(per_issue_2s / 2, per_issue_30s / 30).
+- mint bucket, per bucket: mints / (mint_limit / mint_window_s); the runner paces mints evenly
+  from the first second, so their steady rate is what counts;
+- points quota (one per app): points / (quota_points / quota_window_s); the quota is shared by
+  every tenant and run of the app, so the plan spreads it over its window rather than assume a
+  whole hour's quota is there to spend at once;
+- burst, per (site, endpoint, method): a token bucket holding one second's calls, so
+  (calls - rate) / rate;
+- per-issue writes, per issue: sliding windows (20 per 2 s, 100 per 30 s), so the n-th write can
+  go at floor((n - 1) / limit) * window at the earliest, under each window.
 
 The largest bound is the shortest possible duration, and its budget is the one that binds.
 Calls made inside Python actions can't be known in advance and are not counted.
@@ -50,8 +55,9 @@ class Bound:
     scope: str  # bucket name, "app", "site METHOD template", "site issue"
     amount: int
     unit: str  # "mints" | "points" | "calls" | "writes"
-    rate: float  # per second
+    rate: float  # steady rate, per second
     seconds: float
+    limit: str = ""  # the budget as configured, for people: "1000/60s", "20/2s, 100/30s"
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,12 @@ class Plan:
 
 def _seconds(amount: int, rate: float) -> float:
     return amount / rate if rate > 0 else float("inf")
+
+
+def _window_seconds(amount: int, limit: int, window_s: float) -> float:
+    """When the last of ``amount`` events can happen at the earliest, at most ``limit`` in any
+    ``window_s``."""
+    return ((amount - 1) // limit) * window_s if amount > 0 else 0.0
 
 
 class _Counts:
@@ -147,37 +159,40 @@ def make_plan(job: Job, config: Config) -> Plan:
     budgets = config.jira_budgets
 
     mints_by_bucket: Counter[str] = Counter()
-    bucket_rate: dict[str, float] = {}
+    bucket_rate: dict[str, tuple[float, str]] = {}
     for site, users in checked.site_users.items():
         env = config.environments[config.sites[site].environment]
         mints_by_bucket[env.bucket] += users
-        rate = env.mint_limit / env.mint_window_s
-        bucket_rate[env.bucket] = min(rate, bucket_rate.get(env.bucket, rate))
+        pace = (env.mint_limit / env.mint_window_s, f"{env.mint_limit}/{env.mint_window_s:g}s")
+        bucket_rate[env.bucket] = min(pace, bucket_rate.get(env.bucket, pace))
     bounds: list[Bound] = []
     mint_bounds = [
-        Bound("mint bucket", bucket, n, "mints", bucket_rate[bucket],
-              _seconds(n, bucket_rate[bucket]))
+        Bound("mint bucket", bucket, n, "mints", bucket_rate[bucket][0],
+              _seconds(n, bucket_rate[bucket][0]), bucket_rate[bucket][1])
         for bucket, n in sorted(mints_by_bucket.items())
     ]
     if mint_bounds:
         bounds.append(max(mint_bounds, key=lambda b: b.seconds))
     quota_rate = budgets.quota_points / budgets.quota_window_s
     bounds.append(Bound("points quota", POINTS_SCOPE, counts.points, "points", quota_rate,
-                        _seconds(counts.points, quota_rate)))
+                        _seconds(counts.points, quota_rate),
+                        f"{budgets.quota_points}/{budgets.quota_window_s:g}s"))
     burst_bounds = []
     for (site, method, template), n in sorted(counts.calls.items()):
         rate = float(budgets.burst_get_post if method in ("GET", "POST")
                      else budgets.burst_put_delete)
         burst_bounds.append(Bound("burst", f"{site} {method} {template}", n, "calls", rate,
-                                  _seconds(n, rate)))
+                                  max(0.0, _seconds(n, rate) - 1.0), f"{rate:g}/s"))
     if burst_bounds:
         bounds.append(max(burst_bounds, key=lambda b: b.seconds))
     busiest, writes = counts.busiest()
     if writes:
         rate = min(budgets.per_issue_2s / 2.0, budgets.per_issue_30s / 30.0)
+        seconds = max(_window_seconds(writes, budgets.per_issue_2s, 2.0),
+                      _window_seconds(writes, budgets.per_issue_30s, 30.0))
         scope = busiest or "(the busiest issue)"
-        bounds.append(Bound("per-issue writes", scope, writes, "writes", rate,
-                            _seconds(writes, rate)))
+        limit = f"{budgets.per_issue_2s}/2s, {budgets.per_issue_30s}/30s"
+        bounds.append(Bound("per-issue writes", scope, writes, "writes", rate, seconds, limit))
     binding = max(bounds, key=lambda b: b.seconds) if bounds else None
     if binding is not None and binding.seconds == 0:
         binding = None

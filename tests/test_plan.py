@@ -77,16 +77,25 @@ def test_mint_bucket_binds_a_job_of_many_users(tmp_path: Path) -> None:
 
 
 def test_per_issue_writes_bind_when_every_row_hits_one_issue(tmp_path: Path) -> None:
-    """100 writes to one issue at 100 per 30 s take 30 s: the per-issue budget binds."""
+    """250 writes to one issue, at most 100 in any 30 s: the last can go at 60 s, which
+    outlasts the points quota's 14 s."""
     config = config_with(tmp_path)
-    rows = [(user(i % 5), "MIG-1") for i in range(100)] + [(user(0), "MIG-2")]
+    rows = [(user(i % 5), "MIG-1") for i in range(250)] + [(user(0), "MIG-2")]
     plan = plan_for(tmp_path, config, PROPERTY_SET, rows)
     assert (plan.users, plan.mints, plan.issues_written) == (5, 5, 2)
-    assert (plan.busiest_issue, plan.busiest_issue_writes) == ("acme MIG-1", 100)
+    assert (plan.busiest_issue, plan.busiest_issue_writes) == ("acme MIG-1", 250)
     assert plan.binding is not None
     assert (plan.binding.budget, plan.binding.scope, plan.binding.amount) == (
-        "per-issue writes", "acme MIG-1", 100)
-    assert plan.shortest_s == pytest.approx(30.0)
+        "per-issue writes", "acme MIG-1", 250)
+    assert plan.shortest_s == pytest.approx(60.0)
+
+
+def test_per_issue_short_window_counts_for_a_burst_of_writes(tmp_path: Path) -> None:
+    """45 writes to one issue fit in the 30 s window but need three 2 s windows: 4 s."""
+    config = config_with(tmp_path)
+    plan = plan_for(tmp_path, config, PROPERTY_SET, [(user(1), "MIG-1")] * 45)
+    per_issue = next(b for b in plan.bounds if b.budget == "per-issue writes")
+    assert per_issue.seconds == pytest.approx(4.0)
 
 
 def test_points_quota_binds_when_it_is_small(tmp_path: Path) -> None:
@@ -100,12 +109,12 @@ def test_points_quota_binds_when_it_is_small(tmp_path: Path) -> None:
 
 
 def test_burst_binds_per_endpoint_and_method(tmp_path: Path) -> None:
-    """At 1 PUT/s per endpoint, 50 property writes on 50 issues take 50 s."""
+    """At 1 PUT/s per endpoint (a bucket of one), 50 property writes take 49 s."""
     config = config_with(tmp_path, "[jira_budgets]\nburst_put_delete = 1\n")
     plan = plan_for(tmp_path, config, PROPERTY_SET, [(user(0), f"MIG-{i}") for i in range(50)])
     assert plan.binding is not None
     assert (plan.binding.budget, plan.binding.scope) == ("burst", f"acme PUT {PROP}")
-    assert plan.shortest_s == pytest.approx(50.0)
+    assert plan.shortest_s == pytest.approx(49.0)
     assert plan.busiest_issue_writes == 1
 
 

@@ -108,9 +108,9 @@ def format_plan(plan: Plan) -> str:
     rows = []
     for b in plan.bounds:
         mark = "<- binds" if b is plan.binding else ""
-        rows.append((b.budget, b.scope, f"{b.amount:,} {b.unit}", _rate(b.rate),
+        rows.append((b.budget, b.scope, f"{b.amount:,} {b.unit}", b.limit or _rate(b.rate),
                      duration(b.seconds), mark))
-    lines += _table(("budget", "scope", "work", "rate", "time", ""), rows, {2, 3, 4})
+    lines += _table(("budget", "scope", "work", "limit", "time", ""), rows, {2, 4})
     lines.append("")
     if plan.binding is None:
         lines.append("Nothing to pace: no budget limits this job.")
