@@ -172,7 +172,7 @@ def test_exactly_one_token_source(tmp_path: Path, token_table: str, found: str) 
     """A system token comes from exactly one of env, file or command, never the file itself."""
     err = error_for(tmp_path, MINIMAL.replace('{ env = "FORGE_SYSTEM_TOKEN" }', token_table))
     assert err.key.startswith("environments.prod.system_token")
-    assert err.expected.startswith("exactly one of env, file or command")
+    assert err.expected.startswith("exactly one of env, file")
     assert found in err.found
     assert "TOPSECRET" not in str(err)
 
