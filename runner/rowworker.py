@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import structlog
 
 from runner.actions import Action, JiraRequest, PythonAction
@@ -61,10 +62,17 @@ class _Flight:
         self.sending = False
 
     async def before_send(self) -> None:
+        if self.scope.cancel_called:
+            # A drain dropped this item as it woke (its cancellation is delivered at its next
+            # await): stop here, before anything is journaled.
+            await anyio.lowlevel.checkpoint()
+        # On the wire from here: a drain arriving while ``started`` is being journaled must not
+        # cancel it, or the item would stay ``started`` with nothing sent (and a create that
+        # can't be looked up would become ``uncertain`` on resume).
+        self.sending = True
         if not self.started:
             await self.worker.journal.mark_started(self.worker.run_id, self.ref)
             self.started = True
-        self.sending = True
 
     def after_send(self) -> None:
         self.sending = False
@@ -178,8 +186,7 @@ class RowWorker:
             if step.prior in (ItemState.STARTED, ItemState.UNCERTAIN) and not action.idempotent:
                 await self._uncertain(ref, "a non-idempotent Python action may have run")
                 return
-            await self.journal.mark_started(self.run_id, ref)
-            flight.sending = True  # the job's own code: let it finish on a drain
+            await flight.before_send()  # the job's own code: let it finish on a drain
             await self._python(site, row, action, ref)
             return
         try:
