@@ -10,6 +10,7 @@ code (0 done, 1 items failed, 3 an environment blocked, 130 interrupted).
 from __future__ import annotations
 
 import argparse
+import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,8 @@ async def _run(args: argparse.Namespace, config: Config, console: Console, mode:
         try:
             handle = await _open(journal, job, config, args, mode)
         except RunLockedError as exc:
-            console.print(f"[red]forge-runner: {exc}[/]")
+            # Like every other refusal: one unwrapped line on stderr, where cron mails it from.
+            print(f"forge-runner: {exc}", file=sys.stderr)
             return EXIT_ALREADY_RUNNING
         await journal.set_total(handle.run_id, total)
         if config.sandbox is not None and config.sandbox.embedded:
