@@ -5,6 +5,7 @@
     │   ├── ConfigError              a config key is missing or wrong (names the key's path)
     │   ├── JobError                 a job file, source row or template is wrong
     │   ├── JobChangedError          the job changed since its unfinished run started
+    │   ├── ManifestError            a Forge manifest is not YAML or not a manifest (names the key)
     │   └── RunNotFoundError         no run has the ID given
     ├── SystemTokenError             no valid system token could be had for an environment
     ├── TransportError               the request may not have arrived: timeout, reset, 5xx
@@ -63,6 +64,22 @@ class JobError(InputError):
         self.file = file
         prefix = f"{file}: " if file else ""
         super().__init__(f"{prefix}{where}: {problem}")
+
+
+class ManifestError(InputError):
+    """A Forge manifest (``manifest.yml``) is not YAML, or not shaped like a manifest.
+
+    ``key`` is the key's path (``modules.endpoint[0].auth``), ``expected`` what was expected,
+    ``found`` what was there.
+    """
+
+    def __init__(self, key: str, expected: str, found: str, *, file: Path | str | None = None):
+        self.key = key
+        self.expected = expected
+        self.found = found
+        self.file = file
+        where = f"{file}: " if file else ""
+        super().__init__(f"{where}{key}: expected {expected}, found {found}")
 
 
 class JobChangedError(InputError):
