@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "runner.commands.plan",
     "runner.commands.status",
     "runner.commands.report",
+    "runner.commands.serve",
+    "runner.commands.doctor",
 )
 
 EXIT_OK = 0
