@@ -1,0 +1,1 @@
+"""End-to-end tests: `forge-runner` as a real process against a sandbox served by the test."""
