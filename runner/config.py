@@ -15,6 +15,13 @@ from pathlib import Path
 
 from runner.ari import AriError, validate_ari
 from runner.errors import ConfigError
+from runner.remote.settings import (
+    SecretRef,
+    ServeConfig,
+    load_serve_config,
+    loopback_url_problem,
+    secret_ref,
+)
 from runner.sandbox.config import SandboxConfig, load_sandbox_config
 from runner.tables import MISSING, Table, describe
 
@@ -25,11 +32,20 @@ DEFAULT_CONTEXT_ARI = "ari:cloud:jira:{cloud_id}:workspace/{cloud_id}"
 
 @dataclass(frozen=True)
 class SystemTokenSource:
-    """Where an environment's system token comes from: exactly one of env, file, command."""
+    """Where an environment's system token comes from: exactly one of env, file, command, serve.
+
+    ``serve`` is the loopback URL of a ``forge-runner serve`` process on this host, which keeps
+    the freshest token of each installation; ``installation_id`` says whose, and the shared
+    secret is read from ``serve_secret`` (an environment variable or a file)."""
 
     env: str | None = None
     file: Path | None = None
     command: tuple[str, ...] | None = None
+    serve: str | None = None
+    installation_id: str | None = None
+    serve_secret: SecretRef | None = None
+    # Only ever set in memory, by the serve process for its own jobs; never read from a file.
+    serve_secret_value: str | None = field(default=None, repr=False, compare=False)
     # Work waits this long for a valid system token before the environment is blocked.
     max_wait_s: float = 600.0
     # Relative files and commands run from here (the config file's folder).
@@ -125,6 +141,7 @@ class Config:
     jira_budgets: JiraBudgets = JiraBudgets()
     gateway_messages: GatewayMessages = GatewayMessages()
     sandbox: SandboxConfig | None = None
+    serve: ServeConfig | None = None
     # sha256 of the file's bytes: a resumed run checks it did not change.
     fingerprint: str = field(default="")
 
@@ -169,6 +186,9 @@ def load_config(path: str | Path) -> Config:
             sandbox = load_sandbox_config(table.data, base)
         except ConfigError as exc:
             raise ConfigError(exc.key, exc.expected, exc.found, file=path) from None
+    serve = None
+    if "serve" in root:
+        serve = load_serve_config(root.table("serve"), base, environments)
     root.done()
     return Config(
         path=path,
@@ -180,6 +200,7 @@ def load_config(path: str | Path) -> Config:
         jira_budgets=budgets,
         gateway_messages=messages,
         sandbox=sandbox,
+        serve=serve,
         fingerprint=hashlib.sha256(data).hexdigest(),
     )
 
@@ -222,21 +243,35 @@ def _ari(t: Table, name: str, product: str, type: str | None) -> str:
 
 
 def _token_source(t: Table, base: Path) -> SystemTokenSource:
-    expected = "exactly one of env, file or command (where the token comes from)"
+    expected = "exactly one of env, file, command or serve (where the token comes from)"
     if "token" in t:
         # Said plainly: a token in a config file ends up in backups and version control.
         raise t.error("token", expected, "a token in the file (secrets never live in the config)")
-    given = [k for k in ("env", "file", "command") if k in t]
+    given = [k for k in ("env", "file", "command", "serve") if k in t]
     if len(given) != 1:
         found = "none of them" if not given else " and ".join(given)
         raise t.make_error(t.path, expected, found)
     env = t.nonempty("env", None, expected="an environment variable name")
     file = t.nonempty("file", None, expected="a file path")
     command = t.strings("command", None, nonempty=True)
+    serve: str | None = t.nonempty("serve", None, expected="the serve process's loopback URL")
+    installation_id = None
+    secret = None
+    if serve is not None:
+        problem = loopback_url_problem(serve)
+        if problem:
+            # The token travels only over loopback: never to another address.
+            raise t.error("serve", "an http://127.0.0.1:PORT URL (loopback only)",
+                          f"{serve!r}: {problem}")
+        installation_id = _ari(t, "installation_id", "ecosystem", "installation")
+        secret = secret_ref(t, base, required=True)
     source = SystemTokenSource(
         env=env,
         file=_resolve(base, file) if file is not None else None,
         command=command,
+        serve=serve.rstrip("/") if serve is not None else None,
+        installation_id=installation_id,
+        serve_secret=secret,
         max_wait_s=t.number("max_wait_s", SystemTokenSource.max_wait_s, minimum=0),
         cwd=base,
     )

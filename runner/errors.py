@@ -8,6 +8,7 @@
     │   ├── ManifestError            a Forge manifest is not YAML or not a manifest (names the key)
     │   └── RunNotFoundError         no run has the ID given
     ├── SystemTokenError             no valid system token could be had for an environment
+    ├── InvocationTokenError         a Forge Invocation Token failed verification (answered 401)
     ├── TransportError               the request may not have arrived: timeout, reset, 5xx
     │   ├── RequestNotSentError      it surely did not: the connection was never made
     │   └── JiraUncertainError       a Jira write's outcome is unknown; it was not sent again
@@ -115,6 +116,16 @@ class SystemTokenError(RunnerError):
         self.environment = environment
         self.reason = reason
         super().__init__(f"environment {environment}: no valid system token ({reason})")
+
+
+class InvocationTokenError(RunnerError):
+    """A request to the remote carries no valid Forge Invocation Token: bad signature, unknown
+    key, wrong ``iss`` or ``aud``, expired or not yet valid. ``reason`` says which; the token
+    itself is never part of the message."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(f"invocation token refused: {reason}")
 
 
 class TransportError(RunnerError):

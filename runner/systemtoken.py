@@ -2,9 +2,10 @@
 
 System tokens arrive only when Forge invokes the remote and live at most 4 hours, with no
 refresh endpoint (atlassian-facts.md section 2). So the provider reads whatever the configured
-source (an environment variable, a file, or a command) holds now, reads it again when the token
-nears its ``exp`` or the gateway answers 401, and, while no valid token is to be had, waits for
-one (polling the source with backoff) instead of failing the work, up to ``max_wait_s``.
+source (an environment variable, a file, a command, or a ``forge-runner serve`` process on this
+host, over loopback) holds now, reads it again when the token nears its ``exp`` or the gateway
+answers 401, and, while no valid token is to be had, waits for one (polling the source with
+backoff) instead of failing the work, up to ``max_wait_s``.
 
 The token is treated as opaque apart from the JWT ``exp``, read without verifying anything: the
 gateway is the one that checks it. A token that is not a JWT is accepted with unknown expiry.
@@ -146,7 +147,8 @@ class SystemTokenProvider:
         except SystemTokenError as exc:
             return exc.reason
         if not token:
-            return f"{self._describe()} is empty"
+            empty = "holds no token yet" if self._source.serve else "is empty"
+            return f"{self._describe()} {empty}"
         register_secret(token)
         if _digest(token) in self._rejected:
             return f"{self._describe()} still holds the token the gateway refused"
@@ -182,6 +184,8 @@ class SystemTokenProvider:
             return f"file {self._path(s.file)}"
         if s.command:
             return f"command {s.command[0]}"
+        if s.serve:
+            return f"the serve process at {s.serve} (installation {s.installation_id})"
         return "no source"
 
     def _path(self, file: Path) -> Path:
@@ -200,6 +204,8 @@ class SystemTokenProvider:
                 ) from exc
         if s.command:
             return await self._run_command(s.command)
+        if s.serve:
+            return await self._ask_serve(s.serve)
         raise SystemTokenError(self.environment, "no system-token source configured")
 
     async def _run_command(self, command: tuple[str, ...]) -> str:
@@ -224,6 +230,27 @@ class SystemTokenProvider:
                 f"{self._describe()} exited {done.returncode}: {_safe_stderr(done.stderr)}",
             )
         return done.stdout.decode("utf-8", "replace").strip()
+
+    async def _ask_serve(self, url: str) -> str:
+        """The freshest token the serve process holds for the source's installation; "" when
+        it holds none yet (the provider then waits, as for an empty file)."""
+        from runner.remote.loopback import fetch_system_token
+
+        s = self._source
+        secret = s.serve_secret_value or (s.serve_secret.read() if s.serve_secret else "")
+        if not secret:
+            where = s.serve_secret.describe() if s.serve_secret else "nothing"
+            raise SystemTokenError(
+                self.environment, f"no secret for {self._describe()} (read from {where})"
+            )
+        try:
+            with anyio.fail_after(self._command_timeout):
+                return await fetch_system_token(url, s.installation_id or "", secret,
+                                                self.environment)
+        except TimeoutError as exc:
+            raise SystemTokenError(
+                self.environment, f"{self._describe()} took over {self._command_timeout:g} s"
+            ) from exc
 
 
 def _resolve(command: tuple[str, ...]) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from runner.sandbox import admin, gateway, jira
+from runner.sandbox import admin, forge, gateway, jira
 from runner.sandbox.config import SandboxConfig
 from runner.sandbox.world import Clock, World
 
@@ -27,6 +27,8 @@ def build_app(config: SandboxConfig, *, clock: Clock = time.time) -> tuple[web.A
     gateway.install(app, world)
     jira.install(app, world)
     admin.install(app, world)
+    if config.forge.enabled:
+        forge.install(app, world)
     return app, world
 
 
@@ -68,6 +70,8 @@ async def serve(
         # With port 0 the OS chose the port; read it back from the listening socket.
         bound_host, bound_port = runner.addresses[0][:2]
         url = f"http://{_url_host(bound_host)}:{bound_port}"
+        if "forge" in world.parts:
+            await world.parts["forge"].serving(url)
         yield RunningSandbox(url=url, world=world, config=config)
     finally:
         await runner.cleanup()

@@ -122,6 +122,48 @@ class Faults:
 
 
 @dataclass(frozen=True)
+class ForgeTrigger:
+    """A scheduled trigger of the app, invoking the remote's ``path`` every ``interval``."""
+
+    key: str
+    path: str
+    interval: str = "hour"  # fiveMinute | hour | day | week
+    # Each installation's first delivery comes at a seeded offset within this many seconds
+    # (Forge spreads installations over the interval). Default: the whole interval.
+    spread_s: float = -1.0
+    # Seeded fractions of deliveries sent twice, and of answers treated as lost (redelivered).
+    duplicate_rate: float = 0.0
+    lost_answer_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class ForgeSettings:
+    """The sandbox playing Forge: invoking a remote (``forge-runner serve``) as Forge would."""
+
+    enabled: bool = False
+    # Where the remote listens; "" until set (a test sets it once the remote is up).
+    remote_url: str = ""
+    app_id: str = "ari:cloud:ecosystem::app/8db5c0f5-3a48-4d2b-9c4b-4d2f0a7e6a11"
+    # The sandbox environment whose system tokens ride on each invocation.
+    environment: str = "dev"
+    environment_type: str = "DEVELOPMENT"
+    lifecycle_path: str = "/forge/lifecycle"
+    # Sites the app is installed on when the sandbox starts (installed events are sent).
+    install: tuple[str, ...] = ()
+    # Lifetime of each Forge Invocation Token (Forge's example lives 25 s).
+    fit_ttl_s: float = 25.0
+    # Simulated seconds per real second for the schedule and redelivery delays.
+    time_scale: float = 1.0
+    # Real seconds the remote has to answer before the delivery counts as failed.
+    answer_timeout_s: float = 5.0
+    redelivery_delay_s: float = 60.0
+    max_redeliveries: int = 4
+    # Run the triggers on their intervals while the sandbox serves.
+    schedule: bool = True
+    triggers: tuple[ForgeTrigger, ...] = ()
+
+
+@dataclass(frozen=True)
 class SandboxConfig:
     host: str = "127.0.0.1"
     port: int = 8765
@@ -134,6 +176,7 @@ class SandboxConfig:
     mint_limit: MintLimit = MintLimit()
     jira_limits: JiraLimits = JiraLimits()
     faults: Faults = Faults()
+    forge: ForgeSettings = ForgeSettings()
 
     def site_by_cloud_id(self, cloud_id: str) -> SandboxSite | None:
         for site in self.sites.values():
@@ -220,6 +263,7 @@ def load_sandbox_config(table: Mapping[str, Any], base_dir: Path | None = None) 
         Faults,
         only_cloud_ids=tuple(faults_t.get("only_cloud_ids", ())),
     )
+    forge = _forge(dict(t.pop("forge", {})))
     spec_dir = t.pop("spec_dir", None)
     if spec_dir is not None:
         spec_path = Path(spec_dir)
@@ -235,4 +279,21 @@ def load_sandbox_config(table: Mapping[str, Any], base_dir: Path | None = None) 
         mint_limit=mint,
         jira_limits=limits,
         faults=faults,
+        forge=forge,
     )
+
+
+def _forge(t: dict[str, Any]) -> ForgeSettings:
+    triggers = tuple(
+        _take(dict(x), f"sandbox.forge.triggers[{i}]", ForgeTrigger)
+        for i, x in enumerate(t.pop("triggers", []))
+    )
+    for i, trigger in enumerate(triggers):
+        if trigger.interval not in ("fiveMinute", "hour", "day", "week"):
+            raise ConfigError(f"sandbox.forge.triggers[{i}].interval",
+                              "fiveMinute, hour, day or week", repr(trigger.interval))
+    forge = _take(t, "sandbox.forge", ForgeSettings, triggers=triggers,
+                  install=tuple(t.get("install", ())))
+    if forge.time_scale <= 0:
+        raise ConfigError("sandbox.forge.time_scale", "a number > 0", repr(forge.time_scale))
+    return forge

@@ -1,0 +1,80 @@
+"""``forge-runner serve``: the app's Forge remote endpoint, until interrupted.
+
+    forge-runner serve --config FILE [--host H] [--port N] [--token-port N]
+
+Checks the config and every job template first (a bad one exits 2, nothing listened on), then
+serves the ``[serve]`` routes and the loopback token route. The first SIGINT/SIGTERM stops
+listening and drains the runs in flight (they end ``interrupted`` and resume on the next
+trigger of the same interval); a second one stops them at once. Exit 0 after a clean stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from rich.console import Console
+
+from runner.commands.run import DEFAULT_CONFIG
+from runner.config import Config, load_config
+from runner.errors import ConfigError
+from runner.logs import LogFormat, configure_logging
+from runner.remote.server import RunningRemote, serve_remote
+
+
+def add_parser(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "serve",
+        help="serve the app's Forge remote endpoint (keeps system tokens fresh, runs "
+        "nightly jobs)",
+        description="Serve the remote endpoint Forge invokes: verify each invocation, keep "
+        "each installation's newest system token, and run the job templates scheduled "
+        "triggers start. Routes come from the [serve] section of the config.",
+    )
+    parser.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
+                        help=f"the config file (default: {DEFAULT_CONFIG})")
+    parser.add_argument("--host", help="address to listen on (default: serve.host)")
+    parser.add_argument("--port", type=int, metavar="N",
+                        help="port (default: serve.port; 0 picks a free one)")
+    parser.add_argument("--token-port", type=int, metavar="N",
+                        help="loopback token port (default: serve.token_endpoint.port)")
+    parser.add_argument("--log-format", choices=("console", "plain", "json"), default=None)
+    parser.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if config.serve is None:
+        raise ConfigError("serve", "a [serve] section (routes Forge invokes)", "none",
+                          file=config.path)
+    console = Console(stderr=True)
+    log_format: LogFormat = args.log_format or ("console" if console.is_terminal else "plain")
+    configure_logging(format=log_format)
+    return anyio.run(_serve, args, config, console)
+
+
+async def _serve(args: argparse.Namespace, config: Config, console: Console) -> int:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+            async with serve_remote(config, host=args.host, port=args.port,
+                                    token_port=args.token_port) as remote:
+                console.print(f"forge-runner serve: listening on {remote.url} "
+                              f"(system tokens for this host at {remote.token_url})")
+                async for signum in signals:
+                    console.print(f"{signal.Signals(signum).name}: draining the runs in "
+                                  "flight (again to stop them at once)")
+                    break
+                tg.start_soon(_force_on_signal, signals, remote)
+                # Leaving the block stops listening and drains the runs.
+            tg.cancel_scope.cancel()
+    return 0
+
+
+async def _force_on_signal(signals: AsyncIterator[signal.Signals],
+                           remote: RunningRemote) -> None:
+    async for _ in signals:
+        remote.stop()  # the second stop: runs in flight are cancelled
+        return

@@ -1,0 +1,243 @@
+"""The remote endpoint Forge invokes: verify, keep the token, answer at once, work afterwards.
+
+Each configured route (``[[serve.routes]]``) handles a POST the same way:
+
+1. the Forge Invocation Token is verified before anything else is read; any failure is a 401
+   and changes nothing (no token kept, no installation seen, no job started);
+2. the installation it names is recorded (a new one becomes a site) and the
+   ``x-forge-oauth-system`` token it carries is kept if it lives longer than the one held;
+3. a ``job`` route decides whether this delivery starts a run (see ``triggers``);
+4. the answer is written and flushed, and only then is an accepted job started, so Forge
+   (which waits 5 s, then redelivers) always hears back before the job's first mint leaves.
+
+A second listener, on 127.0.0.1 only, hands the freshest tokens to jobs on this host
+(``loopback``). ``serve_remote`` runs both, and on exit stops listening, drains the runs in
+flight and waits for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets as secrets_module
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import anyio
+import structlog
+from aiohttp import web
+
+from runner.budgets import Clock, SystemClock
+from runner.config import Config
+from runner.errors import ConfigError, InvocationTokenError
+from runner.events import Observer
+from runner.journal import SqliteJournal
+from runner.remote.fit import FitVerifier, JwksCache
+from runner.remote.loopback import build_token_app
+from runner.remote.nightly import JobTemplate, site_for
+from runner.remote.settings import ServeConfig, ServeRoute
+from runner.remote.tokens import Installation, TokenStore
+from runner.remote.triggers import Decision, TriggerDesk
+
+log = structlog.get_logger("runner.remote.server")
+
+SYSTEM_TOKEN_HEADER = "x-forge-oauth-system"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class RunningRemote:
+    """A serve process's endpoint, as tests and the command see it."""
+
+    url: str
+    token_url: str
+    store: TokenStore
+    desk: TriggerDesk
+    jwks: JwksCache
+
+    def stop(self) -> None:
+        """Drain the runs in flight (a second call stops them at once)."""
+        self.desk.stop()
+
+
+class RemoteEndpoint:
+    """The handlers of the configured routes."""
+
+    def __init__(self, config: Config, serve: ServeConfig, verifier: FitVerifier,
+                 store: TokenStore, desk: TriggerDesk, runs: Background,
+                 clock: Clock) -> None:
+        self._config = config
+        self._serve = serve
+        self._verifier = verifier
+        self._store = store
+        self._desk = desk
+        self._runs = runs
+        self._clock = clock
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        for route in self._serve.routes:
+            app.router.add_post(route.path, self._handler(route))
+        return app
+
+    def _handler(self, route: ServeRoute) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self.handle(route, request)
+
+        return handle
+
+    async def handle(self, route: ServeRoute, request: web.Request) -> web.StreamResponse:
+        try:
+            invocation = await self._verifier.verify(request.headers.get("Authorization"))
+        except InvocationTokenError as exc:
+            log.warning("runner.remote.invocation.refused", route=route.path, reason=exc.reason)
+            return web.json_response({"error": "invalid invocation token"}, status=401)
+        body = await _json_body(request)
+        inst = Installation(
+            installation_id=invocation.installation_id,
+            cloud_id=invocation.cloud_id,
+            api_base_url=invocation.api_base_url,
+            environment_type=invocation.environment_type,
+            environment_id=invocation.environment_id,
+            first_seen=self._clock.now(),
+        )
+        self._store.see(inst)
+        kept = self._store.offer(inst.installation_id, request.headers.get(SYSTEM_TOKEN_HEADER, ""))
+        site = site_for(self._config, self._serve, inst)
+        answer: dict[str, object] = {"ok": True, "site": site.name, "token_kept": kept}
+        decision: Decision | None = None
+        if route.kind == "lifecycle":
+            event = body.get("eventType") if isinstance(body, dict) else None
+            log.info("runner.remote.lifecycle", event=str(event), site=site.name,
+                     installation=inst.installation_id)
+        elif route.kind == "job":
+            decision = self._desk.accept(route, site)
+            answer["run"] = str(decision)
+        else:
+            log.info("runner.remote.refresh", site=site.name, token_kept=kept)
+        response = web.json_response(answer)
+        # Flushed before the job starts: Forge hears back before the first mint is sent.
+        await response.prepare(request)
+        await response.write_eof()
+        if decision is Decision.ACCEPTED:
+            self._runs.start_soon(self._desk.run, route, site)
+        return response
+
+
+async def _json_body(request: web.Request) -> object:
+    try:
+        raw = await request.read()
+        return json.loads(raw) if raw else None
+    except (ValueError, aiohttp.ClientError):
+        return None
+
+
+@asynccontextmanager
+async def serve_remote(
+    config: Config,
+    *,
+    clock: Clock | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    token_port: int | None = None,
+    observer: Observer | None = None,
+) -> AsyncIterator[RunningRemote]:
+    """Serve ``config``'s ``[serve]`` endpoint until the block ends, then drain and stop.
+
+    ``host``/``port``/``token_port`` override the config (0 picks a free port); ``clock``
+    drives FIT times, dedup windows and the jobs' budgets (tests compress it)."""
+    serve = config.serve
+    if serve is None:
+        raise ConfigError("serve", "a [serve] section", "none", file=config.path)
+    clock = clock or SystemClock()
+    templates = {r.path: JobTemplate.load(r.job, config)
+                 for r in serve.routes if r.kind == "job" and r.job is not None}
+    secret = _secret(config, serve)
+    store = TokenStore(clock.now)
+    token_url = ""
+    async with AsyncExitStack() as stack:
+        journal = await stack.enter_async_context(
+            SqliteJournal(config.runner.journal, clock=clock.now)
+        )
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        jwks = JwksCache(serve.jwks_url, session, clock=clock.now,
+                         refetch_min_s=serve.jwks_refetch_min_s,
+                         refetch_max_s=serve.jwks_refetch_max_s,
+                         max_age_s=serve.jwks_max_age_s)
+        app_id = config.environments[serve.environment].app_id
+        verifier = FitVerifier(jwks, app_id, clock=clock.now, leeway_s=serve.leeway_s)
+        desk = TriggerDesk(config, serve, journal, templates, clock=clock,
+                           token_url=lambda: token_url, secret=secret, observer=observer)
+        token_runner = web.AppRunner(build_token_app(store, secret), access_log=None)
+        await token_runner.setup()
+        stack.push_async_callback(token_runner.cleanup)
+        tport = serve.token_endpoint.port if token_port is None else token_port
+        # Loopback only, whatever the config says: the token never leaves this host.
+        await web.TCPSite(token_runner, "127.0.0.1", tport).start()
+        token_url = _url(token_runner)
+        runs = Background()
+        endpoint = RemoteEndpoint(config, serve, verifier, store, desk, runs, clock)
+        runner = web.AppRunner(endpoint.app(), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host or serve.host,
+                              serve.port if port is None else port).start()
+            url = _url(runner)
+            log.info("runner.remote.serving", url=url, token_url=token_url,
+                     routes=[f"{r.kind} {r.path}" for r in serve.routes])
+            yield RunningRemote(url, token_url, store, desk, jwks)
+        finally:
+            # Stop listening first, then let the runs drain and wait for them.
+            await runner.cleanup()
+            desk.stop()
+            await runs.wait()
+
+
+class Background:
+    """The runs started by triggers: tasks that outlive the request that started them.
+
+    Plain tasks rather than a task group: ``serve_remote`` may be entered in one task and left
+    in another (a test fixture does), which a task group's cancel scope does not allow."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start_soon(self, func: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        task = asyncio.get_running_loop().create_task(func(*args))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait(self) -> None:
+        """Until every run has ended; if cancelled meanwhile, the runs are cancelled too and
+        waited for (shielded), so none outlives the journal it writes to."""
+        try:
+            while self._tasks:
+                await asyncio.wait(set(self._tasks))
+        finally:
+            if self._tasks:
+                for task in self._tasks:
+                    task.cancel()
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait(set(self._tasks))
+
+
+def _secret(config: Config, serve: ServeConfig) -> str:
+    ref = serve.token_endpoint.secret
+    if ref is None:
+        # Only this process's own jobs use the route: a secret made up now, kept in memory.
+        return secrets_module.token_urlsafe(32)
+    value = ref.read()
+    if len(value) < 16:
+        raise ConfigError("serve.token_endpoint", f"a secret of 16 or more characters in "
+                          f"{ref.describe()}", "none" if not value else "a shorter one",
+                          file=config.path)
+    return value
+
+
+def _url(runner: web.AppRunner) -> str:
+    host, port = runner.addresses[0][:2]
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}"

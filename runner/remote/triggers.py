@@ -1,0 +1,190 @@
+"""Scheduled triggers that start jobs: one run per installation and interval, never two at once.
+
+Forge delivers a scheduled trigger at least once: it redelivers (up to 4 times, 60 s apart)
+when the answer is not a 2xx within 5 s, and a delivery may come twice. So a trigger is
+*accepted* at most once per (route, site) within the route's dedup window (half its interval by
+default): later deliveries in the window are answered 200 and dropped. A trigger that comes
+while the run an earlier one started is still going is answered and not started again.
+
+``accept`` decides synchronously (no await between the check and the mark, so two deliveries
+handled at once can't both pass); the caller answers Forge, and only then calls ``run``. The
+journal backs the memory up: after a restart, a run of the same site that started within the
+window is resumed if it was cut short and not started again if it finished.
+
+Runs whose environments share a mint bucket run one after another: each engine paces its own
+bucket, and two of them side by side would spend the bucket twice over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import anyio
+import structlog
+
+from runner.budgets import Clock
+from runner.config import Config, SiteConfig
+from runner.engine import Engine
+from runner.errors import JobChangedError, RunLockedError
+from runner.events import NullObserver, Observer
+from runner.job import Job, check_rows
+from runner.journal import SqliteJournal
+from runner.journal.base import RunHandle, RunState
+from runner.journal.rules import job_identity
+from runner.remote.nightly import JobTemplate, job_config, journal_identity
+from runner.remote.settings import ServeConfig, ServeRoute
+from runner.shutdown import Shutdown
+
+log = structlog.get_logger("runner.remote.triggers")
+
+# How many recent runs the journal is asked about after a restart.
+RECENT_RUNS = 1000
+
+
+class Decision(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"  # a redelivery or a duplicate within the window
+    RUNNING = "running"  # the run an earlier trigger started is still going
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run started by a trigger ended."""
+
+    route: str
+    site: str
+    run_id: str | None
+    exit_code: int | None
+    state: str  # the run's state, or why none ran ("already done", "locked elsewhere")
+
+
+@dataclass
+class _Active:
+    shutdown: Shutdown = field(default_factory=Shutdown)
+
+
+class TriggerDesk:
+    """Accepts job triggers and runs each accepted one to its end."""
+
+    def __init__(
+        self,
+        config: Config,
+        serve: ServeConfig,
+        journal: SqliteJournal,
+        templates: dict[str, JobTemplate],
+        *,
+        clock: Clock,
+        token_url: Callable[[], str],
+        secret: str,
+        observer: Observer | None = None,
+    ) -> None:
+        self._config = config
+        self._serve = serve
+        self._journal = journal
+        self._templates = templates
+        self._clock = clock
+        self._token_url = token_url
+        self._secret = secret
+        self._observer: Observer = observer or NullObserver()
+        self._accepted: dict[tuple[str, str], float] = {}
+        self._active: dict[tuple[str, str], _Active] = {}
+        self._bucket_locks: dict[str, anyio.Lock] = {}
+        self.outcomes: list[RunOutcome] = []
+        self._stopping = False
+
+    def accept(self, route: ServeRoute, site: SiteConfig) -> Decision:
+        """Whether this delivery starts a run. Synchronous: nothing interleaves with it."""
+        key = (route.path, site.name)
+        now = self._clock.now()
+        last = self._accepted.get(key)
+        if last is not None and now - last < route.dedup_window_s:
+            log.info("runner.remote.trigger.duplicate", route=route.path, site=site.name,
+                     accepted_s_ago=round(now - last, 1))
+            return Decision.DUPLICATE
+        if key in self._active:
+            log.warning("runner.remote.trigger.overlap", route=route.path, site=site.name)
+            return Decision.RUNNING
+        self._accepted[key] = now
+        self._active[key] = _Active()
+        log.info("runner.remote.trigger.accepted", route=route.path, site=site.name)
+        return Decision.ACCEPTED
+
+    def stop(self) -> None:
+        """Drain every run (first call) or stop them at once (second call)."""
+        self._stopping = True
+        for active in list(self._active.values()):
+            active.shutdown.request()
+
+    async def run(self, route: ServeRoute, site: SiteConfig) -> None:
+        """Run the route's job on ``site`` (after ``accept`` said ACCEPTED)."""
+        key = (route.path, site.name)
+        active = self._active[key]
+        try:
+            with structlog.contextvars.bound_contextvars(site=site.name, route=route.path):
+                outcome = await self._run(route, site, active.shutdown)
+        except Exception as exc:
+            # One site's failure must not take the server down; it is logged with its reason.
+            log.exception("runner.remote.run.crashed", error=type(exc).__name__)
+            outcome = RunOutcome(route.path, site.name, None, None, f"crashed: {exc}")
+        finally:
+            self._active.pop(key, None)
+        self.outcomes.append(outcome)
+
+    async def _run(self, route: ServeRoute, site: SiteConfig, shutdown: Shutdown) -> RunOutcome:
+        assert route.job is not None
+        template = self._templates[route.path]
+        job = template.for_site(site)
+        config = job_config(self._config, self._serve, site, self._token_url(), self._secret)
+        bucket = config.environments[site.environment].bucket
+        lock = self._bucket_locks.setdefault(bucket, anyio.Lock())
+        async with lock:
+            if shutdown.draining or self._stopping:
+                return RunOutcome(route.path, site.name, None, None, "not started (stopping)")
+            checked = await anyio.to_thread.run_sync(check_rows, job, config)
+            identity = journal_identity(template.path, site.name)
+            fresh = await self._fresh(identity, route)
+            if fresh is None:
+                log.info("runner.remote.run.already_done", job=job.name)
+                return RunOutcome(route.path, site.name, None, None, "already done")
+            try:
+                handle = await self._open(job.name, identity, job, config, fresh)
+            except RunLockedError as exc:
+                log.warning("runner.remote.run.locked", job=job.name, holder=exc.holder)
+                return RunOutcome(route.path, site.name, exc.run_id, 4, "locked elsewhere")
+            await self._journal.set_total(handle.run_id, checked.items)
+            verb = "resumed" if handle.resumed else "started"
+            log.info(f"runner.remote.run.{verb}", run=handle.run_id, job=job.name,
+                     items=checked.items)
+            engine = Engine(config, job, self._journal, observer=self._observer,
+                            clock=self._clock, shutdown=shutdown)
+            result = await engine.run(handle)
+        log.info("runner.remote.run.finished", run=result.run_id, job=job.name,
+                 state=str(result.state), exit_code=result.exit_code)
+        return RunOutcome(route.path, site.name, result.run_id, result.exit_code,
+                          str(result.state))
+
+    async def _fresh(self, identity: str, route: ServeRoute) -> bool | None:
+        """False: resume the site's run cut short within the window; None: it finished within
+        the window (a delivery after a restart), start nothing; True: start a new run."""
+        now = self._clock.now()
+        identity = job_identity(identity)
+        for run in await self._journal.runs(RECENT_RUNS):
+            if run.job_path != identity:
+                continue
+            if now - run.started_at >= route.dedup_window_s:
+                return True
+            return None if run.state is RunState.FINISHED else False
+        return True
+
+    async def _open(self, name: str, identity: str, job: Job, config: Config,
+                    fresh: bool) -> RunHandle:
+        try:
+            return await self._journal.open_run(name, identity, job.fingerprint,
+                                                config.fingerprint, job.text, fresh=fresh)
+        except JobChangedError:
+            # The template changed since the cut-short run: that run is history.
+            log.warning("runner.remote.run.template_changed", job=name)
+            return await self._journal.open_run(name, identity, job.fingerprint,
+                                                config.fingerprint, job.text, fresh=True)
