@@ -1,13 +1,14 @@
 """The call executor: one Jira request as one user, within the Jira retry policy.
 
 Before each send the request waits for its scopes in ``Cooldowns`` (burst key, issue, site,
-quota). A 429 pauses the scope that was limited (``Retry-After`` as a floor with jitter on top,
-else ``X-RateLimit-Reset``, else exponential backoff) and defers the request: it spends no
-attempt and only the deadline bounds it. A 401 drops the token and mints once more; a second
-401 fails. 5xx, timeouts and resets spend attempts, and are retried only when sending again is
-safe: an idempotent request, or one that surely never left (connection refused). A write whose
-outcome is unknown is ``Uncertain`` at once, never re-sent blindly. Other 4xx fail at once with
-Jira's messages.
+quota), then, when the executor has them, for Jira's budgets (``JiraPacer``: points quota, burst
+key, per-issue writes), which every answer is reported back to. A 429 pauses the scope that was
+limited (``Retry-After`` as a floor with jitter on top, else ``X-RateLimit-Reset``, else
+exponential backoff) and defers the request: it spends no attempt and only the deadline bounds
+it. A 401 drops the token and mints once more; a second 401 fails. 5xx, timeouts and resets
+spend attempts, and are retried only when sending again is safe: an idempotent request, or one
+that surely never left (connection refused). A write whose outcome is unknown is ``Uncertain``
+at once, never re-sent blindly. Other 4xx fail at once with Jira's messages.
 
 Mint refusals are not caught here: ``UserRefusedError``, ``BlockedEnvironmentError`` and
 ``SystemTokenError`` from the token provider propagate to the engine, which owns the item's
@@ -27,6 +28,8 @@ import structlog
 from runner.actions.base import JiraRequest
 from runner.budgets import Clock, SystemClock
 from runner.budgets.cooldown import Cooldowns
+from runner.budgets.jira import JiraPacer, Permit
+from runner.budgets.quota import measured_cost
 from runner.config import RetryPolicy, SiteConfig
 from runner.errors import RequestNotSentError, TransportError
 from runner.events import NullObserver, Observer
@@ -34,13 +37,14 @@ from runner.jira import (
     JiraClient,
     JiraResponse,
     Ok,
+    Outcome,
     Permanent,
     RateLimited,
     Transient,
     Unauthorized,
     classify,
 )
-from runner.ratelimit import request_scopes
+from runner.ratelimit import Scope, parse_rate_limit, request_scopes
 from runner.retry import backoff_delay, rate_limit_delay
 
 log = structlog.get_logger("runner.jira")
@@ -116,8 +120,10 @@ class CallExecutor:
         clock: Clock | None = None,
         *,
         rng: random.Random | None = None,
+        budgets: JiraPacer | None = None,
     ) -> None:
-        """``tokens``: one provider, or one per environment name (``SiteConfig.environment``)."""
+        """``tokens``: one provider, or one per environment name (``SiteConfig.environment``).
+        ``budgets``: Jira's budgets to pace every send by (none: cooldowns alone)."""
         self._client = client
         self._tokens = tokens
         self._cooldowns = cooldowns
@@ -125,6 +131,7 @@ class CallExecutor:
         self._observer: Observer = observer or NullObserver()
         self._clock: Clock = clock or SystemClock()
         self._rng = rng
+        self._budgets = budgets
 
     def _provider(self, site: SiteConfig) -> TokenProvider:
         if isinstance(self._tokens, Mapping):
@@ -157,12 +164,24 @@ class CallExecutor:
             if not await self._cooldowns.wait(scopes, deadline=deadline):
                 return self._deadline(tally, ctx)
             token = await provider.token_for(site, account_id)
+            permit: Permit | None = None
+            if self._budgets is not None:
+                permit = await self._paced(site, request, scopes)
+                if permit is None:
+                    continue
             if guard is not None:
-                await guard.before_send()
+                try:
+                    await guard.before_send()
+                except BaseException:
+                    if self._budgets is not None and permit is not None:
+                        self._budgets.give_back(permit)
+                    raise
             tally.sends += 1
             try:
                 response = await self._send(site, token, request, guard)
             except TransportError as exc:
+                if self._budgets is not None:
+                    self._budgets.observe(site.name, request, None)
                 safe = request.idempotent or isinstance(exc, RequestNotSentError)
                 if not safe:
                     return self._uncertain(exc.reason, None, tally, ctx)
@@ -172,6 +191,8 @@ class CallExecutor:
                 continue
             now = self._clock.now()
             outcome = classify(request, response, now, site=site.name)
+            if self._budgets is not None:
+                self._report(self._budgets, site, request, response, outcome, now)
             self._observer.event("jira.call", **ctx, status=response.status)
             if isinstance(outcome, Ok):
                 return Done(response, tally.attempts + 1, tally.deferrals)
@@ -205,6 +226,29 @@ class CallExecutor:
                 )
                 if failed is not None:
                     return failed
+
+    async def _paced(
+        self, site: SiteConfig, request: JiraRequest, scopes: tuple[Scope, ...]
+    ) -> Permit | None:
+        """Wait for Jira's budgets. None when a 429 paused one of the request's scopes while it
+        waited: the permit goes back and the request waits out the pause first."""
+        assert self._budgets is not None
+        permit = await self._budgets.acquire(site.name, request)
+        if self._cooldowns.blocked_until(scopes) is not None:
+            self._budgets.give_back(permit)
+            return None
+        return permit
+
+    @staticmethod
+    def _report(
+        budgets: JiraPacer, site: SiteConfig, request: JiraRequest, response: JiraResponse,
+        outcome: Outcome, now: float,
+    ) -> None:
+        """Tell the budgets what Jira said: its rate-limit headers, and a read's actual cost."""
+        info = (outcome.info if isinstance(outcome, RateLimited)
+                else parse_rate_limit(response.headers, now))
+        actual = measured_cost(request, response.body) if isinstance(outcome, Ok) else None
+        budgets.observe(site.name, request, response.status, info, actual_cost=actual)
 
     async def _send(
         self, site: SiteConfig, token: str, request: JiraRequest, guard: SendGuard | None
