@@ -120,6 +120,27 @@ async def test_a_cancelled_waiter_takes_nothing() -> None:
     assert clock.now() == pytest.approx(START + 1.0)
 
 
+async def test_a_cancelled_waiter_leaves_no_pause_behind() -> None:
+    """A waiter that announced a pause and is then cancelled, with no one behind it, resumes
+    the scope it paused."""
+    clock = ManualClock(START)
+    pacer, events = pacer_for(LOOSE, clock)
+    pacer.quota.exhausted(START + 5, START)
+    async with anyio.create_task_group() as tg:
+        scope = anyio.CancelScope()
+
+        async def waiter() -> None:
+            with scope:
+                await pacer.acquire("acme", get_issue())
+
+        tg.start_soon(waiter)
+        while not clock.sleeps:
+            await anyio.lowlevel.checkpoint()
+        scope.cancel()
+    assert events.scopes("pause") == ["quota:global"]
+    assert events.scopes("resume") == ["quota:global"]
+
+
 async def test_a_permit_given_back_returns_what_it_took() -> None:
     """A call acquired but not sent gives back its points, its burst token and its write."""
     clock = ManualClock(START)

@@ -183,39 +183,47 @@ class JiraPacer:
         bucket = self.bucket(site, request.method, request.template)
         issue = Scope.issue(site, request.issue) if request.issue is not None else None
         tenant = self.tenant_quota(site)
-        quotas = (self.quota,) if tenant is None else (tenant, self.quota)
         waited: dict[Scope, float] = {}
+        try:
+            async with AsyncExitStack() as stack:
+                if issue is not None:
+                    await stack.enter_async_context(self._queues.hold(issue))
+                await stack.enter_async_context(self._queues.hold(bucket.scope))
+                if tenant is not None:
+                    await stack.enter_async_context(self._queues.hold(tenant.scope))
+                while True:
+                    while (hold := self._narrow(request, bucket, issue, tenant)) is not None:
+                        await self._sleep(*hold, waited)
+                    async with self._quota_lock:
+                        while True:
+                            now = self._clock.now()
+                            if self._narrow(request, bucket, issue, tenant) is not None:
+                                break  # an answer cut a narrow budget meanwhile: queue again
+                            ready = self.quota.ready_at(request.cost, now)
+                            if ready <= now:
+                                return self._take(site, request, now, bucket, issue, tenant,
+                                                  waited)
+                            await self._sleep(ready, self.quota.scope, self.quota.reason(now),
+                                              waited)
+        except BaseException:
+            # A waiter leaving without a permit (cancelled) must not leave its pause behind.
+            for scope in waited:
+                if scope in self._paused and not self._queued(scope):
+                    self._resume(scope)
+            raise
 
-        def narrow(now: float) -> tuple[float, Scope, str] | None:
-            """The narrow budget holding the request back longest, if any does."""
-            holds = [(bucket.ready_at(now), bucket.scope, "burst pacing")]
-            if issue is not None:
-                holds.append((self.issues.ready_at(issue, now), issue, "per-issue writes"))
-            if tenant is not None:
-                holds.append((tenant.ready_at(request.cost, now), tenant.scope,
-                              tenant.reason(now)))
-            latest = max(holds, key=lambda h: h[0])
-            return latest if latest[0] > now else None
-
-        async with AsyncExitStack() as stack:
-            if issue is not None:
-                await stack.enter_async_context(self._queues.hold(issue))
-            await stack.enter_async_context(self._queues.hold(bucket.scope))
-            if tenant is not None:
-                await stack.enter_async_context(self._queues.hold(tenant.scope))
-            while True:
-                while (hold := narrow(self._clock.now())) is not None:
-                    await self._sleep(*hold, waited)
-                async with self._quota_lock:
-                    while True:
-                        now = self._clock.now()
-                        if narrow(now) is not None:
-                            break  # an answer cut a narrow budget meanwhile: queue there again
-                        ready = self.quota.ready_at(request.cost, now)
-                        if ready <= now:
-                            return self._take(site, request, now, quotas, bucket, issue, waited)
-                        await self._sleep(ready, self.quota.scope, self.quota.reason(now),
-                                          waited)
+    def _narrow(self, request: JiraRequest, bucket: BurstBucket, issue: Scope | None,
+                tenant: PointsQuota | None) -> tuple[float, Scope, str] | None:
+        """The narrow budget holding ``request`` back longest now, if any does:
+        (until, scope, reason)."""
+        now = self._clock.now()
+        holds = [(bucket.ready_at(now), bucket.scope, "burst pacing")]
+        if issue is not None:
+            holds.append((self.issues.ready_at(issue, now), issue, "per-issue writes"))
+        if tenant is not None:
+            holds.append((tenant.ready_at(request.cost, now), tenant.scope, tenant.reason(now)))
+        latest = max(holds, key=lambda h: h[0])
+        return latest if latest[0] > now else None
 
     async def _sleep(self, until: float, scope: Scope, reason: str,
                      waited: dict[Scope, float]) -> None:
@@ -226,10 +234,10 @@ class JiraPacer:
         waited[scope] = waited.get(scope, 0.0) + wait
         await self._clock.sleep(wait)
 
-    def _take(
-        self, site: str, request: JiraRequest, now: float, quotas: tuple[PointsQuota, ...],
-        bucket: BurstBucket, issue: Scope | None, waited: dict[Scope, float],
-    ) -> Permit:
+    def _take(self, site: str, request: JiraRequest, now: float, bucket: BurstBucket,
+              issue: Scope | None, tenant: PointsQuota | None, waited: dict[Scope, float],
+              ) -> Permit:
+        quotas = (self.quota,) if tenant is None else (tenant, self.quota)
         if issue is not None:
             self.issues.take(issue, now)
         bucket.take(now)
@@ -242,9 +250,12 @@ class JiraPacer:
             if scope in self._paused and (
                 waited.get(scope, 0.0) < self._pause_after / 2 or not self._queued(scope)
             ):
-                self._paused.discard(scope)
-                self._observer.event("resume", scope=str(scope))
+                self._resume(scope)
         return Permit(site, request, now, quotas, bucket, issue)
+
+    def _resume(self, scope: Scope) -> None:
+        self._paused.discard(scope)
+        self._observer.event("resume", scope=str(scope))
 
     def _queued(self, scope: Scope) -> bool:
         if scope == self.quota.scope:
