@@ -98,9 +98,6 @@ class _Queues:
         queue = self._queues.get(scope)
         return queue.lock.statistics().tasks_waiting if queue is not None else 0
 
-    def __len__(self) -> int:
-        return len(self._queues)
-
 
 class JiraPacer:
     """The points quota (app-wide, and per site under a per-tenant tier), burst buckets per
