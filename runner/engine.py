@@ -23,6 +23,7 @@ import structlog
 
 from runner.budgets import Clock, SystemClock
 from runner.budgets.cooldown import Cooldowns
+from runner.budgets.jira import JiraPacer
 from runner.budgets.mint import MintBuckets
 from runner.calls import CallExecutor
 from runner.config import Config
@@ -114,6 +115,7 @@ class Engine:
                 config.retry_jira,
                 self.observer,
                 self.clock,
+                budgets=JiraPacer(config.jira_budgets, clock=self.clock, observer=self.observer),
             )
             worker = RowWorker(
                 config,
