@@ -99,13 +99,23 @@ def test_per_issue_short_window_counts_for_a_burst_of_writes(tmp_path: Path) -> 
 
 
 def test_points_quota_binds_when_it_is_small(tmp_path: Path) -> None:
-    """With 100 points an hour, 50 comments take half an hour."""
+    """With 100 points an hour, 50 comments take 27 minutes: 5 go in the quota's first burst,
+    the other 45 at 100 an hour."""
     config = config_with(tmp_path, "[jira_budgets]\nquota_points = 100\n")
     actions = '[[actions]]\ntype = "comment.add"\nissue = "{issue}"\nbody = "hello"\n'
     plan = plan_for(tmp_path, config, actions, [(user(i), f"MIG-{i}") for i in range(50)])
     assert plan.binding is not None
     assert (plan.binding.budget, plan.binding.scope) == ("points quota", "app")
-    assert plan.shortest_s == pytest.approx(1800.0)
+    assert plan.shortest_s == pytest.approx(45 * 36.0)
+
+
+def test_a_job_within_the_quota_burst_is_not_bound_by_it(tmp_path: Path) -> None:
+    """A job whose points fit in the quota's burst (5% of it) owes the quota no time."""
+    config = config_with(tmp_path, "[jira_budgets]\nquota_points = 1000\n")
+    actions = '[[actions]]\ntype = "comment.add"\nissue = "{issue}"\nbody = "hello"\n'
+    plan = plan_for(tmp_path, config, actions, [(user(i), f"MIG-{i}") for i in range(50)])
+    quota = next(b for b in plan.bounds if b.budget == "points quota")
+    assert quota.seconds == 0.0
 
 
 def test_burst_binds_per_endpoint_and_method(tmp_path: Path) -> None:

@@ -21,10 +21,11 @@ from rich.console import Console
 from runner.config import Config, load_config
 from runner.engine import Engine, RunResult
 from runner.errors import RunLockedError
-from runner.job import Job, check_rows, load_job
+from runner.job import Job, load_job
 from runner.journal import SqliteJournal
 from runner.journal.base import RunHandle
 from runner.logs import LogFormat, configure_logging, redact
+from runner.plan import make_plan
 from runner.progress import RunStats, Summary, open_progress
 from runner.report import RunInfo, write_report_async
 from runner.shutdown import Shutdown
@@ -93,11 +94,12 @@ async def _run(args: argparse.Namespace, config: Config, console: Console, mode:
         if job_path is None:
             job_path = Path((await journal.get_run(args.run_id)).job_path)
         job = load_job(job_path, config)
-        checked = await anyio.to_thread.run_sync(check_rows, job, config)
-        total = checked.items
+        plan = await anyio.to_thread.run_sync(make_plan, job, config)
+        total = plan.items
         if getattr(args, "dry_run", False):
-            console.print(f"[bold]{job.name}[/]: {checked.rows} rows, {checked.users} users, "
-                          f"{total} items checked; nothing sent (dry run).")
+            console.print(f"[bold]{job.name}[/]: {plan.rows} rows, {plan.users} users, "
+                          f"{total} items checked; nothing sent (dry run). Shortest possible "
+                          f"duration {plan.shortest_s:.1f}s (`forge-runner plan` for details).")
             return 0
         try:
             handle = await _open(journal, job, config, args, mode)
@@ -119,13 +121,15 @@ async def _run(args: argparse.Namespace, config: Config, console: Console, mode:
                                           and s != "started" and s != "uncertain")))
         result = await _engine_run(config, job, journal, handle, stats, console, args.quiet)
         stats.finish()
-        console.print(Summary.render(stats))
+        # The plan's bound is for the whole job: a resumed run has less left to do.
+        bound = None if handle.resumed else plan.shortest_s
+        console.print(Summary.render(stats, lower_bound_s=bound))
         for env, diagnostic in result.blocked.items():
             console.print(f"[red]environment {env} is blocked[/]\n{redact(diagnostic)}")
         console.print(_closing(result))
         if args.report:
             info = RunInfo(run_id=result.run_id, job=job.name, config=str(config.path),
-                           exit_code=result.exit_code)
+                           exit_code=result.exit_code, lower_bound_s=bound)
             await write_report_async(args.report, stats, info, journal.records(handle.run_id))
         return result.exit_code
     return 0  # pragma: no cover (the stack never swallows)
