@@ -54,6 +54,9 @@ from runner.ratelimit import (
 log = structlog.get_logger("runner.budgets")
 
 DEFAULT_PAUSE_AFTER_S = 1.0
+# Readiness within a microsecond counts as now: a wait computed from floats can otherwise come out
+# a hair above zero forever (a sleep that moves the clock by less than its resolution).
+_EPSILON = 1e-6
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,7 @@ class JiraPacer:
                             if self._narrow(request, bucket, issue, tenant) is not None:
                                 break  # an answer cut a narrow budget meanwhile: queue again
                             ready = self.quota.ready_at(request.cost, now)
-                            if ready <= now:
+                            if ready <= now + _EPSILON:
                                 return self._take(site, request, now, bucket, issue, tenant,
                                                   waited)
                             await self._sleep(ready, self.quota.scope, self.quota.reason(now),
@@ -220,7 +223,7 @@ class JiraPacer:
         if tenant is not None:
             holds.append((tenant.ready_at(request.cost, now), tenant.scope, tenant.reason(now)))
         latest = max(holds, key=lambda h: h[0])
-        return latest if latest[0] > now else None
+        return latest if latest[0] > now + _EPSILON else None
 
     async def _sleep(self, until: float, scope: Scope, reason: str,
                      waited: dict[Scope, float]) -> None:
