@@ -111,7 +111,7 @@ class RemoteEndpoint:
         decision: Decision | None = None
         if route.kind == "lifecycle":
             event = body.get("eventType") if isinstance(body, dict) else None
-            log.info("runner.remote.lifecycle", event=str(event), site=site.name,
+            log.info("runner.remote.lifecycle", event_type=str(event), site=site.name,
                      installation=inst.installation_id)
         elif route.kind == "job":
             decision = self._desk.accept(route, site)

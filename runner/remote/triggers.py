@@ -58,6 +58,7 @@ class RunOutcome:
     run_id: str | None
     exit_code: int | None
     state: str  # the run's state, or why none ran ("already done", "locked elsewhere")
+    resumed: bool = False  # an earlier run of the same interval, cut short, was picked up
 
 
 @dataclass
@@ -92,6 +93,7 @@ class TriggerDesk:
         self._active: dict[tuple[str, str], _Active] = {}
         self._bucket_locks: dict[str, anyio.Lock] = {}
         self.outcomes: list[RunOutcome] = []
+        self._ended = anyio.Event()
         self._stopping = False
 
     def accept(self, route: ServeRoute, site: SiteConfig) -> Decision:
@@ -131,6 +133,14 @@ class TriggerDesk:
         finally:
             self._active.pop(key, None)
         self.outcomes.append(outcome)
+        self._ended.set()
+        self._ended = anyio.Event()
+
+    async def wait_for_outcomes(self, count: int) -> list[RunOutcome]:
+        """Until ``count`` runs have ended (or found nothing to do); their outcomes."""
+        while len(self.outcomes) < count:
+            await self._ended.wait()
+        return list(self.outcomes)
 
     async def _run(self, route: ServeRoute, site: SiteConfig, shutdown: Shutdown) -> RunOutcome:
         assert route.job is not None
@@ -163,7 +173,7 @@ class TriggerDesk:
         log.info("runner.remote.run.finished", run=result.run_id, job=job.name,
                  state=str(result.state), exit_code=result.exit_code)
         return RunOutcome(route.path, site.name, result.run_id, result.exit_code,
-                          str(result.state))
+                          str(result.state), handle.resumed)
 
     async def _fresh(self, identity: str, route: ServeRoute) -> bool | None:
         """False: resume the site's run cut short within the window; None: it finished within

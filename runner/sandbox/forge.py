@@ -351,7 +351,25 @@ def install(app: web.Application, world: World) -> ForgePlatform:
             forge.mints.append(MintSeen(forge._next_seq(), cloud_id, world.clock()))
         return await handler(request)
 
+    async def act(request: web.Request) -> web.Response:
+        """``POST /_sandbox/forge/{install|upgrade|trigger}`` with ``{"site": ...}`` (and
+        ``"trigger": key``): invoke the remote now, as Forge would; answers the deliveries."""
+        try:
+            body = await request.json()
+            site = str(body["site"])
+            action = request.match_info["action"]
+            if action == "install":
+                done = await forge.install(site)
+            elif action == "upgrade":
+                done = await forge.upgrade(site)
+            else:
+                done = await forge.trigger(str(body["trigger"]), site)
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"deliveries": [d.__dict__ for d in done]})
+
     app.router.add_get(JWKS_PATH, jwks)
+    app.router.add_post(r"/_sandbox/forge/{action:install|upgrade|trigger}", act)
     app.middlewares.append(log_mints)
 
     async def cleanup(_: web.Application) -> None:

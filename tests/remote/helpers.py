@@ -44,7 +44,7 @@ class ScaledClock:
 
 def forge_sandbox_config(*, triggers: tuple[ForgeTrigger, ...] = (), time_scale: float = 1.0,
                          system_token_ttl_s: int = 14400, fit_ttl_s: float = 25.0,
-                         redelivery_delay_s: float = 60.0) -> SandboxConfig:
+                         redelivery_delay_s: float = 0.05) -> SandboxConfig:
     """The test world (acme, globex) plus a third site, initech, with Forge switched on."""
     base = make_sandbox_config()
     initech = SandboxSite(

@@ -1,0 +1,169 @@
+"""System tokens per installation: latest exp wins, memory only, handed out over loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import jwt
+import pytest
+from aiohttp import web
+
+from runner.budgets import ManualClock
+from runner.config import SystemTokenSource, load_config
+from runner.errors import ConfigError, SystemTokenError
+from runner.remote.loopback import SECRET_HEADER, build_token_app
+from runner.remote.settings import SecretRef
+from runner.remote.tokens import TokenStore
+from runner.systemtoken import SystemTokenProvider
+
+INST = "ari:cloud:ecosystem::installation/3e4d5c6b-7a89-4b0c-9d1e-2f3a4b5c6d7e"
+OTHER = "ari:cloud:ecosystem::installation/9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a"
+SECRET = "loopback-secret-0123456789abcdef"
+
+
+def system_jwt(exp: float, tag: str = "a") -> str:
+    return jwt.encode({"exp": int(exp), "tag": tag}, "k" * 32, algorithm="HS256")
+
+
+def test_latest_exp_wins() -> None:
+    """An older token arriving after a newer one (a slow redelivery) does not replace it."""
+    store = TokenStore(lambda: 1000.0)
+    newer, older = system_jwt(9000, "new"), system_jwt(5000, "old")
+    assert store.offer(INST, newer)
+    assert not store.offer(INST, older)
+    held = store.token(INST)
+    assert held is not None and held.token == newer and held.expires_at == 9000
+    newest = system_jwt(12000, "newest")
+    assert store.offer(INST, newest)
+    assert store.token(INST).token == newest  # type: ignore[union-attr]
+    assert store.token(OTHER) is None
+
+
+def test_opaque_token_does_not_displace_a_valid_jwt() -> None:
+    """A token without exp replaces a held one only once that has expired."""
+    now = [1000.0]
+    store = TokenStore(lambda: now[0])
+    store.offer(INST, system_jwt(2000))
+    assert not store.offer(INST, "opaque-system-token-without-exp")
+    now[0] = 2500.0
+    assert store.offer(INST, "opaque-system-token-without-exp")
+
+
+def test_held_token_is_not_in_reprs() -> None:
+    """Neither the store's nor a held token's repr shows the token."""
+    store = TokenStore(lambda: 0.0)
+    token = system_jwt(9000)
+    store.offer(INST, token)
+    assert token not in repr(store.token(INST)) and token not in repr(store)
+
+
+@pytest.fixture
+async def token_url() -> AsyncIterator[tuple[str, TokenStore]]:
+    store = TokenStore(lambda: 1000.0)
+    runner = web.AppRunner(build_token_app(store, SECRET), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}", store
+    finally:
+        await runner.cleanup()
+
+
+async def test_route_wants_the_secret(token_url: tuple[str, TokenStore]) -> None:
+    """Without the secret, or with a wrong one: 401 and no token; with it: the token."""
+    url, store = token_url
+    token = system_jwt(9000)
+    store.offer(INST, token)
+    async with aiohttp.ClientSession() as session:
+        for headers in ({}, {SECRET_HEADER: "wrong"}):
+            async with session.get(f"{url}/system-token", params={"installation": INST},
+                                   headers=headers) as resp:
+                assert resp.status == 401
+                assert token not in await resp.text()
+        async with session.get(f"{url}/system-token", params={"installation": INST},
+                               headers={SECRET_HEADER: SECRET}) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["token"] == token
+        async with session.get(f"{url}/system-token", params={"installation": OTHER},
+                               headers={SECRET_HEADER: SECRET}) as resp:
+            assert resp.status == 404
+
+
+async def test_provider_reads_the_serve_process(token_url: tuple[str, TokenStore]) -> None:
+    """A run's provider with a serve source waits while serve holds none, then gets the
+    freshest token as it arrives."""
+    url, store = token_url
+    clock = ManualClock(start=1000.0)
+    source = SystemTokenSource(serve=url, installation_id=INST,
+                               serve_secret_value=SECRET, max_wait_s=3600)
+    reasons: list[str] = []
+
+    class Events:
+        def event(self, name: str, /, **fields: object) -> None:
+            if name == "system_token.waiting":
+                reasons.append(str(fields["reason"]))
+                if len(reasons) == 2:
+                    store.offer(INST, system_jwt(9000))
+
+    provider = SystemTokenProvider(source, "dev", clock=clock, observer=Events(),
+                                   poll_initial_s=1, poll_max_s=1)
+    token = await provider.get()
+    assert token == store.token(INST).token  # type: ignore[union-attr]
+    assert len(reasons) == 2 and "holds no token yet" in reasons[0]
+
+
+async def test_provider_with_a_wrong_secret_says_so(token_url: tuple[str, TokenStore]) -> None:
+    """A wrong shared secret: the wait ends in SystemTokenError naming the refusal."""
+    url, store = token_url
+    store.offer(INST, system_jwt(9000))
+    source = SystemTokenSource(serve=url, installation_id=INST,
+                               serve_secret_value="not-the-secret", max_wait_s=0)
+    provider = SystemTokenProvider(source, "dev", clock=ManualClock(start=1000.0))
+    with pytest.raises(SystemTokenError, match="refused us"):
+        await provider.get()
+
+
+def _config(tmp_path: Path, token_table: str) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(f"""
+[environments.dev]
+app_id = "ari:cloud:ecosystem::app/8db5c0f5-3a48-4d2b-9c4b-4d2f0a7e6a11"
+[environments.dev.system_token]
+{token_table}
+""")
+    return path
+
+
+def test_config_serve_source(tmp_path: Path) -> None:
+    """system_token.serve: a loopback URL, the installation and where the secret is."""
+    config = load_config(_config(tmp_path, f'serve = "http://127.0.0.1:8781/"\n'
+                                 f'installation_id = "{INST}"\nsecret_file = "secret.txt"'))
+    source = config.environments["dev"].system_token
+    assert source.serve == "http://127.0.0.1:8781"
+    assert source.installation_id == INST
+    assert source.serve_secret == SecretRef(file=tmp_path / "secret.txt")
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        (f'serve = "http://10.0.0.5:8781"\ninstallation_id = "{INST}"\nsecret_env = "S"',
+         "serve"),
+        (f'serve = "https://127.0.0.1:8781"\ninstallation_id = "{INST}"\nsecret_env = "S"',
+         "serve"),
+        ('serve = "http://127.0.0.1:8781"\nsecret_env = "S"', "installation_id"),
+        (f'serve = "http://127.0.0.1:8781"\ninstallation_id = "{INST}"', "secret_env"),
+        (f'serve = "http://127.0.0.1:8781"\ninstallation_id = "{INST}"\nsecret = "x"',
+         "secret"),
+    ],
+)
+def test_config_serve_source_refusals(tmp_path: Path, table: str, key: str) -> None:
+    """Another address than loopback, no installation, no secret, or a secret inline: exit 2
+    naming the key."""
+    with pytest.raises(ConfigError) as info:
+        load_config(_config(tmp_path, table))
+    assert info.value.key == f"environments.dev.system_token.{key}"
