@@ -10,6 +10,7 @@ import anyio
 
 from runner.sandbox.app import RunningSandbox
 from runner.sandbox.config import (
+    Faults,
     ForgeSettings,
     ForgeTrigger,
     SandboxConfig,
@@ -44,7 +45,8 @@ class ScaledClock:
 
 def forge_sandbox_config(*, triggers: tuple[ForgeTrigger, ...] = (), time_scale: float = 1.0,
                          system_token_ttl_s: int = 14400, fit_ttl_s: float = 25.0,
-                         redelivery_delay_s: float = 0.05) -> SandboxConfig:
+                         redelivery_delay_s: float = 0.05, faults: Faults | None = None,
+                         schedule: bool = False) -> SandboxConfig:
     """The test world (acme, globex) plus a third site, initech, with Forge switched on."""
     base = make_sandbox_config()
     initech = SandboxSite(
@@ -54,12 +56,12 @@ def forge_sandbox_config(*, triggers: tuple[ForgeTrigger, ...] = (), time_scale:
     envs = {name: replace(env, system_token_ttl_s=system_token_ttl_s)
             for name, env in base.environments.items()}
     forge = ForgeSettings(
-        enabled=True, app_id=APP_ID, environment="dev", schedule=False, triggers=triggers,
+        enabled=True, app_id=APP_ID, environment="dev", schedule=schedule, triggers=triggers,
         time_scale=time_scale, fit_ttl_s=fit_ttl_s, redelivery_delay_s=redelivery_delay_s,
         answer_timeout_s=5.0,
     )
     return replace(base, sites={**base.sites, "initech": initech}, environments=envs,
-                   forge=forge)
+                   forge=forge, faults=faults or base.faults)
 
 
 def forge_of(sb: RunningSandbox) -> ForgePlatform:
@@ -82,13 +84,13 @@ interval = "hour"
 
 def write_serve_config(folder: Path, sb: RunningSandbox, *, routes: str = ROUTES,
                        mint_limit: int = 1000, mint_window_s: float = 60.0,
-                       serve_extra: str = "", extra: str = "") -> Path:
+                       concurrency: int = 4, serve_extra: str = "", extra: str = "") -> Path:
     """A runner config for the sandbox ``sb`` with a ``[serve]`` section whose JWKS is the
     sandbox's. No sites: installations become sites as Forge invokes the remote."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "config.toml"
     path.write_text(f"""[runner]
-concurrency = 4
+concurrency = {concurrency}
 journal = "journal.db"
 
 [environments.dev]
