@@ -1,6 +1,26 @@
-"""forge-runner: bulk work as many Atlassian users at once, paced, journaled and resumable."""
+"""forge-runner: bulk work as many Atlassian users at once, paced, journaled and resumable.
+
+The public API, for running jobs from Python rather than the command line::
+
+    config = load_config("forge-runner.toml")
+    job = load_job("jobs/example-migration.toml", config)
+    plan = make_plan(job, config)                      # checks every row; sends nothing
+    async with SqliteJournal(config.runner.journal) as journal:
+        handle = await journal.open_run(job.name, str(job.path), job.fingerprint,
+                                        config.fingerprint, job.text)
+        await journal.set_total(handle.run_id, plan.items)
+        result = await Engine(config, job, journal).run(handle)
+
+Names other than the errors are imported on first use, so the command line starts quickly.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import (
+    ActionError,
     BlockedEnvironmentError,
     ConfigError,
     GatewayError,
@@ -11,18 +31,65 @@ from runner.errors import (
     RunnerError,
     SystemTokenError,
     TransportError,
+    UserRefusedError,
 )
 
+if TYPE_CHECKING:
+    from runner.config import Config, load_config
+    from runner.engine import Engine, RunResult
+    from runner.events import Observer
+    from runner.job import Job, Row, load_job
+    from runner.journal import Journal, MemoryJournal, SqliteJournal
+    from runner.plan import Plan, make_plan
+
+_LAZY = {
+    "Config": "runner.config",
+    "load_config": "runner.config",
+    "Engine": "runner.engine",
+    "RunResult": "runner.engine",
+    "Observer": "runner.events",
+    "Job": "runner.job",
+    "Row": "runner.job",
+    "load_job": "runner.job",
+    "Journal": "runner.journal",
+    "MemoryJournal": "runner.journal",
+    "SqliteJournal": "runner.journal",
+    "Plan": "runner.plan",
+    "make_plan": "runner.plan",
+}
+
 __all__ = [
+    "ActionError",
     "BlockedEnvironmentError",
+    "Config",
     "ConfigError",
+    "Engine",
     "GatewayError",
     "InputError",
+    "Job",
     "JobError",
+    "Journal",
     "JournalError",
+    "MemoryJournal",
+    "Observer",
+    "Plan",
+    "Row",
     "RunLockedError",
+    "RunResult",
     "RunnerError",
+    "SqliteJournal",
     "SystemTokenError",
     "TransportError",
+    "UserRefusedError",
+    "load_config",
+    "load_job",
+    "make_plan",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runner' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
