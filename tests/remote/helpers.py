@@ -46,7 +46,8 @@ class ScaledClock:
 def forge_sandbox_config(*, triggers: tuple[ForgeTrigger, ...] = (), time_scale: float = 1.0,
                          system_token_ttl_s: int = 14400, fit_ttl_s: float = 25.0,
                          redelivery_delay_s: float = 0.05, faults: Faults | None = None,
-                         schedule: bool = False) -> SandboxConfig:
+                         schedule: bool = False, answer_timeout_s: float = 5.0
+                         ) -> SandboxConfig:
     """The test world (acme, globex) plus a third site, initech, with Forge switched on."""
     base = make_sandbox_config()
     initech = SandboxSite(
@@ -58,7 +59,7 @@ def forge_sandbox_config(*, triggers: tuple[ForgeTrigger, ...] = (), time_scale:
     forge = ForgeSettings(
         enabled=True, app_id=APP_ID, environment="dev", schedule=schedule, triggers=triggers,
         time_scale=time_scale, fit_ttl_s=fit_ttl_s, redelivery_delay_s=redelivery_delay_s,
-        answer_timeout_s=5.0,
+        answer_timeout_s=answer_timeout_s,
     )
     return replace(base, sites={**base.sites, "initech": initech}, environments=envs,
                    forge=forge, faults=faults or base.faults)
@@ -84,7 +85,8 @@ interval = "hour"
 
 def write_serve_config(folder: Path, sb: RunningSandbox, *, routes: str = ROUTES,
                        mint_limit: int = 1000, mint_window_s: float = 60.0,
-                       concurrency: int = 4, serve_extra: str = "", extra: str = "") -> Path:
+                       concurrency: int = 4, serve_extra: str = "", token_extra: str = "",
+                       extra: str = "") -> Path:
     """A runner config for the sandbox ``sb`` with a ``[serve]`` section whose JWKS is the
     sandbox's. No sites: installations become sites as Forge invokes the remote."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -110,6 +112,7 @@ jwks_url = "{sb.url}{JWKS_PATH}"
 
 [serve.token_endpoint]
 port = 0
+{token_extra}
 {routes}
 {extra}
 """)
