@@ -135,9 +135,9 @@ class RowWorker:
                     return
                 ref = ItemRef(row.key, step.action.index, row.site, row.account_id,
                               step.action.name)
-                stop = await self._refusal(minter, site, row, ref)
-                if stop is not None:
-                    await self._close_rest(stop, row, todo[index:])
+                if minter.blocked is not None:
+                    # Blocked at its first refusal: the rest is blocked without a mint.
+                    await self._close_rest(("blocked", "environment blocked"), row, todo[index:])
                     return
                 try:
                     with anyio.CancelScope() as scope:
@@ -158,13 +158,6 @@ class RowWorker:
                 except SystemTokenError as exc:
                     await self._close_rest(("blocked", exc.reason), row, todo[index:])
                     return
-
-    async def _refusal(
-        self, minter: Minter, site: SiteConfig, row: Row, ref: ItemRef
-    ) -> tuple[str, str] | None:
-        if minter.blocked is not None:
-            return ("blocked", "environment blocked")
-        return None
 
     async def _close_rest(self, why: tuple[str, str], row: Row, rest: list[Todo]) -> None:
         state, reason = why

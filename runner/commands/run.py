@@ -19,7 +19,7 @@ import anyio
 from rich.console import Console
 
 from runner.config import Config, load_config
-from runner.engine import Engine, RunResult
+from runner.engine import FINAL, Engine, RunResult
 from runner.errors import RunLockedError
 from runner.job import Job, load_job
 from runner.journal import SqliteJournal
@@ -117,8 +117,8 @@ async def _run(args: argparse.Namespace, config: Config, console: Console, mode:
         console.print(f"{verb} run [bold]{handle.run_id}[/] of {job.name}: {total} items")
         stats = RunStats.from_config(config)
         prior = (await journal.counts(handle.run_id)).by_state
-        stats.set_total(max(0, total - sum(n for s, n in prior.items() if s != "pending"
-                                          and s != "started" and s != "uncertain")))
+        # A resumed run shows progress over what is left, not over the whole job.
+        stats.set_total(max(0, total - sum(n for s, n in prior.items() if s in FINAL)))
         result = await _engine_run(config, job, journal, handle, stats, console, args.quiet)
         stats.finish()
         # The plan's bound is for the whole job: a resumed run has less left to do.
