@@ -208,10 +208,11 @@ class Minter:
         ari = site.context_ari
         async with self._gate(ari):
             self._raise_if_blocked()
-            system_token = await self._system_tokens.get()
             async with self.bucket.slot():
-                # The environment may have been blocked while this mint waited for its slot.
+                # The environment may have been blocked while this mint waited for its slot;
+                # the system token is read only now, so a long wait can't outlive it.
                 self._raise_if_blocked()
+                system_token = await self._system_tokens.get()
                 try:
                     outcome = await self._gateway.mint(system_token, ari, account_id)
                 except TransportError as exc:
