@@ -152,7 +152,7 @@ class SystemTokenProvider:
         register_secret(token)
         if _digest(token) in self._rejected:
             return f"{self._describe()} still holds the token the gateway refused"
-        expires_at = _jwt_exp(token)
+        expires_at = jwt_exp(token)
         held = self._held
         if held is not None and held.token == token:
             return self._why_unusable(held)
@@ -271,7 +271,7 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _jwt_exp(token: str) -> float | None:
+def jwt_exp(token: str) -> float | None:
     """The JWT's ``exp``, unverified; None for an opaque token or one without ``exp``."""
     try:
         claims = jwt.decode(token, options={"verify_signature": False})

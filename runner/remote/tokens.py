@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-import jwt
 import structlog
 
 from runner.logs import register_secret
+from runner.systemtoken import jwt_exp
 
 log = structlog.get_logger("runner.remote.tokens")
 
@@ -75,7 +75,7 @@ class TokenStore:
             return False
         register_secret(token)
         now = self._clock()
-        candidate = HeldToken(token, _exp(token), now)
+        candidate = HeldToken(token, jwt_exp(token), now)
         held = self._tokens.get(installation_id)
         if held is not None and not _newer(candidate, held, now):
             return False
@@ -87,18 +87,6 @@ class TokenStore:
     def token(self, installation_id: str) -> HeldToken | None:
         """The freshest token held for the installation (possibly expired), or None."""
         return self._tokens.get(installation_id)
-
-
-def _exp(token: str) -> float | None:
-    """The JWT's exp, unverified (a system token is opaque apart from exp)."""
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return None
-    exp = claims.get("exp")
-    if isinstance(exp, bool) or not isinstance(exp, int | float):
-        return None
-    return float(exp)
 
 
 def _newer(candidate: HeldToken, held: HeldToken, now: float) -> bool:
