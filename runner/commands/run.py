@@ -45,6 +45,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, metavar="N",
                    help="users worked on at once (overrides [runner] concurrency)")
     p.add_argument("--quiet", action="store_true", help="no live view, only the summary")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log every mint and call at info level under the live view too")
 
 
 def add_parser(sub: Any) -> None:
@@ -82,8 +84,12 @@ def _main(args: argparse.Namespace, *, mode: str) -> int:
         config = replace(config, runner=replace(config.runner, concurrency=args.concurrency))
     console = Console(stderr=False)
     log_format: LogFormat = args.log_format or ("console" if console.is_terminal else "plain")
+    # Under the live view, per-user info lines would bury it: warnings and errors only, unless
+    # asked. Plain (non-terminal) output keeps every line: it is the record of the run.
+    live = console.is_terminal and not args.quiet
+    level = "INFO" if args.verbose or not live else "WARNING"
     # No stream: the handler follows rich's redirected stderr, so lines print above the view.
-    configure_logging(format=log_format)
+    configure_logging(format=log_format, level=level)
     return anyio.run(_run, args, config, console, mode)
 
 
