@@ -19,6 +19,7 @@ from runner.accounts import account_id_problem
 from runner.actions import Action, JiraRequest, PythonAction, RenderError, build_action
 from runner.config import Config
 from runner.errors import JobError
+from runner.rowkeys import Repeat, RowKeys
 from runner.sources import (
     ACCOUNT_COLUMN,
     SITE_COLUMN,
@@ -30,7 +31,7 @@ from runner.sources import (
     Source,
 )
 from runner.tables import Table, describe
-from runner.tally import HashTally, key_hash
+from runner.tally import HashTally
 
 __all__ = ["Job", "Row", "RowCheck", "Source", "check_rows", "item_key", "load_job"]
 
@@ -197,7 +198,18 @@ def check_rows(job: Job, config: Config, visit: RowVisitor | None = None) -> Row
     # One site: its distinct users are the job's; don't count them twice.
     users = HashTally() if len(job.sites) > 1 else site_users[job.sites[0]]
     site_rows = dict.fromkeys(job.sites, 0)
-    keys = HashTally() if job.row_key else None
+    if job.row_key:
+        with RowKeys() as keys:
+            rows, items = _stream_rows(job, visit, site_users, users, site_rows, keys)
+    else:
+        rows, items = _stream_rows(job, visit, site_users, users, site_rows, None)
+    return RowCheck(rows, items, users.distinct(), site_rows,
+                    {site: tally.distinct() for site, tally in site_users.items()})
+
+
+def _stream_rows(job: Job, visit: RowVisitor | None, site_users: Mapping[str, HashTally],
+                 users: HashTally, site_rows: dict[str, int], keys: RowKeys | None
+                 ) -> tuple[int, int]:
     rows = items = 0
     for row in job.source.rows():
         _check_row(job, row)
@@ -220,11 +232,10 @@ def check_rows(job: Job, config: Config, visit: RowVisitor | None = None) -> Row
         if users is not site_users[row.site]:
             users.add(row.account_id)
         if keys is not None:
-            keys.add(row.key)
+            _no_repeat(job, keys.add(row.key, row.where))
     if keys is not None:
-        _no_repeated_keys(job, keys)
-    return RowCheck(rows, items, users.distinct(), site_rows,
-                    {site: tally.distinct() for site, tally in site_users.items()})
+        _no_repeat(job, keys.finish())
+    return rows, items
 
 
 def _check_row(job: Job, row: Row) -> None:
@@ -243,19 +254,9 @@ def _check_row(job: Job, row: Row) -> None:
                    "empty value")
 
 
-def _no_repeated_keys(job: Job, keys: HashTally) -> None:
-    """Two rows with one key would share items: the second would never run. The tally holds
-    hashes only, so the rows of a repeated hash are found again and compared by value."""
-    repeated = set(keys.repeated())
-    if not repeated:
-        return
-    first: dict[str, Row] = {}
-    for row in job.source.rows():
-        if key_hash(row.key) not in repeated:
-            continue
-        if row.key in first:
-            raise JobError(row.where, f"{job.row_key}: expected a key no other row has, found "
-                           f"{row.key!r} again (first at {first[row.key].where})",
-                           file=job.path)
-        first[row.key] = row
+def _no_repeat(job: Job, repeat: Repeat | None) -> None:
+    """Two rows with one key would share items: the second would never run."""
+    if repeat is not None:
+        raise JobError(repeat.where, f"{job.row_key}: expected a key no other row has, found "
+                       f"{repeat.key!r} again (first at {repeat.first})", file=job.path)
 
