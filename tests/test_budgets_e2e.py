@@ -1,7 +1,8 @@
 """Jira's budgets end to end: the engine against the sandbox with Jira's limits scaled down.
 
 A quota 429 pauses every Jira call until the quota's reset while minting goes on; a burst 429
-on one endpoint slows that endpoint only.
+on one endpoint slows that endpoint only. Last, what bench/makespan.py found: a reset rounded to
+whole seconds must not move the pacer's exact one.
 """
 
 from __future__ import annotations
@@ -13,14 +14,19 @@ from pathlib import Path
 
 import aiohttp
 import anyio
+import pytest
 from structlog.testing import capture_logs
 
-from runner.config import load_config
+from runner.actions.base import JiraRequest
+from runner.budgets import ManualClock
+from runner.budgets.jira import JiraPacer
+from runner.config import JiraBudgets, load_config
 from runner.job import load_job
 from runner.journal import ItemState
+from runner.ratelimit import parse_rate_limit
 from runner.sandbox.app import RunningSandbox
 from runner.sandbox.config import Faults, JiraLimits, MintLimit
-from runner.sandbox.jira.limits import QUOTA_REASON
+from runner.sandbox.jira.limits import QUOTA_REASON, iso_time
 from runner.sandbox.testing import (
     CLOUD_A,
     CLOUD_B,
@@ -172,3 +178,23 @@ async def test_a_burst_429_slows_that_endpoint_only(
     assert [t for t, cloud in puts if cloud == CLOUD_A and first + 0.2 <= t < first + 1.0] == []
     assert [t for t, cloud in puts if cloud == CLOUD_B and first + 0.2 <= t < first + 1.0]
     assert result.counts[ItemState.DONE] == 2 * len(rows)
+
+
+def test_a_rounded_reset_leaves_the_exact_window_alone() -> None:
+    """RateLimit's t (whole seconds, rounded up) near the end of a window names the reset
+    we already know, a fraction of a second late: the pacer keeps its exact reset, so it paces
+    what is left to the real reset (not a second past it) and rolls on time; an exact
+    X-RateLimit-Reset that is later still wins."""
+    window, start = 8.0, 100_000 * 8.0
+    clock = ManualClock(start)
+    pacer = JiraPacer(JiraBudgets(quota_points=170, quota_window_s=window), clock=clock)
+    request = JiraRequest("GET", "/rest/api/3/myself", "/rest/api/3/myself")
+    clock.advance(6.6)  # 1.4 s left: t reads 2
+    headers = {"RateLimit": '"global-app-quota";r=30;t=2'}
+    pacer.observe("acme", request, 200, parse_rate_limit(headers, clock.now()))
+    assert pacer.quota.reset_at == start + window
+    late = start + window + 0.4
+    exact = {"X-RateLimit-Limit": "170", "X-RateLimit-Remaining": "30",
+             "X-RateLimit-Reset": iso_time(late)}
+    pacer.observe("acme", request, 200, parse_rate_limit(exact, clock.now()))
+    assert pacer.quota.reset_at == pytest.approx(late, abs=1e-3)

@@ -306,7 +306,7 @@ class JiraPacer:
             quota = self._quota_for(site, state, info)
             if quota is not None and (state.remaining is not None or state.reset_s is not None):
                 reset = now + state.reset_s if state.reset_s is not None else None
-                quota.report(state.remaining, reset, now, cost)
+                quota.report(state.remaining, reset, now, cost, rounded=True)
         if status == 429:
             return  # a 429's X-RateLimit-* describe the limit it hit, maybe not the quota
         if info.remaining is not None and info.limit == self.quota.points:

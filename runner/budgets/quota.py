@@ -198,10 +198,14 @@ class PointsQuota:
 
     # -- what Jira says ----------------------------------------------------------------------
     def report(
-        self, remaining: float | None, reset_at: float | None, now: float, cost: float = 0.0
+        self, remaining: float | None, reset_at: float | None, now: float, cost: float = 0.0,
+        *, rounded: bool = False,
     ) -> None:
         """Jira says ``remaining`` points are left until ``reset_at`` (either may be unknown),
-        in the answer to a request of estimated ``cost`` (counted by Jira in ``remaining``)."""
+        in the answer to a request of estimated ``cost`` (counted by Jira in ``remaining``).
+
+        ``rounded``: ``reset_at`` was counted in whole seconds rounded up (``RateLimit``'s
+        ``t``), so it only places Jira's reset within a second or so of it."""
         self._advance(now)
         theirs = None
         if remaining is not None:
@@ -222,9 +226,12 @@ class PointsQuota:
                 self._remaining = float(self.points)
                 self._slow = 1.0
                 self._zeroed = False
-            else:
+            elif not rounded:
                 # The same reset; take the later of the two, so we never roll before Jira.
                 self._reset_at = max(self._reset_at, reset_at)
+            # else the same reset, ours as exact as a rounded one can tell: keep ours. Taking
+            # the later would pace what is left to a reset up to a second late, every window,
+            # and leave that second's points unspent when Jira resets.
         if theirs is not None and theirs < self._remaining:
             self._remaining = theirs
             self._tokens = min(self._tokens, self._cap())
