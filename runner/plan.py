@@ -7,10 +7,11 @@ run's duration:
 
 - mint bucket, per bucket: mints / (mint_limit / mint_window_s); the runner paces mints evenly
   from the first second, so their steady rate is what counts;
-- points quota (one per app): (points - burst) / (quota_points / quota_window_s); the quota is
-  shared by every tenant and run of the app, so the runner paces it over its window rather than
-  assume a whole hour's quota is there to spend at once, letting only a small burst (5% of the
-  quota, ``runner.budgets.quota.DEFAULT_BURST``) go at once;
+- points quota (one per app): (points - burst) / ((1 - margin) * quota_points / quota_window_s);
+  the quota is shared by every tenant and run of the app, so the runner paces it over its window
+  rather than assume a whole hour's quota is there to spend at once, letting only a small burst
+  (5% of the quota, ``runner.budgets.quota.DEFAULT_BURST``) go at once and never spending the
+  last 2% of a window (``DEFAULT_MARGIN``, kept for estimate errors and the app's other traffic);
 - burst, per (site, endpoint, method): a token bucket holding one second's calls, so
   (calls - rate) / rate;
 - per-issue writes, per issue: sliding windows (20 per 2 s, 100 per 30 s), so the n-th write can
@@ -28,7 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from runner.actions import JiraRequest
-from runner.budgets.quota import DEFAULT_BURST
+from runner.budgets.quota import DEFAULT_BURST, DEFAULT_MARGIN
 from runner.config import Config
 from runner.job import Job, Row, check_rows
 from runner.tally import HashTally, key_hash
@@ -175,7 +176,8 @@ def make_plan(job: Job, config: Config) -> Plan:
     ]
     if mint_bounds:
         bounds.append(max(mint_bounds, key=lambda b: b.seconds))
-    quota_rate = budgets.quota_points / budgets.quota_window_s
+    # The pacer's steady rate: it spends (1 - margin) of each window, never the margin.
+    quota_rate = (1 - DEFAULT_MARGIN) * budgets.quota_points / budgets.quota_window_s
     paced_points = max(0, counts.points - int(budgets.quota_points * DEFAULT_BURST))
     bounds.append(Bound("points quota", POINTS_SCOPE, counts.points, "points", quota_rate,
                         _seconds(paced_points, quota_rate),

@@ -55,7 +55,8 @@ def aligned_reset(now: float, window_s: float) -> float:
 
 
 def quota_rate(points: int, window_s: float) -> float:
-    """The quota's steady rate in points per second (the rate ``runner.plan`` bounds with)."""
+    """The quota's rate in points per second (``runner.plan`` bounds with the share of it the
+    pacer spends: all but the margin)."""
     return points / window_s
 
 
