@@ -26,6 +26,9 @@ from tests.test_fairness_harness import SHORT_JIRA_RETRY, Event, Events, run_eng
 
 ROOMY = JiraLimits(burst_get_post=10_000, burst_put_delete=10_000, per_issue_2s=10_000,
                    per_issue_30s=10_000)
+# Mints out of the way (the runner's config says 6000 a minute too): the environment's one mint
+# bucket serves both sites, and the tests are about how the sites share Jira's time.
+MINTS_AT_ONCE = MintLimit(limit=6000, window_s=60.0)
 
 USER_PROPERTY = """
 [[actions]]
@@ -71,11 +74,12 @@ async def test_a_site_answering_only_503s_does_not_hold_up_the_other(
     policy's two attempts."""
     faults = Faults(http_503=1.0, retry_after_503_s=0, latency_ms_min=300, latency_ms_max=300,
                     only_cloud_ids=(CLOUD_B,))
-    config = dataclasses.replace(make_sandbox_config(), jira_limits=ROOMY, faults=faults)
+    config = dataclasses.replace(make_sandbox_config(), jira_limits=ROOMY, faults=faults,
+                                 mint_limit=MINTS_AT_ONCE)
     rows = site_rows("globex", 16, 0) + site_rows("acme", 16, 100)
     events = Events()
     async with start_sandbox(config) as sb:
-        cfg = load_config(write_runner_config(tmp_path, sb, concurrency=8,
+        cfg = load_config(write_runner_config(tmp_path, sb, concurrency=8, mint_limit=6000,
                                               extra=SHORT_JIRA_RETRY.format(wait=0.6)))
         job = load_job(write_job(tmp_path, rows, USER_PROPERTY, sites=("acme", "globex")), cfg)
         result = await run_engine(tmp_path, cfg, job, events)
@@ -99,9 +103,8 @@ async def fair_run(tmp_path: Path, start_sandbox: StartSandbox, per_site: dict[s
     """Run a job of ``per_site`` rows per site (acme's rows all first in the source), every
     call 30-50 ms slow on both sites; the items' ends in order."""
     faults = Faults(latency_ms_min=30, latency_ms_max=50)
-    # Mints out of the way (a mint per user at once), so the sites share Jira's time alone.
     config = dataclasses.replace(make_sandbox_config(), jira_limits=ROOMY, faults=faults,
-                                 mint_limit=MintLimit(limit=6000, window_s=60.0))
+                                 mint_limit=MINTS_AT_ONCE)
     rows = site_rows("acme", per_site["acme"], 0) + site_rows("globex", per_site["globex"], 500)
     events = Events()
     async with start_sandbox(config) as sb:
