@@ -24,7 +24,7 @@ Calls made inside Python actions can't be known in advance and are not counted.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -155,10 +155,27 @@ class _Counts:
         return None, most
 
 
-def make_plan(job: Job, config: Config) -> Plan:
-    """Check every row and count what the job will do; JobError on the first bad row."""
+def make_plan(
+    job: Job, config: Config, *, checkpoint: Callable[[], None] | None = None
+) -> Plan:
+    """Check every row and count what the job will do; JobError on the first bad row.
+
+    ``checkpoint`` is called every few hundred rows; it may raise to stop a long check (the run
+    command stops on a signal that way, from the thread the check runs in).
+    """
     counts = _Counts(job)
-    checked = check_rows(job, config, counts.visit)
+    visit = counts.visit
+    if checkpoint is not None:
+        seen = 0
+
+        def visit(row: Row, requests: Sequence[JiraRequest | None]) -> None:
+            nonlocal seen
+            seen += 1
+            if seen % 256 == 0:
+                checkpoint()
+            counts.visit(row, requests)
+
+    checked = check_rows(job, config, visit)
     budgets = config.jira_budgets
 
     mints_by_bucket: Counter[str] = Counter()

@@ -27,6 +27,9 @@ from runner.sandbox.testing import (
     write_runner_config,
 )
 
+# Enough rows that checking them takes seconds: the signal surely comes mid-check.
+ROWS_TO_CHECK = 200_000
+
 ACTIONS = """
 [[actions]]
 type = "myself"
@@ -182,3 +185,43 @@ def test_run_result_exit_codes() -> None:
     assert code({ItemState.UNCERTAIN: 1}) == 1
     assert code({ItemState.FAILED: 1, ItemState.BLOCKED: 1}) == 3
     assert code({ItemState.BLOCKED: 1}, interrupted=True) == 130
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has its own SIGTERM handler installed (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (15 - 1)))
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+async def test_sigterm_while_checking_rows_exits_130_with_nothing_sent(
+    tmp_path: Path, sandbox_config: SandboxConfig, start_sandbox: StartSandbox
+) -> None:
+    """A SIGTERM while a big job's rows are being checked ends the command at once with 130,
+    nothing sent to the gateway or Jira."""
+    import signal
+    import subprocess
+
+    async with start_sandbox(roomy(sandbox_config)) as sb:
+        cfg = write_runner_config(tmp_path, sb)
+        job = write_job(tmp_path, [pattern_account(n) for n in range(ROWS_TO_CHECK)])
+        process = await anyio.open_process(
+            [sys.executable, "-m", "runner", "run", str(job), "--config", str(cfg), "--quiet"],
+            cwd=tmp_path, stdin=subprocess.DEVNULL,
+        )
+        async with process:
+            with anyio.fail_after(30):
+                # Polling /proc: the child's handlers offer no event to wait on.
+                while not _catches_sigterm(process.pid):  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(20):
+                code = await process.wait()
+            assert process.stderr is not None
+            err = (await process.stderr.receive()).decode()
+        assert code == 130
+        assert "nothing was sent" in err
+        assert sum(sb.world.mints_accepted.values()) == 0
+        assert sum(sb.world.jira_calls.values()) == 0

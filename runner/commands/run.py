@@ -10,7 +10,10 @@ code (0 done, 1 items failed, 3 an environment blocked, 130 interrupted).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+import threading
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ from runner.shutdown import Shutdown
 
 DEFAULT_CONFIG = "forge-runner.toml"
 EXIT_ALREADY_RUNNING = 4
+EXIT_INTERRUPTED = 130
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -93,14 +97,46 @@ def _main(args: argparse.Namespace, *, mode: str) -> int:
     return anyio.run(_run, args, config, console, mode)
 
 
+class _StopChecking(Exception):
+    """A signal came while every row was being checked."""
+
+
+def _stop_when(stop: threading.Event) -> Callable[[], None]:
+    """A checkpoint for the row check that stops it once ``stop`` is set."""
+
+    def checkpoint() -> None:
+        if stop.is_set():
+            raise _StopChecking
+
+    return checkpoint
+
+
 async def _run(args: argparse.Namespace, config: Config, console: Console, mode: str) -> int:
+    # Signals are ours from the start: a stop while every row is being checked (a minute for a
+    # million rows) ends the command at once with 130, nothing sent and nothing journaled.
+    shutdown = Shutdown()
+    with shutdown.installed():
+        return await _checked_run(args, config, console, mode, shutdown)
+
+
+async def _checked_run(args: argparse.Namespace, config: Config, console: Console, mode: str,
+                       shutdown: Shutdown) -> int:
     async with AsyncExitStack() as stack:
         journal = await stack.enter_async_context(SqliteJournal(config.runner.journal))
         job_path: Path | None = getattr(args, "job", None)
         if job_path is None:
             job_path = Path((await journal.get_run(args.run_id)).job_path)
         job = load_job(job_path, config)
-        plan = await anyio.to_thread.run_sync(make_plan, job, config)
+        stop = threading.Event()
+        shutdown.on_drain(stop.set)
+        try:
+            plan = await anyio.to_thread.run_sync(
+                functools.partial(make_plan, job, config, checkpoint=_stop_when(stop))
+            )
+        except _StopChecking:
+            print("forge-runner: stopped while checking the job; nothing was sent",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
         total = plan.items
         if getattr(args, "dry_run", False):
             console.print(f"[bold]{job.name}[/]: {plan.rows} rows, {plan.users} users, "
@@ -125,7 +161,8 @@ async def _run(args: argparse.Namespace, config: Config, console: Console, mode:
         prior = (await journal.counts(handle.run_id)).by_state
         # A resumed run shows progress over what is left, not over the whole job.
         stats.set_total(max(0, total - sum(n for s, n in prior.items() if s in FINAL)))
-        result = await _engine_run(config, job, journal, handle, stats, console, args.quiet)
+        result = await _engine_run(config, job, journal, handle, stats, console, args.quiet,
+                                   shutdown)
         stats.finish()
         # The plan's bound is for the whole job: a resumed run has less left to do.
         bound = None if handle.resumed else plan.shortest_s
@@ -152,22 +189,21 @@ async def _open(journal: SqliteJournal, job: Job, config: Config, args: argparse
 
 
 async def _engine_run(config: Config, job: Job, journal: SqliteJournal, handle: RunHandle,
-                      stats: RunStats, console: Console, quiet: bool) -> RunResult:
-    shutdown = Shutdown()
+                      stats: RunStats, console: Console, quiet: bool,
+                      shutdown: Shutdown) -> RunResult:
     engine = Engine(config, job, journal, observer=stats, shutdown=shutdown)
-    with shutdown.installed():
-        if quiet:
-            return await engine.run(handle)
-        progress = open_progress(stats, console=console, title=f"forge-runner: {job.name}")
-        result: RunResult | None = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(progress.run)
-            try:
-                result = await engine.run(handle)
-            finally:
-                progress.stop()
-        assert result is not None
-        return result
+    if quiet:
+        return await engine.run(handle)
+    progress = open_progress(stats, console=console, title=f"forge-runner: {job.name}")
+    result: RunResult | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(progress.run)
+        try:
+            result = await engine.run(handle)
+        finally:
+            progress.stop()
+    assert result is not None
+    return result
 
 
 def _closing(result: RunResult) -> str:
