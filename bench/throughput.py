@@ -1,0 +1,150 @@
+"""Items per second with every budget off: the engine on the SQLite journal versus in memory.
+
+    .venv/bin/python bench/throughput.py [--rows 5000] [--users 200] [--issues 100]
+                                         [--rounds 3] [--concurrency 16[,32,...]]
+                                         [--latency-ms 0]
+
+One job (each row: ``comment.add`` then ``issue.property.set``, as the row's user), run to the
+end by ``runner.engine.Engine`` constructed directly, once on a fresh ``SqliteJournal`` (WAL,
+``synchronous=FULL``: what `forge-runner run` uses) and once on a ``MemoryJournal``, alternating,
+``rounds`` times each after a warm-up, so that only the journal differs and drift on a shared
+machine hits both alike. Jira is the sandbox served by a separate process (`forge-runner
+sandbox`, Jira limits off, mints unlimited); the runner's own budgets are set out of reach.
+
+Printed: items per second of every round, and per concurrency the median of each journal and
+their ratio (SQLite / memory). Target (issue 4): at least 0.8; the exit code is 1 when it is
+missed at any concurrency measured. ``--latency-ms`` makes the sandbox answer each Jira request
+that much later, as a remote Jira does; by default it answers at once over loopback, where the
+journal's few milliseconds per durable write weigh the most.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+# Run as `python bench/throughput.py`: this folder is on sys.path, memory.py beside it.
+from memory import Sandbox, runner_toml, write_csv
+
+from runner.config import Config, load_config
+from runner.engine import Engine
+from runner.job import Job, load_job
+from runner.journal import ItemState, Journal, MemoryJournal, SqliteJournal
+from runner.logs import configure_logging
+
+TARGET = 0.8
+
+ACTIONS = """\
+[[actions]]
+type = "comment.add"
+issue = "{issue}"
+body = "Migrated {legacy_id}"
+
+[[actions]]
+type = "issue.property.set"
+issue = "{issue}"
+key = "legacy"
+value = { id = "{legacy_id}" }
+"""
+
+
+@dataclass(frozen=True)
+class Round:
+    journal: str
+    items: int
+    wall_s: float
+
+    @property
+    def rate(self) -> float:
+        return self.items / self.wall_s
+
+
+async def one_round(name: str, journal: Journal, config: Config, job: Job, total: int) -> Round:
+    async with journal:
+        handle = await journal.open_run(job.name, str(job.path), job.fingerprint,
+                                        config.fingerprint, job.text, fresh=True)
+        await journal.set_total(handle.run_id, total)
+        start = time.perf_counter()
+        result = await Engine(config, job, journal).run(handle)
+        wall = time.perf_counter() - start
+    done = result.counts.get(ItemState.DONE, 0)
+    if done != total:
+        raise SystemExit(f"{name}: {done} of {total} items done ({dict(result.counts)})")
+    return Round(name, total, wall)
+
+
+async def bench(folder: Path, args: argparse.Namespace) -> int:
+    write_csv(folder / "rows.csv", args.rows, args.users, args.issues)
+    (folder / "job.toml").write_text(
+        f'name = "throughput"\nsite = "acme"\nrow_key = "legacy_id"\n\n'
+        f'[source]\ncsv = "rows.csv"\n\n{ACTIONS}')
+    sandbox = Sandbox(folder, args.issues, args.latency_ms)
+    ratios: dict[int, tuple[float, float]] = {}
+    try:
+        (folder / "config.toml").write_text(runner_toml(sandbox.url, "unused.db", 16))
+        loaded = load_config(folder / "config.toml")
+        job = load_job(folder / "job.toml", loaded)
+        total = args.rows * len(job.actions)
+        print(f"throughput: {args.rows:,} rows x {len(job.actions)} actions = {total:,} items, "
+              f"{args.users:,} users, {args.issues:,} issues, Jira latency "
+              f"{args.latency_ms:g} ms; {args.rounds} rounds per journal", flush=True)
+        for concurrency in args.concurrency:
+            config = replace(loaded, runner=replace(loaded.runner, concurrency=concurrency))
+            await one_round("warm-up", MemoryJournal(), config, job, total)
+            rounds: list[Round] = []
+            for n in range(args.rounds):
+                for name in ("memory", "sqlite") if n % 2 == 0 else ("sqlite", "memory"):
+                    journal: Journal = (MemoryJournal() if name == "memory" else
+                                        SqliteJournal(folder / f"round-{concurrency}-{n}.db"))
+                    rounds.append(await one_round(name, journal, config, job, total))
+                    print(f"  concurrency {concurrency:>3} round {n + 1} {name:<7}"
+                          f"{rounds[-1].rate:>8,.0f} items/s ({rounds[-1].wall_s:.1f} s)",
+                          flush=True)
+            ratios[concurrency] = (
+                statistics.median(r.rate for r in rounds if r.journal == "memory"),
+                statistics.median(r.rate for r in rounds if r.journal == "sqlite"),
+            )
+    finally:
+        sandbox.stop()
+    print()
+    print(f"{'concurrency':>11}{'memory items/s':>16}{'sqlite items/s':>16}{'ratio':>8}  "
+          f"(medians; target >= {TARGET})")
+    met = True
+    for concurrency, (memory, sqlite) in ratios.items():
+        ratio = sqlite / memory
+        met = met and ratio >= TARGET
+        print(f"{concurrency:>11}{memory:>16,.0f}{sqlite:>16,.0f}{ratio:>8.2f}  "
+              + ("met" if ratio >= TARGET else "MISSED"))
+    return 0 if met else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=5000, help="rows (5,000; 2 items each)")
+    parser.add_argument("--users", type=int, default=200, help="distinct users (200)")
+    parser.add_argument("--issues", type=int, default=100, help="distinct issues (100)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per journal (3)")
+    parser.add_argument("--concurrency", type=_numbers, default=[16], metavar="N[,N...]",
+                        help="workers; a list measures each (16, the default config's)")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="latency the sandbox adds to every Jira request (0)")
+    args = parser.parse_args()
+    # A line per mint would drown the table: warnings and worse only.
+    configure_logging(format="plain", level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="forge-runner-throughput-") as folder:
+        return asyncio.run(bench(Path(folder), args))
+
+
+def _numbers(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
