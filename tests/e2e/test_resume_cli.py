@@ -46,6 +46,7 @@ def rehearsal(tmp_path: Path, sandbox: RunningSandbox) -> Rehearsal:
     return Rehearsal.start(tmp_path, sandbox, concurrency=4)
 
 
+@pytest.mark.slow
 async def test_a_changed_job_is_refused_on_resume_unless_fresh(rehearsal: Rehearsal) -> None:
     """With an unfinished run, a changed job file exits 2 naming the change and sends nothing;
     `--fresh` starts a new run that finishes."""
@@ -81,6 +82,7 @@ async def test_a_changed_job_is_refused_on_resume_unless_fresh(rehearsal: Rehear
     assert states == {old_run: "running", run_id_of(fresh): "finished"}
 
 
+@pytest.mark.slow
 async def test_retry_failed_puts_failed_items_back_and_finishes_them(
     rehearsal: Rehearsal,
 ) -> None:
