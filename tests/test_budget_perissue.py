@@ -89,3 +89,14 @@ def test_the_steady_rate_is_the_plans() -> None:
     """One issue takes min(20/2, 100/30) writes per second at length, the plan's bound."""
     assert per_issue_rate(JiraBudgets()) == 100 / 30
     assert per_issue_rate(JiraBudgets(per_issue_2s=2, per_issue_30s=100)) == 1.0
+
+
+def test_a_busy_issue_keeps_only_writes_its_windows_can_see() -> None:
+    """Under limits set far above the traffic, an issue written without pause for ten minutes
+    keeps the writes of its last window only, not every write since the first."""
+    log = IssueWrites(1_000_000, 1_000_000, guard_s=0.0)
+    for n in range(6000):
+        log.take("MIG-1", T0 + n / 10)
+    kept = log._logs["MIG-1"]
+    assert len(kept) <= 301
+    assert kept[0] > T0 + 599.9 - 30

@@ -62,6 +62,11 @@ class IssueWrites:
             log = self._logs[key] = deque(maxlen=self._depth)
         else:
             self._logs.move_to_end(key)
+            # Writes older than the longest window count in none: drop them, so that a busy
+            # issue's log holds what its windows can see, not ``per_30s`` entries (which a
+            # config may set far above the traffic, where they would pile up with the job).
+            while log and log[0] <= now - self._horizon:
+                log.popleft()
         log.append(now)
 
     def give_back(self, key: Hashable, at: float) -> None:
