@@ -135,6 +135,9 @@ class Engine:
                     tg.start_soon(self._produce, run_id, site, scheduler)
                 for _ in range(concurrency):
                     tg.start_soon(self._work, scheduler, worker)
+            # The last items' ``done`` were queued without waiting: durable before counting.
+            with anyio.CancelScope(shield=True):
+                await worker.settle()
         blocked = {n: m.blocked.diagnostic for n, m in minters.items() if m.blocked is not None}
         return await self._finish(run_id, blocked)
 

@@ -20,7 +20,7 @@ leases, fits the same methods: ``claim`` hands a process the rows it may work on
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
@@ -183,8 +183,10 @@ class Journal(Protocol):
 
     Every ``mark_*`` returns only once the change is durable, so the engine can send a request
     right after ``mark_started`` returns and start a user's next action right after
-    ``mark_done``. No token may be passed in: reasons, details and results are redacted anyway
-    (registered secrets, bearer values, JWTs, sensitive keys) before they are stored.
+    ``mark_done``. Writes become durable in the order they were made: when one returns, every
+    write made before it is durable too (``submit_done`` relies on it). No token may be passed
+    in: reasons, details and results are redacted anyway (registered secrets, bearer values,
+    JWTs, sensitive keys) before they are stored.
     """
 
     async def __aenter__(self) -> Self: ...
@@ -228,8 +230,8 @@ class Journal(Protocol):
 
     async def set_total(self, run_id: str, total_items: int) -> None: ...
 
-    async def mark_started(self, run_id: str, item: ItemRef) -> int:
-        """Journal ``item`` as started; returns its attempts so far, this one included.
+    async def mark_started(self, run_id: str, item: ItemRef) -> None:
+        """Journal ``item`` as started (its ``attempts`` grow by one).
 
         Raises ``JournalError`` if the item is already done.
         """
@@ -238,6 +240,17 @@ class Journal(Protocol):
     async def mark_done(
         self, run_id: str, item: ItemRef, result: Mapping[str, Any] | None = None
     ) -> None: ...
+
+    def submit_done(
+        self, run_id: str, item: ItemRef, result: Mapping[str, Any] | None = None
+    ) -> Awaitable[object]:
+        """Journal ``item`` as done without waiting; await what it returns for durability.
+
+        The write is queued before this returns, so any write made after it (the same user's
+        next ``mark_started``) becomes durable no earlier: once that one has returned, this
+        ``done`` is durable too, and both shared one commit instead of costing one each.
+        """
+        ...
 
     async def mark_failed(
         self, run_id: str, item: ItemRef, reason: str, *, detail: str = ""

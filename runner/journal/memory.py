@@ -6,6 +6,7 @@ object; the lock is per journal object, so two opens of one job on the same obje
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -161,14 +162,26 @@ class MemoryJournal:
 
     # -- items --------------------------------------------------------------------------------
 
-    async def mark_started(self, run_id: str, item: ItemRef) -> int:
-        return self._mark(run_id, item, ItemState.STARTED)
+    async def mark_started(self, run_id: str, item: ItemRef) -> None:
+        self._mark(run_id, item, ItemState.STARTED)
 
     async def mark_done(
         self, run_id: str, item: ItemRef, result: Mapping[str, Any] | None = None
     ) -> None:
         # Encoded and decoded like SQLite does, so both journals hold the same (redacted) value.
         self._mark(run_id, item, ItemState.DONE, result=load_result(clean_result(result)))
+
+    def submit_done(
+        self, run_id: str, item: ItemRef, result: Mapping[str, Any] | None = None
+    ) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            self._mark(run_id, item, ItemState.DONE, result=load_result(clean_result(result)))
+        except JournalError as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(None)
+        return future
 
     async def mark_failed(
         self, run_id: str, item: ItemRef, reason: str, *, detail: str = ""

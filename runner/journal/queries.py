@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import NamedTuple
 
+from runner.errors import JournalError
 from runner.journal.base import (
     PROBLEM_STATES,
     ItemRecord,
@@ -18,8 +20,9 @@ from runner.journal.base import (
     RunCounts,
     RunRecord,
     RunState,
+    item_key,
 )
-from runner.journal.rules import check_move
+from runner.journal.rules import refused_move
 from runner.journal.schema import ITEM_COLUMNS, RUN_COLUMNS, item_from_row, run_from_row
 
 # Row keys per query when asking for items' states (SQLite allows 32766 parameters; a few
@@ -139,40 +142,125 @@ def run_counts(conn: sqlite3.Connection, run: RunRecord) -> RunCounts:
 # -- items ------------------------------------------------------------------------------------
 
 
-def mark_item(
-    conn: sqlite3.Connection,
-    run_id: str,
-    item: ItemRef,
-    state: ItemState,
-    reason: str | None,
-    detail: str | None,
-    result: str | None,
-    now: float,
-) -> int:
-    """Move ``item`` to ``state`` (inserting it when first touched); returns its attempts.
+class Mark(NamedTuple):
+    """One item's move, as the values of an ``items`` row (``attempts`` is 1 for a start)."""
 
-    ``reason`` and ``detail`` replace the last ones (None clears them); ``result`` is kept
-    from before unless a new one is given. One statement, so a batch needs no savepoint for
-    it: the upsert's WHERE is ``check_move`` (nothing leaves ``done``), and no row returned
-    means it refused.
+    run_id: str
+    row_key: str
+    action_index: int
+    action: str
+    state: str
+    attempts: int
+    reason: str | None
+    detail: str | None
+    result: str | None
+    site: str
+    account_id: str
+    updated_at: float
+
+    @classmethod
+    def of(
+        cls,
+        run_id: str,
+        item: ItemRef,
+        state: ItemState,
+        reason: str | None,
+        detail: str | None,
+        result: str | None,
+        now: float,
+    ) -> Mark:
+        return cls(run_id, item.row_key, item.action_index, item.action, state.value,
+                   1 if state is ItemState.STARTED else 0, reason, detail, result, item.site,
+                   item.account_id, now)
+
+
+# Inserted when first touched, else moved. ``reason`` and ``detail`` replace the last ones
+# (None clears them); ``result`` is kept from before unless a new one is given. The WHERE is
+# ``check_move``: nothing leaves ``done``, and a refused move changes no row.
+_UPSERT_HEAD = f"INSERT INTO items ({ITEM_COLUMNS}) VALUES "
+_UPSERT_ROW = "(" + ",".join("?" * len(Mark._fields)) + ")"
+_UPSERT_TAIL = (
+    " ON CONFLICT (run_id, row_key, action_index) DO UPDATE SET "
+    "action = excluded.action, state = excluded.state, "
+    "attempts = items.attempts + excluded.attempts, "
+    "reason = excluded.reason, detail = excluded.detail, "
+    "result = coalesce(excluded.result, items.result), site = excluded.site, "
+    "account_id = excluded.account_id, updated_at = excluded.updated_at "
+    "WHERE items.state <> 'done' OR excluded.state = 'done'"
+)
+# Rows per statement: 12 parameters each, far inside SQLite's 32,766.
+MARKS_PER_STATEMENT = 256
+
+
+def mark_items(conn: sqlite3.Connection, marks: Sequence[Mark]) -> list[JournalError | None]:
+    """Apply ``marks`` in order, all or none; for each, None or the error that refused it.
+
+    As few statements as possible (one for a whole batch, usually): the writer thread gives
+    up the GIL at each statement, and every time it must take it back from the event loop
+    costs both threads a switch.
     """
-    started = 1 if state is ItemState.STARTED else 0
-    row = conn.execute(
-        f"INSERT INTO items ({ITEM_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
-        "ON CONFLICT (run_id, row_key, action_index) DO UPDATE SET "
-        "action = excluded.action, state = excluded.state, "
-        "attempts = items.attempts + excluded.attempts, "
-        "reason = excluded.reason, detail = excluded.detail, "
-        "result = coalesce(excluded.result, items.result), site = excluded.site, "
-        "account_id = excluded.account_id, updated_at = excluded.updated_at "
-        "WHERE items.state <> 'done' OR excluded.state = 'done' "
-        "RETURNING attempts",
-        (run_id, item.row_key, item.action_index, item.action, state.value, started, reason,
-         detail, result, item.site, item.account_id, now),
-    ).fetchone()
-    if row is None:
-        check_move(item.key, ItemState.DONE, state)  # raises: the item is done
-    return int(row[0])
+    chunks = _distinct_chunks(marks)
+    if len(chunks) == 1:
+        return _upsert(conn, chunks[0])
+    # Several statements: a savepoint keeps them all-or-none, as the writer thread expects.
+    conn.execute("SAVEPOINT marks")
+    try:
+        out = [error for chunk in chunks for error in _upsert(conn, chunk)]
+    except BaseException:
+        conn.execute("ROLLBACK TO marks")
+        conn.execute("RELEASE marks")
+        raise
+    conn.execute("RELEASE marks")
+    return out
+
+
+def _upsert(conn: sqlite3.Connection, marks: Sequence[Mark]) -> list[JournalError | None]:
+    changed = conn.execute(
+        _UPSERT_HEAD + ",".join([_UPSERT_ROW] * len(marks)) + _UPSERT_TAIL,
+        [value for mark in marks for value in mark],
+    ).rowcount
+    if changed == len(marks):
+        return [None] * len(marks)
+    # Some move was refused. Each item appears once in the statement, so one still ``done``
+    # that was to become something else is one whose move was refused.
+    done = _done_keys(conn, marks[0].run_id, [m for m in marks if m.state != ItemState.DONE])
+    out: list[JournalError | None] = []
+    for mark in marks:
+        if (mark.row_key, mark.action_index) in done:
+            out.append(refused_move(item_key(mark.row_key, mark.action_index),
+                                    ItemState(mark.state)))
+        else:
+            out.append(None)
+    return out
+
+
+def _done_keys(
+    conn: sqlite3.Connection, run_id: str, marks: Sequence[Mark]
+) -> set[tuple[str, int]]:
+    out: set[tuple[str, int]] = set()
+    for mark in marks:
+        row = conn.execute(
+            "SELECT state FROM items WHERE run_id = ? AND row_key = ? AND action_index = ?",
+            (run_id, mark.row_key, mark.action_index),
+        ).fetchone()
+        if row is not None and row[0] == ItemState.DONE:
+            out.add((mark.row_key, mark.action_index))
+    return out
+
+
+def _distinct_chunks(marks: Sequence[Mark]) -> list[list[Mark]]:
+    """Split ``marks`` in order so no chunk holds an item twice or more than the cap: within
+    one statement, a second move of the same item would be ambiguous to report."""
+    chunks: list[list[Mark]] = [[]]
+    seen: set[tuple[str, str, int]] = set()
+    for mark in marks:
+        key = (mark.run_id, mark.row_key, mark.action_index)
+        if key in seen or len(chunks[-1]) >= MARKS_PER_STATEMENT:
+            chunks.append([])
+            seen.clear()
+        chunks[-1].append(mark)
+        seen.add(key)
+    return chunks
 
 
 def item_states(

@@ -29,7 +29,11 @@ MAX_DIFF_LINES = 40
 def check_move(key: str, old: ItemState | None, new: ItemState) -> None:
     """Refuse any move out of ``done``: a done item is never sent again."""
     if old is ItemState.DONE and new is not ItemState.DONE:
-        raise JournalError(f"item {key} is already done; refusing to mark it {new}")
+        raise refused_move(key, new)
+
+
+def refused_move(key: str, new: ItemState) -> JournalError:
+    return JournalError(f"item {key} is already done; refusing to mark it {new}")
 
 
 def parse_states(states: Iterable[str]) -> tuple[ItemState, ...]:

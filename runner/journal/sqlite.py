@@ -7,6 +7,7 @@ lets read while the writer writes. A job is run by one process at a time (``JobL
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -249,13 +250,18 @@ class SqliteJournal:
 
     # -- items (writer thread) ----------------------------------------------------------------
 
-    async def mark_started(self, run_id: str, item: ItemRef) -> int:
-        return await self._mark(run_id, item, ItemState.STARTED)
+    async def mark_started(self, run_id: str, item: ItemRef) -> None:
+        await self._mark(run_id, item, ItemState.STARTED)
 
     async def mark_done(
         self, run_id: str, item: ItemRef, result: Mapping[str, Any] | None = None
     ) -> None:
         await self._mark(run_id, item, ItemState.DONE, result=clean_result(result))
+
+    def submit_done(
+        self, run_id: str, item: ItemRef, result: Mapping[str, Any] | None = None
+    ) -> asyncio.Future[None]:
+        return self._submit(run_id, item, ItemState.DONE, result=clean_result(result))
 
     async def mark_failed(
         self, run_id: str, item: ItemRef, reason: str, *, detail: str = ""
@@ -286,17 +292,25 @@ class SqliteJournal:
         detail: str | None = None,
         *,
         result: str | None = None,
-    ) -> int:
+    ) -> None:
+        await self._submit(run_id, item, state, reason, detail, result=result)
+
+    def _submit(
+        self,
+        run_id: str,
+        item: ItemRef,
+        state: ItemState,
+        reason: str | None = None,
+        detail: str | None = None,
+        *,
+        result: str | None = None,
+    ) -> asyncio.Future[None]:
         self._check_held(run_id)
-        # Redacted here, on the event loop's side, so the writer thread only writes.
-        why = clean_text(reason, MAX_REASON_CHARS)
-        particulars = clean_text(detail, MAX_DETAIL_CHARS)
-        return await self._write().call(
-            lambda conn: q.mark_item(
-                conn, run_id, item, state, why, particulars, result, self._clock()
-            ),
-            single=True,
-        )
+        # Redacted here, on the event loop's side, so the writer thread only writes. Marks
+        # adjacent in a batch become one statement (``q.mark_items``).
+        mark = q.Mark.of(run_id, item, state, clean_text(reason, MAX_REASON_CHARS),
+                         clean_text(detail, MAX_DETAIL_CHARS), result, self._clock())
+        return self._write().submit_grouped(q.mark_items, mark)
 
     # -- reads (reader thread) ----------------------------------------------------------------
 

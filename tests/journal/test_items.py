@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -19,7 +20,7 @@ async def test_started_then_done_keeps_the_result(
     """An item moves started -> done; done keeps what Jira returned and the attempt count."""
     run = await open_job(journal)
     first = item(1)
-    assert await journal.mark_started(run, first) == 1
+    await journal.mark_started(run, first)
     started = (await journal.states(run, [first.row_key]))[first.key]
     assert (started.state, started.attempts, started.result) == (ItemState.STARTED, 1, None)
 
@@ -40,8 +41,44 @@ async def test_each_start_counts_an_attempt(
     one = item(1)
     await journal.mark_started(run, one)
     await journal.mark_uncertain(run, one, "timeout", detail="no answer after 30s")
-    assert await journal.mark_started(run, one) == 2
-    assert await journal.mark_started(run, one) == 3
+    for expected in (2, 3):
+        await journal.mark_started(run, one)
+        assert (await journal.states(run, [one.row_key]))[one.key].attempts == expected
+
+
+async def test_submit_done_is_durable_once_a_later_write_returns(
+    journal: Journal, open_job: OpenJob, item: MakeItem
+) -> None:
+    """``submit_done`` queues at once: when a write made after it returns, the done is
+    recorded (writes are durable in the order they are made), and awaiting it returns."""
+    run = await open_job(journal)
+    first, second = item(1), item(2)
+    await journal.mark_started(run, first)
+    pending = journal.submit_done(run, first, {"id": "10001"})
+    await journal.mark_started(run, second)
+    got = await journal.states(run, [first.row_key, second.row_key])
+    assert (got[first.key].state, got[first.key].result) == (ItemState.DONE, {"id": "10001"})
+    assert got[second.key].state is ItemState.STARTED
+    assert await pending is None
+
+
+async def test_submit_done_of_a_done_item_fails_its_own_awaitable(
+    journal: Journal, open_job: OpenJob, item: MakeItem
+) -> None:
+    """A done item journaled done again is accepted (done stays done); a refused move queued
+    beside a done fails alone."""
+    run = await open_job(journal)
+    first, second = item(1), item(2)
+    await journal.mark_started(run, first)
+    await journal.mark_done(run, first)
+    again = journal.submit_done(run, first, {"id": "1"})
+    refused = journal.mark_failed(run, first, "HTTP 500")
+    other = journal.submit_done(run, second)
+    results = await asyncio.gather(again, refused, other, return_exceptions=True)
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], JournalError)
+    got = await journal.states(run, [first.row_key, second.row_key])
+    assert got[first.key].state is got[second.key].state is ItemState.DONE
 
 
 async def test_done_is_final(journal: Journal, open_job: OpenJob, item: MakeItem) -> None:
