@@ -28,6 +28,7 @@ from runner.journal.base import (
     RunRecord,
     RunState,
 )
+from runner.journal.committer import Committer
 from runner.journal.dbthread import DbThread
 from runner.journal.lock import JobLock, lock_path
 from runner.journal.rules import (
@@ -80,6 +81,8 @@ class SqliteJournal:
         self._clock = clock
         self._writer: DbThread | None = None
         self._reader: DbThread | None = None
+        # Item marks go to their own process, started when a run is opened for work.
+        self._committer = Committer(str(self.path), synchronous)
         # Runs this journal opened, with their job locks; changed only by the writer thread.
         self._held: dict[str, JobLock] = {}
 
@@ -100,6 +103,7 @@ class SqliteJournal:
         self._reader = DbThread("journal-reader", self._connect_reader)
 
     async def close(self) -> None:
+        await self._committer.stop()
         writer, reader = self._writer, self._reader
         self._writer = self._reader = None
         if writer is not None:
@@ -149,10 +153,8 @@ class SqliteJournal:
 
     @property
     def batches(self) -> tuple[int, int]:
-        """(commits, operations) so far: operations / commits is the group-commit factor."""
-        if self._writer is None:
-            return (0, 0)
-        return (self._writer.batches, self._writer.operations)
+        """Item marks' (commits, marks) so far: marks / commits is the group-commit factor."""
+        return (self._committer.batches, self._committer.operations)
 
     # -- runs (writer thread) -----------------------------------------------------------------
 
@@ -192,7 +194,9 @@ class SqliteJournal:
             self._held[handle.run_id] = lock
             return handle
 
-        return await self._write().call(op)
+        handle = await self._write().call(op)
+        await self._committer.start()
+        return handle
 
     async def resume(self, run_id: str) -> RunHandle:
         def op(conn: sqlite3.Connection) -> RunHandle:
@@ -207,7 +211,9 @@ class SqliteJournal:
             self._held[run_id] = lock
             return handle
 
-        return await self._write().call(op)
+        handle = await self._write().call(op)
+        await self._committer.start()
+        return handle
 
     async def claim(self, run_id: str, row_keys: Sequence[str]) -> Sequence[str]:
         # The job lock makes this process the run's only worker: every row is ours.
@@ -306,11 +312,10 @@ class SqliteJournal:
         result: str | None = None,
     ) -> asyncio.Future[None]:
         self._check_held(run_id)
-        # Redacted here, on the event loop's side, so the writer thread only writes. Marks
-        # adjacent in a batch become one statement (``q.mark_items``).
+        # Redacted here, before it leaves this process.
         mark = q.Mark.of(run_id, item, state, clean_text(reason, MAX_REASON_CHARS),
                          clean_text(detail, MAX_DETAIL_CHARS), result, self._clock())
-        return self._write().submit_grouped(q.mark_items, mark)
+        return self._committer.submit(mark)
 
     # -- reads (reader thread) ----------------------------------------------------------------
 

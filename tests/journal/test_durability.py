@@ -7,7 +7,6 @@ import asyncio
 import signal
 import sqlite3
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -132,35 +131,33 @@ def _read_state(path: Path, row_key: str) -> str | None:
 
 
 async def test_group_commit_wakes_every_waiter(
-    open_sqlite: Callable[[], SqliteJournal], item: MakeItem, job_file: Path
+    journal_file: Path, open_sqlite: Callable[[], SqliteJournal], item: MakeItem,
+    job_file: Path,
 ) -> None:
-    """Writes that queue up while the writer is busy are committed together, in one batch,
-    and every one of their awaiters is woken with its own answer."""
+    """Marks that queue up while the database is busy are committed together (at most the one
+    already taken, then one for the rest), none is answered before its commit, and every
+    awaiter is woken with its own answer."""
     async with open_sqlite() as journal:
         handle = await journal.open_run("migration", str(job_file), "job-1", "config-1", "t")
         run = handle.run_id
-        gate, busy = threading.Event(), threading.Event()
-
-        def hold(_: sqlite3.Connection) -> None:
-            busy.set()
-            gate.wait(30)
-
-        writer = journal._writer
-        assert writer is not None
-        held = asyncio.ensure_future(writer.call(hold))
-        await asyncio.to_thread(busy.wait, 30)
-        batches_before = journal.batches[0]
-
-        waiters = [asyncio.ensure_future(journal.mark_started(run, item(n))) for n in range(200)]
-        # One turn of the loop: asyncio runs ready tasks in order, so each of the 200 takes its
-        # first step (enqueueing its write behind the held batch) before this task goes on.
-        await asyncio.sleep(0)
-        assert writer.pending == 200
-        gate.set()
-        await held
+        await journal.mark_started(run, item(1000))  # the committer is up and has written
+        commits_before = journal.batches[0]
+        # Another connection holds the write lock: the committer's next transaction waits.
+        blocker = sqlite3.connect(journal_file, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            waiters = [asyncio.ensure_future(journal.mark_started(run, item(n)))
+                       for n in range(200)]
+            for _ in range(5):  # turns of the loop: the marks go down the pipe
+                await asyncio.sleep(0)
+            assert not any(w.done() for w in waiters)
+            assert _read_state(journal_file, item(0).row_key) is None
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
         answers = await asyncio.gather(*waiters, return_exceptions=True)
         assert answers == [None] * 200
-        assert journal.batches[0] - batches_before == 2  # the held batch, then one for all 200
+        assert 1 <= journal.batches[0] - commits_before <= 2
         got = await journal.states(run, [item(n).row_key for n in range(200)])
         assert {(r.state, r.attempts) for r in got.values()} == {(ItemState.STARTED, 1)}
         assert len(got) == 200

@@ -1,0 +1,118 @@
+"""The process that commits item marks: it outlives signals meant for the runner, ends with
+the runner, and a committer that died fails the marks instead of hanging them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from runner.errors import JournalError
+from runner.journal import ItemRef, ItemState, SqliteJournal
+
+MakeItem = Callable[..., ItemRef]
+
+
+def _child_pid(journal: SqliteJournal) -> int:
+    proc = journal._committer._proc
+    assert proc is not None, "the committer starts when a run is opened"
+    return proc.pid
+
+
+async def test_the_committer_ignores_sigint_and_sigterm(
+    open_sqlite: Callable[[], SqliteJournal], item: MakeItem, job_file: Path
+) -> None:
+    """Ctrl-C reaches every process of the terminal's group: the committer must keep
+    journaling while the runner drains, so SIGINT and SIGTERM leave it running."""
+    async with open_sqlite() as journal:
+        run = (await journal.open_run("migration", str(job_file), "j", "c", "t")).run_id
+        await journal.mark_started(run, item(1))
+        pid = _child_pid(journal)
+        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)
+        await journal.mark_done(run, item(1))
+        got = await journal.states(run, [item(1).row_key])
+        assert got[item(1).key].state is ItemState.DONE
+        assert journal._committer._proc is not None
+        assert journal._committer._proc.poll() is None
+
+
+async def test_a_dead_committer_fails_marks_instead_of_hanging(
+    open_sqlite: Callable[[], SqliteJournal], item: MakeItem, job_file: Path
+) -> None:
+    """If the committer process is killed, a mark waiting for it and every later one raise
+    ``JournalError``: the run stops rather than send a request it could not journal."""
+    async with open_sqlite() as journal:
+        run = (await journal.open_run("migration", str(job_file), "j", "c", "t")).run_id
+        await journal.mark_started(run, item(1))
+        proc = journal._committer._proc
+        assert proc is not None
+        proc.kill()
+        await asyncio.to_thread(proc.wait)
+        with pytest.raises(JournalError, match="committer"):
+            await asyncio.wait_for(journal.mark_started(run, item(2)), 30)
+        with pytest.raises(JournalError, match="committer"):
+            await journal.mark_started(run, item(3))
+
+
+CHILD = """
+import asyncio, os, sys
+from runner.journal import ItemRef, SqliteJournal
+
+async def main():
+    journal = SqliteJournal(sys.argv[1])
+    await journal.open()
+    handle = await journal.open_run("migration", sys.argv[2], "j", "c", "t")
+    await journal.mark_started(handle.run_id, ItemRef("row-1", 0, "acme", "acc-1", "x"))
+    print(journal._committer._proc.pid, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+asyncio.run(main())
+"""
+
+
+async def test_the_committer_ends_when_the_runner_is_killed(
+    tmp_path: Path, journal_file: Path, job_file: Path
+) -> None:
+    """SIGKILL of the runner closes the committer's input: it exits by itself, leaving no
+    process behind."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    runner = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), str(journal_file), str(job_file),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert runner.stdout is not None
+        committer_pid = int(await asyncio.wait_for(runner.stdout.readline(), 60))
+        # A pidfd becomes readable when the process ends, child of ours or not.
+        pidfd = os.pidfd_open(committer_pid)
+        ended = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_reader(pidfd, ended.set)
+        try:
+            assert _alive(committer_pid)
+            runner.kill()
+            await runner.wait()
+            await asyncio.wait_for(ended.wait(), 30)
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+        assert not _alive(committer_pid)
+    finally:
+        if runner.returncode is None:
+            runner.kill()
+            await runner.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
