@@ -1,7 +1,7 @@
 """The SQLite journal's statements, as functions of a connection (run in the journal's threads).
 
 Each function does one thing a journal method needs; the transaction around it is the caller's
-(the writer thread's batch, or the reader thread's snapshot).
+(the writer thread's or the committer's transaction, or the reader thread's snapshot).
 """
 
 from __future__ import annotations
@@ -195,14 +195,13 @@ MARKS_PER_STATEMENT = 256
 def mark_items(conn: sqlite3.Connection, marks: Sequence[Mark]) -> list[JournalError | None]:
     """Apply ``marks`` in order, all or none; for each, None or the error that refused it.
 
-    As few statements as possible (one for a whole batch, usually): the writer thread gives
-    up the GIL at each statement, and every time it must take it back from the event loop
-    costs both threads a switch.
+    As few statements as possible (one for a whole transaction, usually): SQLite's work per
+    statement, not per row, is most of what a small batch costs.
     """
     chunks = _distinct_chunks(marks)
     if len(chunks) == 1:
         return _upsert(conn, chunks[0])
-    # Several statements: a savepoint keeps them all-or-none, as the writer thread expects.
+    # Several statements: a savepoint keeps them all-or-none, as the committer expects.
     conn.execute("SAVEPOINT marks")
     try:
         out = [error for chunk in chunks for error in _upsert(conn, chunk)]

@@ -1,8 +1,10 @@
-"""The default journal: one SQLite file in WAL mode, one writer thread with group commit.
+"""The default journal: one SQLite file in WAL mode, written with group commit.
 
-Writes go to a writer thread (``DbThread``) that commits them in batches and wakes each awaiter
-only after its batch committed; reads go to a second thread with its own connection, which WAL
-lets read while the writer writes. A job is run by one process at a time (``JobLock``).
+Item marks, two per item and on every item's path, go to a committer process (``Committer``)
+that commits whatever has arrived in one transaction and answers each mark only after its
+COMMIT. Everything else (runs, the job lock, requeues) goes to a writer thread (``DbThread``),
+batched the same way; reads go to a second thread with its own connection, which WAL lets read
+while the others write. A job is run by one process at a time (``JobLock``).
 """
 
 from __future__ import annotations
@@ -58,10 +60,8 @@ class SqliteJournal:
     ``started`` survives even a power loss before its request leaves: "durable before effect"
     holds for the machine, not only the process. ``NORMAL`` survives a crash of the process
     (SIGKILL: the OS has the data) but may lose the last commits on power loss. With group
-    commit one fsync serves every item in flight, so FULL costs little: measured with
-    ``bench/journal_throughput.py`` (16 workers, ~16 writes per commit), FULL ran about 8,000
-    started+done pairs a second and NORMAL about 9,500, both far above what Jira's budgets
-    allow. NORMAL remains for disks whose fsync is very slow.
+    commit one fsync serves every item in flight, so FULL costs little (``bench/README.md``,
+    "Journal overhead"). NORMAL remains for disks whose fsync is very slow.
     ``create=False`` opens only an existing journal (``status``, ``report``).
     """
 
