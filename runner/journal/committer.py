@@ -13,8 +13,9 @@ writes them down a pipe, and reads back one answer per transaction.
 Marks are applied in the order they were submitted, and a transaction's answer comes only after
 its COMMIT, so a mark answered means every mark before it is durable too. The child ignores
 SIGINT and SIGTERM (the runner drains and still journals) and ends when its input closes: on
-``stop()``, or when the runner dies, after committing what it had read. Everything else the
-journal writes (runs, locks, requeues) stays on the writer thread.
+``stop()``, once every mark was answered, or when the runner dies, dropping marks it had read
+but not begun to commit (their requests were never sent: they waited for the answer).
+Everything else the journal writes (runs, locks, requeues) stays on the writer thread.
 
 The child runs ``main(PATH, SYNCHRONOUS)`` of this module.
 """
@@ -245,6 +246,11 @@ def main(argv: Sequence[str]) -> int:
                 inbox += chunk
                 for frame in _frames(inbox):
                     marks += (q.Mark(*values) for values in pickle.loads(frame))
+            if ended:
+                # The runner is gone (``stop()`` closes the input only once every mark was
+                # answered): nobody waits for these, and its next run must find the journal
+                # as it left it, not changing under it.
+                break
             if marks:
                 answer = pickle.dumps(apply(conn, marks), protocol=pickle.HIGHEST_PROTOCOL)
                 _write_all(1, _LENGTH.pack(len(answer)) + answer)

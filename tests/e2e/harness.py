@@ -109,6 +109,12 @@ class Process:
         if self.proc.returncode is None:
             os.kill(self.proc.pid, signum)
 
+    def signal_group(self, signum: int) -> None:
+        """Signal the runner and every process it started (its journal's committer): as when
+        the machine is lost, nothing of the run gets to finish anything."""
+        if self.proc.returncode is None:
+            os.killpg(self.proc.pid, signum)
+
     async def wait(self, limit_s: float = PROCESS_LIMIT_S) -> Exit:
         """Its exit; a process still going after ``limit_s`` is killed and the test fails."""
         try:
@@ -177,6 +183,8 @@ class Rehearsal:
                 sys.executable, "-m", "runner", *argv, "--config", str(self.config_path),
                 stdin=asyncio.subprocess.DEVNULL, stdout=out_f, stderr=err_f,
                 cwd=self.folder, env=_child_env(),
+                # Its own process group, as under cron or systemd: `signal_group` reaches it all.
+                start_new_session=True,
             )
         return Process(proc, out, err)
 

@@ -66,13 +66,14 @@ def _leaks(files: Mapping[str, bytes], secrets: list[str]) -> list[str]:
 
 async def test_no_token_in_journal_wal_output_or_reports(tmp_path: Path,
                                                          sandbox: RunningSandbox) -> None:
-    """After a run killed mid-way (its WAL left behind) and resumed to the end with a report,
-    none of the tokens the sandbox issued, nor the system token, is in any file written."""
+    """After a run killed mid-way with its journal's committer (their WAL left behind, as when
+    the machine is lost) and resumed to the end with a report, none of the tokens the sandbox
+    issued, nor the system token, is in any file written."""
     rehearsal = Rehearsal.start(tmp_path, sandbox)
     job = rehearsal.write_job("secrets", _rows(), ACTIONS)
     watch = ArrivalWatch.install(sandbox)
     first = await rehearsal.spawn("run", job, log_format="json")
-    watch.at(150, lambda: first.signal(signal.SIGKILL))
+    watch.at(150, lambda: first.signal_group(signal.SIGKILL))
     killed = await first.wait()
     assert killed.code == -signal.SIGKILL
     run_id = run_id_of(killed)
