@@ -153,13 +153,16 @@ async def test_sigterm_drains_and_the_resumed_run_finishes_without_uncertain_ite
     job = rehearsal.write_job("drain", rows, ACTIONS)
     watch = ArrivalWatch.install(rehearsal.sandbox)
     rng = random.Random(_seed())
-    moments = sorted(rng.sample(range(20, 2 * ROWS - 200), 3))
-    print(f"SIGTERM at write arrivals {moments}")
+    # Counted from each process's start: a moment counted from the job's start could already
+    # have passed (the drain before finishes what was on the wire) and signal a process that
+    # has not yet installed its handlers.
+    moments = rng.sample(range(20, (2 * ROWS - 200) // 3), 3)
+    print(f"SIGTERM at write arrivals {moments} of each run")
 
     run_id = None
     for moment in moments:
         process = await rehearsal.spawn("run", job)
-        watch.at(moment, lambda p=process: p.signal(signal.SIGTERM))
+        watch.after(moment, lambda p=process: p.signal(signal.SIGTERM))
         ended = await process.wait()
         assert ended.code == 130, ended.text
         assert "runner.shutdown.draining" in ended.err
