@@ -69,13 +69,16 @@ class Committer:
     def running(self) -> bool:
         return self._proc is not None
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
     async def start(self) -> None:
         if self._proc is not None:
             return
         self._loop = asyncio.get_running_loop()
         proc = await asyncio.to_thread(
-            subprocess.Popen, self._args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            start_new_session=False,
+            subprocess.Popen, self._args, stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         assert proc.stdin is not None and proc.stdout is not None
         os.set_blocking(proc.stdin.fileno(), False)

@@ -156,6 +156,11 @@ class SqliteJournal:
         """Item marks' (commits, marks) so far: marks / commits is the group-commit factor."""
         return (self._committer.batches, self._committer.operations)
 
+    @property
+    def committer_pid(self) -> int | None:
+        """The committer process's ID while a run is open (benchmarks place it on a core)."""
+        return self._committer.pid
+
     # -- runs (writer thread) -----------------------------------------------------------------
 
     async def open_run(

@@ -19,9 +19,24 @@ MakeItem = Callable[..., ItemRef]
 
 
 def _child_pid(journal: SqliteJournal) -> int:
-    proc = journal._committer._proc
-    assert proc is not None, "the committer starts when a run is opened"
-    return proc.pid
+    pid = journal.committer_pid
+    assert pid is not None, "the committer starts when a run is opened"
+    return pid
+
+
+async def test_committer_pid_names_the_committer_only_while_it_runs(
+    open_sqlite: Callable[[], SqliteJournal], job_file: Path
+) -> None:
+    """``committer_pid`` (benchmarks place the process on a core by it) is None before a run
+    is opened and after the journal closes, and in between names a live child of this one."""
+    journal = open_sqlite()
+    async with journal:
+        assert journal.committer_pid is None
+        await journal.open_run("migration", str(job_file), "j", "c", "t")
+        pid = _child_pid(journal)
+        with open(f"/proc/{pid}/stat") as stat:
+            assert int(stat.read().rsplit(")", 1)[1].split()[1]) == os.getpid()
+    assert journal.committer_pid is None
 
 
 async def test_the_committer_ignores_sigint_and_sigterm(
