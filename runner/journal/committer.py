@@ -14,7 +14,9 @@ Marks are applied in the order they were submitted, and a transaction's answer c
 its COMMIT, so a mark answered means every mark before it is durable too. The child ignores
 SIGINT and SIGTERM (the runner drains and still journals) and ends when its input closes: on
 ``stop()``, once every mark was answered, or when the runner dies, dropping marks it had read
-but not begun to commit (their requests were never sent: they waited for the answer).
+but not begun to commit (their requests were never sent: they waited for the answer). It holds
+the run's job lock with the runner (``start(hold=...)``): a transaction it had begun when the
+runner died lands before another run of the job can start.
 Everything else the journal writes (runs, locks, requeues) stays on the writer thread.
 
 The child runs ``main(PATH, SYNCHRONOUS)`` of this module.
@@ -73,12 +75,15 @@ class Committer:
     def pid(self) -> int | None:
         return None if self._proc is None else self._proc.pid
 
-    async def start(self) -> None:
+    async def start(self, hold: Sequence[int] = ()) -> None:
+        """Start the child; it keeps the open files ``hold`` (the run's job lock) until it
+        exits, so a lock outlives a runner that died until its last commit has landed."""
         if self._proc is not None:
             return
         self._loop = asyncio.get_running_loop()
         proc = await asyncio.to_thread(
-            subprocess.Popen, self._args, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            subprocess.Popen, self._args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            pass_fds=tuple(hold),
         )
         assert proc.stdin is not None and proc.stdout is not None
         os.set_blocking(proc.stdin.fileno(), False)
@@ -256,7 +261,10 @@ def main(argv: Sequence[str]) -> int:
                 break
             if marks:
                 answer = pickle.dumps(apply(conn, marks), protocol=pickle.HIGHEST_PROTOCOL)
-                _write_all(1, _LENGTH.pack(len(answer)) + answer)
+                try:
+                    _write_all(1, _LENGTH.pack(len(answer)) + answer)
+                except BrokenPipeError:  # the runner died while this transaction committed
+                    break
     finally:
         conn.close()
     return 0

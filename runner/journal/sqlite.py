@@ -47,6 +47,10 @@ from runner.journal.rules import (
 )
 from runner.journal.schema import ensure_schema
 
+# How long a run waits for the committer of a run that died (a commit of its may wait for the
+# database up to the committer's busy timeout, 30 s).
+LOCK_GRACE_S = 40.0
+
 # Items per page when streaming records (report, retry --failed).
 PAGE_SIZE = 500
 
@@ -173,8 +177,10 @@ class SqliteJournal:
         *,
         fresh: bool = False,
     ) -> RunHandle:
+        ident = job_identity(job_path)
+        await asyncio.to_thread(self._outwait_dead_run, ident)
+
         def op(conn: sqlite3.Connection) -> RunHandle:
-            ident = job_identity(job_path)
             lock = self._lock_job(conn, ident)
             try:
                 latest = q.latest_run(conn, ident)
@@ -200,10 +206,13 @@ class SqliteJournal:
             return handle
 
         handle = await self._write().call(op)
-        await self._committer.start()
+        await self._committer.start(hold=self._lock_files(handle.run_id))
         return handle
 
     async def resume(self, run_id: str) -> RunHandle:
+        job = (await self._read().call(lambda conn: self._run(conn, run_id))).job_path
+        await asyncio.to_thread(self._outwait_dead_run, job)
+
         def op(conn: sqlite3.Connection) -> RunHandle:
             run = self._run(conn, run_id)
             lock = self._lock_job(conn, run.job_path)
@@ -217,7 +226,7 @@ class SqliteJournal:
             return handle
 
         handle = await self._write().call(op)
-        await self._committer.start()
+        await self._committer.start(hold=self._lock_files(handle.run_id))
         return handle
 
     async def claim(self, run_id: str, row_keys: Sequence[str]) -> Sequence[str]:
@@ -354,11 +363,45 @@ class SqliteJournal:
 
     # -- helpers (in the threads) -------------------------------------------------------------
 
+    def _outwait_dead_run(self, ident: str) -> None:
+        """Return once no dead run's committer holds the job's lock (its last commit landed).
+
+        A runner that died mid-commit leaves its committer finishing that transaction, holding
+        the job lock. Waited for here, before any transaction of ours: our write lock would
+        keep that commit from landing. Whoever holds the lock next is ``_lock_job``'s to judge.
+        """
+        path = lock_path(self.path, ident)
+        if not JobLock.holder_is_gone(path):
+            return
+        import structlog  # here: the committer process imports this module, and starts faster
+
+        logged = False
+        deadline = time.monotonic() + LOCK_GRACE_S
+        while True:
+            lock = JobLock.try_acquire(path, this_holder())
+            if lock is not None:
+                lock.release()
+                return
+            if time.monotonic() >= deadline:
+                return
+            if not logged:
+                structlog.get_logger("runner.journal").info(
+                    "runner.journal.lock_wait", holder=JobLock.holder(path),
+                    why="that run exited; its journal committer is finishing a commit",
+                )
+                logged = True
+            # Polled: nothing signals that another process's flock went away.
+            time.sleep(0.02)
+
     def _run(self, conn: sqlite3.Connection, run_id: str) -> RunRecord:
         run = q.get_run(conn, run_id)
         if run is None:
             raise RunNotFoundError(run_id, self.path)
         return run
+
+    def _lock_files(self, run_id: str) -> list[int]:
+        fd = self._held[run_id].fileno()
+        return [] if fd is None else [fd]
 
     def _lock_job(self, conn: sqlite3.Connection, ident: str) -> JobLock:
         path = lock_path(self.path, ident)

@@ -4,8 +4,10 @@ the runner, and a committer that died fails the marks instead of hanging them.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +16,8 @@ import pytest
 
 from runner.errors import JournalError
 from runner.journal import ItemRef, ItemState, SqliteJournal
+from runner.journal.lock import JobLock, lock_path
+from runner.journal.rules import job_identity
 
 MakeItem = Callable[..., ItemRef]
 
@@ -123,6 +127,89 @@ async def test_the_committer_ends_when_the_runner_is_killed(
         if runner.returncode is None:
             runner.kill()
             await runner.wait()
+
+
+MID_COMMIT = """
+import asyncio, sys
+from runner.journal import ItemRef, SqliteJournal
+
+def reads(pid):
+    with open(f"/proc/{pid}/io") as io:
+        return int(next(line for line in io if line.startswith("rchar:")).split()[1])
+
+async def main():
+    journal = SqliteJournal(sys.argv[1])
+    await journal.open()
+    handle = await journal.open_run("migration", sys.argv[2], "j", "c", "t")
+    ref = ItemRef("row-1", 0, "acme", "acc-1", "x")
+    await journal.mark_started(handle.run_id, ref)
+    print(journal.committer_pid, flush=True)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.readline)  # the test holds the write lock now
+    before = reads(journal.committer_pid)
+    journal.submit_done(handle.run_id, ref, {"id": "10001"})
+    # Polled: nothing tells another process that the committer read its pipe. Once it has,
+    # it is in its transaction, waiting for the test's write lock.
+    while reads(journal.committer_pid) == before:
+        await asyncio.sleep(0.001)
+    print("read", flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_run_killed_mid_commit_keeps_its_job_locked_until_the_commit_lands(
+    tmp_path: Path, journal_file: Path, job_file: Path
+) -> None:
+    """The committer holds the run's job lock with the runner. A runner killed while a
+    transaction of its committer waits for the database leaves the job locked until that
+    transaction has committed and the committer has exited; the run that resumes waits, then
+    reads the item as that commit left it (``done``), never as it was before (``started``,
+    which would send it again and have its ``started`` refused as already done)."""
+    script = tmp_path / "mid_commit.py"
+    script.write_text(MID_COMMIT)
+    runner = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), str(journal_file), str(job_file),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )
+    blocker = sqlite3.connect(journal_file, isolation_level=None, timeout=0)
+    loop = asyncio.get_running_loop()
+    try:
+        assert runner.stdin is not None and runner.stdout is not None
+        committer_pid = int(await asyncio.wait_for(runner.stdout.readline(), 60))
+        pidfd = os.pidfd_open(committer_pid)
+        ended = asyncio.Event()
+        loop.add_reader(pidfd, ended.set)
+        # Opened (its schema checked) before the blocker takes the write lock.
+        async with SqliteJournal(journal_file) as journal:
+            blocker.execute("BEGIN IMMEDIATE")
+            runner.stdin.write(b"go\n")
+            await runner.stdin.drain()
+            assert await asyncio.wait_for(runner.stdout.readline(), 60) == b"read\n"
+            runner.kill()
+            await runner.wait()
+
+            # The runner is dead; its committer waits for the blocker, holding the job lock.
+            assert _alive(committer_pid)
+            lock = lock_path(journal_file, job_identity(job_file))
+            assert JobLock.try_acquire(lock, "test") is None
+            resuming = asyncio.create_task(
+                journal.open_run("migration", str(job_file), "j", "c", "t"))
+            blocker.execute("COMMIT")
+            handle = await asyncio.wait_for(resuming, 60)
+            assert handle.resumed
+            assert ended.is_set(), "the run resumed while the dead run's committer still ran"
+            got = await journal.states(handle.run_id, ["row-1"])
+            assert got["row-1#0"].state is ItemState.DONE
+    finally:
+        blocker.close()
+        if runner.returncode is None:
+            runner.kill()
+            await runner.wait()
+        with contextlib.suppress(NameError, ValueError):
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
 
 
 def _alive(pid: int) -> bool:
