@@ -164,13 +164,23 @@ def measure(name: str, rows: int, argv: Sequence[str], cwd: Path) -> Measure:
 class Sandbox:
     """``forge-runner sandbox`` in its own process, so its memory is not the bench's."""
 
-    def __init__(self, folder: Path, issues: int, latency_ms: float = 0.0) -> None:
+    def __init__(self, folder: Path, issues: int, latency_ms: float = 0.0,
+                 cpus: set[int] | None = None) -> None:
+        """``cpus``: the only CPUs it may run on (Linux); by default, any."""
         config = folder / "sandbox.toml"
         config.write_text(sandbox_toml(issues, latency_ms))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runner", "sandbox", "--config", str(config)],
-            stdout=subprocess.PIPE, text=True, cwd=folder,
-        )
+        # A child starts with its parent's CPUs: this thread's, lent for the start.
+        lent = os.sched_getaffinity(0) if cpus else None
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "runner", "sandbox", "--config", str(config)],
+                stdout=subprocess.PIPE, text=True, cwd=folder,
+            )
+        finally:
+            if lent:
+                os.sched_setaffinity(0, lent)
         assert self.proc.stdout is not None
         first = self.proc.stdout.readline()
         found = re.search(r"serving on (http://\S+)", first)
