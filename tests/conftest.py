@@ -6,12 +6,14 @@ them from there. They are re-exported here only so a reader of this file sees wh
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
+import structlog
 
 from runner.sandbox.app import RunningSandbox, serve
 from runner.sandbox.config import SandboxConfig
@@ -63,3 +65,18 @@ async def sandbox(sandbox_config: SandboxConfig) -> AsyncIterator[RunningSandbox
 def specs_dir() -> Path:
     """The real Atlassian specs; the test skips without them, except under CI=true (fails)."""
     return require_specs_dir()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """For tests that configure logging for the process: put it back for the tests that follow."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**saved)
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import io
-import logging
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import anyio
 import pytest
-import structlog
 
 from runner.cli import main
 from runner.config import load_config
@@ -226,22 +223,9 @@ async def test_bad_site_or_account_is_input_error(
     assert sandbox.world.mints_accepted["dev"] == 0
 
 
-@pytest.fixture
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures logging for the process: put it back for the tests that follow."""
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.configure(**saved)
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
 
 
-@pytest.mark.usefixtures("_restore_logging")
+@pytest.mark.usefixtures("restore_logging")
 async def test_cli_doctor_exit_codes(
     sandbox: RunningSandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

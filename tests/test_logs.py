@@ -6,32 +6,19 @@ import io
 import json
 import logging
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
 import pytest
-import structlog
 from structlog.contextvars import bound_contextvars
 from structlog.testing import capture_logs
 
 from runner import logs
 from runner.logs import REDACTED, configure_logging, get_logger, redact, register_secret
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.configure(**saved)
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
+# Every test here configures logging for the process.
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def _secret() -> str:

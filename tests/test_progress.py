@@ -9,24 +9,7 @@ import pytest
 from runner.config import Config, EnvironmentConfig, RunnerSettings, SystemTokenSource
 from runner.progress import MintBudget, RunStats
 from runner.progress import stats as stats_module
-
-EPOCH = 1_800_000_000.0
-
-
-class FakeClock:
-    """Monotonic and wall time that move only when a test says so."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def wall(self) -> float:
-        return EPOCH + self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
+from tests.fakes import EPOCH, FakeClock
 
 
 def make_stats(clock: FakeClock, **kwargs: object) -> RunStats:

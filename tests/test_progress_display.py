@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import logging
 import secrets
 import sys
 from collections.abc import Iterator, MutableMapping
@@ -17,24 +16,7 @@ from structlog.testing import LogCapture, capture_logs
 
 from runner.logs import configure_logging, get_logger, register_secret
 from runner.progress import LiveView, MintBudget, PlainProgress, RunStats, Summary, open_progress
-
-EPOCH = 1_800_000_000.0
-
-
-class FakeClock:
-    """Monotonic and wall time that move only when a test says so."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def wall(self) -> float:
-        return EPOCH + self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
+from tests.fakes import FakeClock
 
 
 class WatchedIO(io.StringIO):
@@ -269,22 +251,10 @@ def test_summary_contains_no_registered_secret(stats: RunStats) -> None:
     assert "[REDACTED]" in text
 
 
-@pytest.fixture
-def restored_logging() -> Iterator[None]:
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.configure(**saved)
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
 
 
 async def test_log_lines_print_above_the_live_view(
-    stats: RunStats, restored_logging: None, capsys: pytest.CaptureFixture[str]
+    stats: RunStats, restore_logging: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """With the default stream, log lines written during the live view go through its console."""
     configure_logging(format="plain")

@@ -14,24 +14,7 @@ import pytest
 from runner.logs import register_secret
 from runner.progress import MintBudget, RunStats
 from runner.report import SCHEMA, ReportItem, RunInfo, write_report, write_report_async
-
-EPOCH = 1_800_000_000.0
-
-
-class FakeClock:
-    """Monotonic and wall time that move only when a test says so."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def wall(self) -> float:
-        return EPOCH + self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
+from tests.fakes import EPOCH, FakeClock
 
 
 @pytest.fixture
