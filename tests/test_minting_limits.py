@@ -39,25 +39,12 @@ from runner.sandbox.testing import (
 )
 from runner.systemtoken import SystemTokenProvider
 from runner.tokens import TokenCache
+from tests.fakes import Events
 
 APP_ID = "ari:cloud:ecosystem::app/8db5c0f5-3a48-4d2b-9c4b-4d2f0a7e6a11"
 RETRY = RetryPolicy(attempts=4, wait_initial_s=0.5, wait_max_s=2.0, wait_jitter_s=0.0,
                     deadline_s=60.0)
 FAST_RETRY = dataclasses.replace(RETRY, wait_initial_s=0.05, wait_max_s=0.2)
-
-
-class Events:
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, dict[str, Any]]] = []
-        self.on_waiting: Any = None
-
-    def event(self, name: str, /, **fields: Any) -> None:
-        self.seen.append((name, fields))
-        if name == "system_token.waiting" and self.on_waiting is not None:
-            self.on_waiting()
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [f for n, f in self.seen if n == name]
 
 
 @asynccontextmanager
