@@ -11,8 +11,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from runner.errors import JournalError, RunLockedError, RunNotFoundError
 from runner.journal.base import (
@@ -26,11 +25,11 @@ from runner.journal.base import (
     RunRecord,
     RunState,
 )
+from runner.journal.marks import ItemMarks
 from runner.journal.rules import (
     MAX_DETAIL_CHARS,
     MAX_REASON_CHARS,
     check_move,
-    clean_result,
     clean_text,
     job_identity,
     load_result,
@@ -42,7 +41,7 @@ from runner.journal.rules import (
 )
 
 
-class MemoryJournal:
+class MemoryJournal(ItemMarks):
     """``async with MemoryJournal() as journal:`` (see ``Journal`` for the methods)."""
 
     def __init__(self, *, clock: Callable[[], float] = time.time):
@@ -61,18 +60,6 @@ class MemoryJournal:
     async def close(self) -> None:
         self._held.clear()
         self._open = False
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -162,46 +149,21 @@ class MemoryJournal:
 
     # -- items --------------------------------------------------------------------------------
 
-    async def mark_started(self, run_id: str, item: ItemRef) -> None:
-        self._mark(run_id, item, ItemState.STARTED)
-
-    async def mark_done(
-        self, run_id: str, item: ItemRef, result: Mapping[str, Any] | None = None
-    ) -> None:
-        # Encoded and decoded like SQLite does, so both journals hold the same (redacted) value.
-        self._mark(run_id, item, ItemState.DONE, result=load_result(clean_result(result)))
-
-    def submit_done(
-        self, run_id: str, item: ItemRef, result: Mapping[str, Any] | None = None
+    def _submit(
+        self,
+        run_id: str,
+        item: ItemRef,
+        state: ItemState,
+        reason: str | None = None,
+        detail: str | None = None,
+        *,
+        result: str | None = None,
     ) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        try:
-            self._mark(run_id, item, ItemState.DONE, result=load_result(clean_result(result)))
-        except JournalError as exc:
-            future.set_exception(exc)
-        else:
-            future.set_result(None)
-        return future
-
-    async def mark_failed(
-        self, run_id: str, item: ItemRef, reason: str, *, detail: str = ""
-    ) -> None:
-        self._mark(run_id, item, ItemState.FAILED, reason, detail)
-
-    async def mark_skipped(
-        self, run_id: str, item: ItemRef, reason: str, *, detail: str = ""
-    ) -> None:
-        self._mark(run_id, item, ItemState.SKIPPED, reason, detail)
-
-    async def mark_blocked(
-        self, run_id: str, item: ItemRef, reason: str, *, detail: str = ""
-    ) -> None:
-        self._mark(run_id, item, ItemState.BLOCKED, reason, detail)
-
-    async def mark_uncertain(
-        self, run_id: str, item: ItemRef, reason: str, *, detail: str = ""
-    ) -> None:
-        self._mark(run_id, item, ItemState.UNCERTAIN, reason, detail)
+        # Decoded as SQLite's reads decode it, so both journals hold the same (redacted) value.
+        self._mark(run_id, item, state, reason, detail, result=load_result(result))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
     def _mark(
         self,

@@ -15,8 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Literal
 
 from runner.errors import JournalError, RunLockedError, RunNotFoundError
 from runner.journal import queries as q
@@ -33,10 +32,10 @@ from runner.journal.base import (
 from runner.journal.committer import Committer
 from runner.journal.dbthread import DbThread
 from runner.journal.lock import JobLock, lock_path
+from runner.journal.marks import ItemMarks
 from runner.journal.rules import (
     MAX_DETAIL_CHARS,
     MAX_REASON_CHARS,
-    clean_result,
     clean_text,
     job_identity,
     new_run_id,
@@ -57,7 +56,7 @@ PAGE_SIZE = 500
 Synchronous = Literal["FULL", "NORMAL"]
 
 
-class SqliteJournal:
+class SqliteJournal(ItemMarks):
     """``async with SqliteJournal(path) as journal:`` (see ``Journal`` for the methods).
 
     ``synchronous="FULL"`` (the default) fsyncs the WAL at every commit, so an item journaled
@@ -115,18 +114,6 @@ class SqliteJournal:
             await writer.stop()
         if reader is not None:
             await reader.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def _connect_writer(self) -> sqlite3.Connection:
         if not self._create and not self.path.exists():
@@ -269,51 +256,6 @@ class SqliteJournal:
         return await self._write().call(op)
 
     # -- items (writer thread) ----------------------------------------------------------------
-
-    async def mark_started(self, run_id: str, item: ItemRef) -> None:
-        await self._mark(run_id, item, ItemState.STARTED)
-
-    async def mark_done(
-        self, run_id: str, item: ItemRef, result: Mapping[str, Any] | None = None
-    ) -> None:
-        await self._mark(run_id, item, ItemState.DONE, result=clean_result(result))
-
-    def submit_done(
-        self, run_id: str, item: ItemRef, result: Mapping[str, Any] | None = None
-    ) -> asyncio.Future[None]:
-        return self._submit(run_id, item, ItemState.DONE, result=clean_result(result))
-
-    async def mark_failed(
-        self, run_id: str, item: ItemRef, reason: str, *, detail: str = ""
-    ) -> None:
-        await self._mark(run_id, item, ItemState.FAILED, reason, detail)
-
-    async def mark_skipped(
-        self, run_id: str, item: ItemRef, reason: str, *, detail: str = ""
-    ) -> None:
-        await self._mark(run_id, item, ItemState.SKIPPED, reason, detail)
-
-    async def mark_blocked(
-        self, run_id: str, item: ItemRef, reason: str, *, detail: str = ""
-    ) -> None:
-        await self._mark(run_id, item, ItemState.BLOCKED, reason, detail)
-
-    async def mark_uncertain(
-        self, run_id: str, item: ItemRef, reason: str, *, detail: str = ""
-    ) -> None:
-        await self._mark(run_id, item, ItemState.UNCERTAIN, reason, detail)
-
-    async def _mark(
-        self,
-        run_id: str,
-        item: ItemRef,
-        state: ItemState,
-        reason: str | None = None,
-        detail: str | None = None,
-        *,
-        result: str | None = None,
-    ) -> None:
-        await self._submit(run_id, item, state, reason, detail, result=result)
 
     def _submit(
         self,
