@@ -68,10 +68,6 @@ class Committer:
         self.operations = 0
 
     @property
-    def running(self) -> bool:
-        return self._proc is not None
-
-    @property
     def pid(self) -> int | None:
         return None if self._proc is None else self._proc.pid
 

@@ -11,7 +11,6 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
 
 from runner.errors import JournalError, RunLockedError, RunNotFoundError
 from runner.journal.base import (
@@ -159,43 +158,29 @@ class MemoryJournal(ItemMarks):
         *,
         result: str | None = None,
     ) -> asyncio.Future[None]:
-        # Decoded as SQLite's reads decode it, so both journals hold the same (redacted) value.
-        self._mark(run_id, item, state, reason, detail, result=load_result(result))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
-    def _mark(
-        self,
-        run_id: str,
-        item: ItemRef,
-        state: ItemState,
-        reason: str | None = None,
-        detail: str | None = None,
-        *,
-        result: Mapping[str, Any] | None = None,
-    ) -> int:
         self._check_held(run_id)
         actions = self._items[run_id].setdefault(item.row_key, {})
         old = actions.get(item.action_index)
         check_move(item.key, old.state if old else None, state)
-        attempts = (old.attempts if old else 0) + (state is ItemState.STARTED)
         actions[item.action_index] = ItemRecord(
             run_id=run_id,
             row_key=item.row_key,
             action_index=item.action_index,
             action=item.action,
             state=state,
-            attempts=attempts,
+            attempts=(old.attempts if old else 0) + (state is ItemState.STARTED),
             reason=clean_text(reason, MAX_REASON_CHARS),
             detail=clean_text(detail, MAX_DETAIL_CHARS),
-            result=result if result is not None else (old.result if old else None),
+            # Decoded as SQLite's reads decode it, so both journals hold the same value.
+            result=load_result(result) if result is not None else (old.result if old else None),
             site=item.site,
             account_id=item.account_id,
             updated_at=self._clock(),
         )
         self._count(run_id, old.state if old else None, state)
-        return attempts
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
     # -- reads --------------------------------------------------------------------------------
 

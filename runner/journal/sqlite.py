@@ -165,55 +165,59 @@ class SqliteJournal(ItemMarks):
         fresh: bool = False,
     ) -> RunHandle:
         ident = job_identity(job_path)
-        await asyncio.to_thread(self._outwait_dead_run, ident)
+        lock = await asyncio.to_thread(self._take_lock, ident)
 
         def op(conn: sqlite3.Connection) -> RunHandle:
-            lock = self._lock_job(conn, ident)
-            try:
-                latest = q.latest_run(conn, ident)
-                if latest is not None and resumes(
-                    latest,
-                    job_path=ident,
-                    job_fingerprint=job_fingerprint,
-                    job_text=job_text,
-                    fresh=fresh,
-                ):
-                    q.set_running(conn, latest.run_id, this_holder(), config_fingerprint)
-                    changed = latest.config_fingerprint != config_fingerprint
-                    handle = RunHandle(self._run(conn, latest.run_id), True, changed)
-                else:
-                    run = self._insert_run(
-                        conn, job_name, ident, job_fingerprint, config_fingerprint, job_text
-                    )
-                    handle = RunHandle(run, False)
-            except BaseException:
-                lock.release()
-                raise
+            if lock is None:
+                raise self._locked(conn, ident)
+            latest = q.latest_run(conn, ident)
+            if latest is not None and resumes(
+                latest,
+                job_path=ident,
+                job_fingerprint=job_fingerprint,
+                job_text=job_text,
+                fresh=fresh,
+            ):
+                q.set_running(conn, latest.run_id, this_holder(), config_fingerprint)
+                changed = latest.config_fingerprint != config_fingerprint
+                handle = RunHandle(self._run(conn, latest.run_id), True, changed)
+            else:
+                run = self._insert_run(
+                    conn, job_name, ident, job_fingerprint, config_fingerprint, job_text
+                )
+                handle = RunHandle(run, False)
             self._held[handle.run_id] = lock
             return handle
 
-        handle = await self._write().call(op)
-        await self._committer.start(hold=self._lock_files(handle.run_id))
-        return handle
+        return await self._open_with(lock, op)
 
     async def resume(self, run_id: str) -> RunHandle:
         job = (await self._read().call(lambda conn: self._run(conn, run_id))).job_path
-        await asyncio.to_thread(self._outwait_dead_run, job)
+        lock = await asyncio.to_thread(self._take_lock, job)
 
         def op(conn: sqlite3.Connection) -> RunHandle:
+            if lock is None:
+                raise self._locked(conn, job)
             run = self._run(conn, run_id)
-            lock = self._lock_job(conn, run.job_path)
-            try:
-                q.set_running(conn, run_id, this_holder(), run.config_fingerprint)
-                handle = RunHandle(self._run(conn, run_id), True)
-            except BaseException:
-                lock.release()
-                raise
+            q.set_running(conn, run_id, this_holder(), run.config_fingerprint)
             self._held[run_id] = lock
-            return handle
+            return RunHandle(self._run(conn, run_id), True)
 
-        handle = await self._write().call(op)
-        await self._committer.start(hold=self._lock_files(handle.run_id))
+        return await self._open_with(lock, op)
+
+    async def _open_with(
+        self, lock: JobLock | None, op: Callable[[sqlite3.Connection], RunHandle]
+    ) -> RunHandle:
+        """Run ``op`` (which records ``lock`` as held), then start the committer holding the
+        lock too; the lock is released if ``op`` fails."""
+        try:
+            handle = await self._write().call(op)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        fd = None if lock is None else lock.fileno()
+        await self._committer.start(hold=[] if fd is None else [fd])
         return handle
 
     async def claim(self, run_id: str, row_keys: Sequence[str]) -> Sequence[str]:
@@ -305,35 +309,29 @@ class SqliteJournal(ItemMarks):
 
     # -- helpers (in the threads) -------------------------------------------------------------
 
-    def _outwait_dead_run(self, ident: str) -> None:
-        """Return once no dead run's committer holds the job's lock (its last commit landed).
+    def _take_lock(self, ident: str) -> JobLock | None:
+        """The job's lock, or None while another process holds it.
 
-        A runner that died mid-commit leaves its committer finishing that transaction, holding
-        the job lock. Waited for here, before any transaction of ours: our write lock would
-        keep that commit from landing. Whoever holds the lock next is ``_lock_job``'s to judge.
+        Taken before any transaction of ours: a runner that died mid-commit leaves its
+        committer finishing that transaction and holding the lock, and our write lock would
+        keep that commit from landing. Such a lock (its holder's pid is gone) is waited for.
         """
         path = lock_path(self.path, ident)
-        if not JobLock.holder_is_gone(path):
-            return
+        lock = JobLock.try_acquire(path, this_holder())
+        if lock is not None or not JobLock.holder_is_gone(path):
+            return lock
         import structlog  # here: the committer process imports this module, and starts faster
 
-        logged = False
+        structlog.get_logger("runner.journal").info(
+            "runner.journal.lock_wait", holder=JobLock.holder(path),
+            why="that run exited; its journal committer is finishing a commit",
+        )
         deadline = time.monotonic() + LOCK_GRACE_S
-        while True:
-            lock = JobLock.try_acquire(path, this_holder())
-            if lock is not None:
-                lock.release()
-                return
-            if time.monotonic() >= deadline:
-                return
-            if not logged:
-                structlog.get_logger("runner.journal").info(
-                    "runner.journal.lock_wait", holder=JobLock.holder(path),
-                    why="that run exited; its journal committer is finishing a commit",
-                )
-                logged = True
+        while lock is None and time.monotonic() < deadline:
             # Polled: nothing signals that another process's flock went away.
             time.sleep(0.02)
+            lock = JobLock.try_acquire(path, this_holder())
+        return lock
 
     def _run(self, conn: sqlite3.Connection, run_id: str) -> RunRecord:
         run = q.get_run(conn, run_id)
@@ -341,18 +339,16 @@ class SqliteJournal(ItemMarks):
             raise RunNotFoundError(run_id, self.path)
         return run
 
-    def _lock_files(self, run_id: str) -> list[int]:
-        fd = self._held[run_id].fileno()
-        return [] if fd is None else [fd]
-
     def _lock_job(self, conn: sqlite3.Connection, ident: str) -> JobLock:
-        path = lock_path(self.path, ident)
-        lock = JobLock.try_acquire(path, this_holder())
+        lock = JobLock.try_acquire(lock_path(self.path, ident), this_holder())
         if lock is None:
-            latest = q.latest_run(conn, ident)
-            run_id = latest.run_id if latest is not None else f"of {ident}"
-            raise RunLockedError(run_id, JobLock.holder(path))
+            raise self._locked(conn, ident)
         return lock
+
+    def _locked(self, conn: sqlite3.Connection, ident: str) -> RunLockedError:
+        latest = q.latest_run(conn, ident)
+        run_id = latest.run_id if latest is not None else f"of {ident}"
+        return RunLockedError(run_id, JobLock.holder(lock_path(self.path, ident)))
 
     def _insert_run(
         self,
