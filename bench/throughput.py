@@ -47,22 +47,9 @@ from runner.engine import Engine
 from runner.job import Job, load_job
 from runner.journal import ItemState, Journal, MemoryJournal, SqliteJournal
 from runner.logs import configure_logging
+from runner.sandbox.testing import MIGRATION_ACTIONS
 
 TARGET = 0.8
-
-ACTIONS = """\
-[[actions]]
-type = "comment.add"
-issue = "{issue}"
-body = "Migrated {legacy_id}"
-
-[[actions]]
-type = "issue.property.set"
-issue = "{issue}"
-key = "legacy"
-value = { id = "{legacy_id}" }
-"""
-
 
 @dataclass(frozen=True)
 class Round:
@@ -97,7 +84,7 @@ async def bench(folder: Path, args: argparse.Namespace) -> int:
     write_csv(folder / "rows.csv", args.rows, args.users, args.issues)
     (folder / "job.toml").write_text(
         f'name = "throughput"\nsite = "acme"\nrow_key = "legacy_id"\n\n'
-        f'[source]\ncsv = "rows.csv"\n\n{ACTIONS}')
+        f'[source]\ncsv = "rows.csv"\n\n{MIGRATION_ACTIONS}')
     cores = _cores() if args.pin else None
     sandbox = Sandbox(folder, args.issues, args.latency_ms, {cores[1]} if cores else None)
     if cores:

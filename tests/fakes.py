@@ -38,3 +38,6 @@ class Events:
 
     def named(self, name: str) -> list[dict[str, Any]]:
         return [f for n, f in self.seen if n == name]
+
+    def count(self, name: str) -> int:
+        return sum(1 for n, _ in self.seen if n == name)

@@ -13,29 +13,24 @@ from runner.engine import Engine
 from runner.job import load_job
 from runner.journal import ItemState, SqliteJournal
 from runner.sandbox.config import SandboxConfig, SandboxIssue
-from runner.sandbox.testing import StartSandbox, pattern_account, write_runner_config
+from runner.sandbox.testing import (
+    MIGRATION_ACTIONS,
+    StartSandbox,
+    pattern_account,
+    write_runner_config,
+)
 from runner.sandbox.world import JiraArrival
 
 ROWS = 40
 
-JOB = """name = "order"
+JOB = f"""name = "order"
 site = "acme"
 row_key = "legacy_id"
 
 [source]
 csv = "rows.csv"
 
-[[actions]]
-type = "comment.add"
-issue = "{issue}"
-body = "Migrated {legacy_id}"
-
-[[actions]]
-type = "issue.property.set"
-issue = "{issue}"
-key = "legacy"
-value = { id = "{legacy_id}" }
-"""
+{MIGRATION_ACTIONS}"""
 
 COMMENT = "POST /rest/api/3/issue/{issueIdOrKey}/comment"
 PROPERTY = "PUT /rest/api/3/issue/{issueIdOrKey}/properties/{propertyKey}"

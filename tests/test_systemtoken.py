@@ -14,25 +14,12 @@ from runner.budgets import ManualClock
 from runner.config import SystemTokenSource
 from runner.errors import SystemTokenError
 from runner.systemtoken import SystemTokenProvider
+from tests.fakes import Events
 
 
 def system_jwt(exp: float, tag: str = "a") -> str:
     """A system-token-shaped JWT expiring at ``exp`` (signed with a test key)."""
     return jwt.encode({"exp": int(exp), "tag": tag}, "k" * 32, algorithm="HS256")
-
-
-class Events:
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, dict[str, Any]]] = []
-        self.on_waiting: Any = None
-
-    def event(self, name: str, /, **fields: Any) -> None:
-        self.seen.append((name, fields))
-        if name == "system_token.waiting" and self.on_waiting is not None:
-            self.on_waiting()
-
-    def count(self, name: str) -> int:
-        return sum(1 for n, _ in self.seen if n == name)
 
 
 def provider(source: SystemTokenSource, clock: ManualClock, events: Events | None = None,

@@ -129,6 +129,22 @@ def require_specs_dir() -> Path:
     pytest.skip(message)
 
 
+# A job's two actions per row (columns ``issue`` and ``legacy_id``): a create that resume must
+# look up, then an idempotent write.
+MIGRATION_ACTIONS = """\
+[[actions]]
+type = "comment.add"
+issue = "{issue}"
+body = "Migrated {legacy_id}"
+
+[[actions]]
+type = "issue.property.set"
+issue = "{issue}"
+key = "legacy"
+value = { id = "{legacy_id}" }
+"""
+
+
 # The documented operation, selecting exactly the documented fields.
 MINT_QUERY = (
     "mutation forge_remote_offlineUserAuthToken($input: OfflineUserAuthTokenInput!) "

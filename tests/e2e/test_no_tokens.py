@@ -12,7 +12,7 @@ import pytest
 
 from runner.sandbox.app import RunningSandbox, serve
 from runner.sandbox.config import Faults
-from runner.sandbox.testing import ACME_DEACTIVATED
+from runner.sandbox.testing import ACME_DEACTIVATED, MIGRATION_ACTIONS
 from tests.e2e.harness import (
     ArrivalWatch,
     Rehearsal,
@@ -20,19 +20,6 @@ from tests.e2e.harness import (
     bulk_sandbox_config,
     run_id_of,
 )
-
-ACTIONS = """\
-[[actions]]
-type = "comment.add"
-issue = "{issue}"
-body = "Migrated {legacy_id}"
-
-[[actions]]
-type = "issue.property.set"
-issue = "{issue}"
-key = "legacy"
-value = { id = "{legacy_id}" }
-"""
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +57,7 @@ async def test_no_token_in_journal_wal_output_or_reports(tmp_path: Path,
     the machine is lost) and resumed to the end with a report, none of the tokens the sandbox
     issued, nor the system token, is in any file written."""
     rehearsal = Rehearsal.start(tmp_path, sandbox)
-    job = rehearsal.write_job("secrets", _rows(), ACTIONS)
+    job = rehearsal.write_job("secrets", _rows(), MIGRATION_ACTIONS)
     watch = ArrivalWatch.install(sandbox)
     first = await rehearsal.spawn("run", job, log_format="json")
     watch.at(150, lambda: first.signal_group(signal.SIGKILL))

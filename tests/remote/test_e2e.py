@@ -8,13 +8,11 @@ hourly delivery brings a fresh one.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from runner.config import load_config
 from runner.journal import SqliteJournal
@@ -52,21 +50,12 @@ class Recorder:
 
 
 @pytest.fixture
-def log_file(tmp_path: Path) -> Iterator[Path]:
+def log_file(tmp_path: Path, restore_logging: None) -> Iterator[Path]:
     """Every log line of the test, as JSON, in a file under tmp_path."""
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
     path = tmp_path / "serve.log"
     with path.open("w") as stream:
         configure_logging(format="json", stream=stream)
         yield path
-        structlog.configure(**saved)
-        for handler in list(root.handlers):
-            if handler not in handlers:
-                root.removeHandler(handler)
-                handler.close()
-        root.setLevel(level)
 
 
 def write_template(folder: Path) -> Path:
