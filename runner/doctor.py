@@ -44,7 +44,7 @@ from runner.jira import (
 )
 from runner.logs import redact
 from runner.minting import Minter
-from runner.systemtoken import SystemTokenProvider
+from runner.systemtoken import SystemTokenProvider, describe_source
 from runner.tokens import TokenCache
 
 EXIT_OK = 0
@@ -183,13 +183,9 @@ def _minter(config: Config, env: EnvironmentConfig, gateway: GatewayClient,
 def _source(env: EnvironmentConfig) -> str:
     s = env.system_token
     key = f"environments.{env.name}.system_token"
-    if s.env:
-        return f"environment variable {s.env} ({key}.env)"
-    if s.file is not None:
-        return f"file {s.file} ({key}.file)"
-    if s.command:
-        return f"command {' '.join(s.command)} ({key}.command)"
-    return f"none ({key})"
+    field = next((name for name in ("env", "file", "command", "serve")
+                  if getattr(s, name)), None)
+    return f"{describe_source(s)} ({key}.{field})" if field else f"none ({key})"
 
 
 def _expiry(expires_at: float | None) -> str:
@@ -216,8 +212,11 @@ def _system_token_failed(p: _Printer, env: EnvironmentConfig, reason: str) -> No
     elif s.command:
         fix = (f"run `{' '.join(s.command)}` by hand: it must print a fresh system token on "
                "stdout and exit 0")
+    elif s.serve:
+        fix = (f"check that `forge-runner serve` listens at {s.serve} and has had an invocation "
+               f"of installation {s.installation_id} since it started")
     else:
-        fix = f"configure environments.{env.name}.system_token (env, file or command)"
+        fix = f"configure environments.{env.name}.system_token (env, file, command or serve)"
     p.fail(f"no usable system token ({reason})", fix, _TOKEN_ORIGIN)
 
 

@@ -177,19 +177,10 @@ class SystemTokenProvider:
         return f"the token from {self._describe()} has only {left:.0f} s left"
 
     def _describe(self) -> str:
-        s = self._source
-        if s.env:
-            return f"environment variable {s.env}"
-        if s.file is not None:
-            return f"file {self._path(s.file)}"
-        if s.command:
-            return f"command {s.command[0]}"
-        if s.serve:
-            return f"the serve process at {s.serve} (installation {s.installation_id})"
-        return "no source"
+        return describe_source(self._source)
 
     def _path(self, file: Path) -> Path:
-        return file if file.is_absolute() else self._source.cwd / file
+        return _source_path(self._source, file)
 
     async def _read_source(self) -> str:
         s = self._source
@@ -251,6 +242,24 @@ class SystemTokenProvider:
             raise SystemTokenError(
                 self.environment, f"{self._describe()} took over {self._command_timeout:g} s"
             ) from exc
+
+
+def describe_source(source: SystemTokenSource) -> str:
+    """Where ``source`` reads its token, in words for messages: never the token itself, and of
+    a command only its program (its arguments may carry anything)."""
+    if source.env:
+        return f"environment variable {source.env}"
+    if source.file is not None:
+        return f"file {_source_path(source, source.file)}"
+    if source.command:
+        return f"command {source.command[0]}"
+    if source.serve:
+        return f"the serve process at {source.serve} (installation {source.installation_id})"
+    return "no source"
+
+
+def _source_path(source: SystemTokenSource, file: Path) -> Path:
+    return file if file.is_absolute() else source.cwd / file
 
 
 def _resolve(command: tuple[str, ...]) -> list[str]:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import anyio
 import pytest
+from aiohttp import web
 
 from runner.cli import main
 from runner.config import load_config
 from runner.doctor import check_user
 from runner.errors import InputError
+from runner.remote.loopback import build_token_app
+from runner.remote.tokens import TokenStore
 from runner.sandbox.app import RunningSandbox
 from runner.sandbox.config import MintLimit, SandboxConfig
 from runner.sandbox.systemtokens import issue_system_token
@@ -30,6 +34,7 @@ from runner.sandbox.testing import (
 
 APP_ID = "ari:cloud:ecosystem::app/8db5c0f5-3a48-4d2b-9c4b-4d2f0a7e6a11"
 USER = ACME_ACTIVE[0]
+SERVE_SECRET = "loopback-secret-0123456789abcdef"
 
 
 def write_config(
@@ -40,6 +45,7 @@ def write_config(
     context_ari: str | None = None,
     api_base_url: str | None = None,
     system_token: str | None = None,
+    token_table: str = 'file = "system-token"',
 ) -> Path:
     """A runner config with site acme of ``sb`` and a `file` system-token source beside it."""
     token = system_token if system_token is not None else issue_system_token(sb.config, "dev")
@@ -55,7 +61,7 @@ app_id = "{APP_ID}"
 gateway_url = "{sb.gateway_url}"
 
 [environments.{environment}.system_token]
-file = "system-token"
+{token_table}
 
 [sites.acme]
 cloud_id = "{CLOUD_A}"
@@ -173,6 +179,30 @@ async def test_missing_system_token_file_blocks(sandbox: RunningSandbox, tmp_pat
     assert "scheduledTrigger" in out
     assert sandbox.world.mints_accepted["dev"] == 0
     assert "2. Mint" not in out
+
+
+async def test_serve_source_is_named(sandbox: RunningSandbox, tmp_path: Path) -> None:
+    """A system token from a serve process: doctor names that process and its installation,
+    and passes with the token it hands out."""
+    store = TokenStore(time.time)
+    store.offer(INSTALLATION_A, issue_system_token(sandbox.config, "dev"))
+    (tmp_path / "serve-secret").write_text(SERVE_SECRET)
+    runner = web.AppRunner(build_token_app(store, SERVE_SECRET), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        url = f"http://{host}:{port}"
+        config = write_config(tmp_path, sandbox, token_table=(
+            f'serve = "{url}"\ninstallation_id = "{INSTALLATION_A}"\n'
+            'secret_file = "serve-secret"'))
+        code, out = await doctor(config)
+    finally:
+        await runner.cleanup()
+    assert (f"source       the serve process at {url} (installation {INSTALLATION_A}) "
+            "(environments.dev.system_token.serve)") in out
+    assert code == 0
 
 
 async def test_expired_system_token_blocks(sandbox: RunningSandbox, tmp_path: Path) -> None:
