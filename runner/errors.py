@@ -2,10 +2,11 @@
 
     RunnerError                      base of everything below
     ├── InputError                   a bad file or argument; nothing was sent (exit 2)
-    │   ├── ConfigError              a config key is missing or wrong (names the key's path)
+    │   ├── FieldError               a key of a file is wrong: its path, expected, found
+    │   │   ├── ConfigError          a config key is missing or wrong
+    │   │   └── ManifestError        a Forge manifest is not YAML or not a manifest
     │   ├── JobError                 a job file, source row or template is wrong
     │   ├── JobChangedError          the job changed since its unfinished run started
-    │   ├── ManifestError            a Forge manifest is not YAML or not a manifest (names the key)
     │   └── RunNotFoundError         no run has the ID given
     ├── SystemTokenError             no valid system token could be had for an environment
     ├── InvocationTokenError         a Forge Invocation Token failed verification (answered 401)
@@ -37,11 +38,11 @@ class InputError(RunnerError):
     """A file or argument is wrong. Nothing was sent."""
 
 
-class ConfigError(InputError):
-    """A config key is missing or wrong.
+class FieldError(InputError):
+    """A key of a file is missing or wrong.
 
-    ``key`` is the key's dotted path (``environments.prod.mint_limit``), ``expected`` what was
-    expected, ``found`` what was there.
+    ``key`` is the key's path, ``expected`` what was expected, ``found`` what was there, and
+    ``file`` the file, when known.
     """
 
     def __init__(self, key: str, expected: str, found: str, *, file: Path | str | None = None):
@@ -51,6 +52,11 @@ class ConfigError(InputError):
         self.file = file
         where = f"{file}: " if file else ""
         super().__init__(f"{where}{key}: expected {expected}, found {found}")
+
+
+class ConfigError(FieldError):
+    """A config key is missing or wrong; ``key`` is its dotted path
+    (``environments.prod.mint_limit``)."""
 
 
 class JobError(InputError):
@@ -67,20 +73,9 @@ class JobError(InputError):
         super().__init__(f"{prefix}{where}: {problem}")
 
 
-class ManifestError(InputError):
-    """A Forge manifest (``manifest.yml``) is not YAML, or not shaped like a manifest.
-
-    ``key`` is the key's path (``modules.endpoint[0].auth``), ``expected`` what was expected,
-    ``found`` what was there.
-    """
-
-    def __init__(self, key: str, expected: str, found: str, *, file: Path | str | None = None):
-        self.key = key
-        self.expected = expected
-        self.found = found
-        self.file = file
-        where = f"{file}: " if file else ""
-        super().__init__(f"{where}{key}: expected {expected}, found {found}")
+class ManifestError(FieldError):
+    """A Forge manifest (``manifest.yml``) is not YAML, or not shaped like a manifest; ``key``
+    is the key's path (``modules.endpoint[0].auth``)."""
 
 
 class JobChangedError(InputError):
