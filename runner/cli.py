@@ -1,7 +1,8 @@
 """The command line: parse, load, configure logging, run. Each subcommand lives in its own module.
 
-Exit codes: 0 all done, 1 some items failed, 2 invalid input, 3 an environment blocked,
-4 the job is already running elsewhere, 130 interrupted.
+Exit codes (``runner.errors.ExitCode``): 0 all done, 1 some items failed, 2 invalid input,
+3 an environment blocked, 4 the job is already running elsewhere, 130 interrupted (SIGINT),
+143 stopped by SIGTERM.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from runner.errors import InputError
+from runner.errors import ExitCode, InputError
 
 # Modules that each define `add_parser(subparsers)`; the parser they add sets `func(args) -> int`.
 COMMAND_MODULES = (
@@ -24,20 +25,13 @@ COMMAND_MODULES = (
     "runner.commands.doctor",
 )
 
-EXIT_OK = 0
-EXIT_FAILED_ITEMS = 1
-EXIT_INVALID_INPUT = 2
-EXIT_BLOCKED = 3
-EXIT_ALREADY_RUNNING = 4
-EXIT_INTERRUPTED = 130
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="forge-runner",
         description="Bulk work as many Atlassian users at once: paced, journaled, resumable.",
         epilog="Exit codes: 0 all done, 1 some items failed, 2 invalid input, "
-        "3 an environment blocked, 4 already running, 130 interrupted.",
+        "3 an environment blocked, 4 already running, 130 interrupted (SIGINT), "
+        "143 stopped (SIGTERM).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -52,9 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except InputError as exc:
         print(f"forge-runner: {exc}", file=sys.stderr)
-        return EXIT_INVALID_INPUT
+        return ExitCode.INVALID_INPUT
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     return code
 
 

@@ -25,6 +25,7 @@ from runner.budgets.mint import MintBuckets
 from runner.config import Config, EnvironmentConfig, SiteConfig
 from runner.errors import (
     BlockedEnvironmentError,
+    ExitCode,
     GatewayError,
     InputError,
     SystemTokenError,
@@ -46,10 +47,6 @@ from runner.logs import redact
 from runner.minting import Minter
 from runner.systemtoken import SystemTokenProvider, describe_source
 from runner.tokens import TokenCache
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BLOCKED = 3
 
 MYSELF = JiraRequest("GET", f"{API}/myself", f"{API}/myself")
 # Told with every system-token failure: where those tokens come from and what keeps them fresh.
@@ -140,7 +137,7 @@ async def check_user(config: Config, site_name: str, account: str, out: TextIO) 
             await provider.get()
         except SystemTokenError as exc:
             _system_token_failed(p, env, exc.reason)
-            return EXIT_BLOCKED
+            return ExitCode.BLOCKED
         p.ok(f"read; {_expiry(events.expires_at)}")
 
         p.step(2, "Mint an offline user token (offlineUserAuthToken)")
@@ -236,18 +233,18 @@ async def _mint(p: _Printer, minter: Minter, gateway: _RecordingGateway, env: En
                    f"their own), and check gateway_url ({env.gateway_url})", _TOKEN_ORIGIN)
         else:
             _system_token_failed(p, env, exc.reason)
-        return EXIT_BLOCKED
+        return ExitCode.BLOCKED
     except BlockedEnvironmentError as exc:
         _show_ids(p, gateway)
         p.fail("the gateway can't load the app's permissions in this context; environment "
                f"{env.name} is blocked (a run would stop minting at this first refusal)")
         for line in exc.diagnostic.splitlines():
             p.line(f"     {line.strip()}")
-        return EXIT_BLOCKED
+        return ExitCode.BLOCKED
     except UserRefusedError as exc:
         _show_ids(p, gateway)
         p.fail(f"the gateway won't mint for this user: {exc.reason}", _user_fix(exc.reason, site))
-        return EXIT_FAILED
+        return ExitCode.FAILED
     except TransportError as exc:
         _show_ids(p, gateway)
         limited = [o for o in gateway.outcomes if isinstance(o, MintRateLimited)]
@@ -257,12 +254,12 @@ async def _mint(p: _Printer, minter: Minter, gateway: _RecordingGateway, env: En
             p.fail(f"no answer from the gateway: {exc.reason}",
                    f"check gateway_url ({env.gateway_url}) and the network; a 5xx or timeout "
                    "is usually passing: run doctor again (a run retries these by itself)")
-        return EXIT_FAILED
+        return ExitCode.FAILED
     except GatewayError as exc:
         p.fail(f"the gateway answered in a way forge-runner does not understand: {exc}",
                "if the message names a rate limit or a user problem, add its wording to "
                "[gateway_messages]; otherwise give the request_id to Atlassian support")
-        return EXIT_FAILED
+        return ExitCode.FAILED
     if _rejected(gateway):
         p.line("   (the gateway refused the first system token; a fresh read of the source "
                "worked)")
@@ -323,7 +320,7 @@ async def _myself(p: _Printer, jira: JiraClient, site: SiteConfig, token: str,
     except TransportError as exc:
         p.fail(f"no answer from Jira: {exc.reason}",
                f"check sites.{site.name}.api_base_url ({site.api_base_url}) and the network")
-        return EXIT_FAILED
+        return ExitCode.FAILED
     outcome = classify(MYSELF, response, time.time(), site=site.name)
     base = f"sites.{site.name}.api_base_url ({site.api_base_url})"
     if isinstance(outcome, Ok):
@@ -333,12 +330,12 @@ async def _myself(p: _Printer, jira: JiraClient, site: SiteConfig, token: str,
         if said != account:
             p.fail(f"Jira says this token acts as {said!r}, not {account}",
                    f"check that {base} belongs to the site the token was minted for")
-            return EXIT_FAILED
+            return ExitCode.FAILED
         active = "" if body.get("active", True) else " (inactive)"
         p.ok(f"HTTP {response.status}: Jira says this token is {said} ({name}){active}")
         p.line()
         p.line(f"All good: forge-runner can act as {account} on site {site.name}.")
-        return EXIT_OK
+        return ExitCode.OK
     if isinstance(outcome, Unauthorized):
         category = f" ({outcome.failure_category})" if outcome.failure_category else ""
         p.fail(f"Jira answered HTTP 401{category}: it does not accept the token just minted",
@@ -365,7 +362,7 @@ async def _myself(p: _Printer, jira: JiraClient, site: SiteConfig, token: str,
     elif isinstance(outcome, Transient):
         p.fail(f"Jira answered HTTP {outcome.status}",
                "a server error is usually passing: run doctor again")
-    return EXIT_FAILED
+    return ExitCode.FAILED
 
 
 def _said(messages: tuple[str, ...]) -> str:

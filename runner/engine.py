@@ -27,6 +27,7 @@ from runner.budgets.jira import JiraPacer
 from runner.budgets.mint import MintBuckets
 from runner.calls import CallExecutor
 from runner.config import Config
+from runner.errors import ExitCode
 from runner.events import NullObserver, Observer
 from runner.jira import JiraClient
 from runner.job import Job, Row
@@ -52,17 +53,19 @@ class RunResult:
     counts: Mapping[ItemState, int]
     interrupted: bool = False
     blocked: Mapping[str, str] = field(default_factory=dict)  # environment -> diagnostic
+    stop_signal: int | None = None  # the signal that interrupted the run, if one did
 
     @property
-    def exit_code(self) -> int:
-        """130 interrupted, 3 an environment blocked, 1 items failed or uncertain, else 0."""
+    def exit_code(self) -> ExitCode:
+        """Interrupted (130 SIGINT, 143 SIGTERM), 3 an environment blocked, 1 items failed or
+        uncertain, else 0."""
         if self.interrupted:
-            return 130
+            return ExitCode.stopped_by(self.stop_signal)
         if self.blocked or self.counts.get(ItemState.BLOCKED, 0):
-            return 3
+            return ExitCode.BLOCKED
         if self.counts.get(ItemState.FAILED, 0) or self.counts.get(ItemState.UNCERTAIN, 0):
-            return 1
-        return 0
+            return ExitCode.FAILED
+        return ExitCode.OK
 
 
 class Engine:
@@ -155,7 +158,8 @@ class Engine:
             interrupted = False
         await self.journal.finish_run(run_id, state)
         log.info("runner.run.finished", run=run_id, state=str(state))
-        return RunResult(run_id, state, by_state, interrupted, dict(blocked))
+        return RunResult(run_id, state, by_state, interrupted, dict(blocked),
+                         self.shutdown.signal)
 
     async def _work(
         self, scheduler: FairScheduler[tuple[Row, list[Todo]]], worker: RowWorker

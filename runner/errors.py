@@ -23,11 +23,34 @@
 
 Errors carry structured fields and build their message from them. No message ever holds a
 token: callers pass identifiers (account IDs, request IDs), never credentials.
+
+``ExitCode`` is what the command exits with for each outcome, these errors' included.
 """
 
 from __future__ import annotations
 
+import signal
+from enum import IntEnum
 from pathlib import Path
+
+
+class ExitCode(IntEnum):
+    """The command's exit codes; README.md and ``forge-runner --help`` list the same."""
+
+    OK = 0
+    FAILED = 1  # some items (run) or some checks (doctor) failed
+    INVALID_INPUT = 2
+    BLOCKED = 3
+    ALREADY_RUNNING = 4
+    # 128 + the signal's number, as shells report a process the signal ended and as systemd
+    # expects of a service stopped with SIGTERM.
+    INTERRUPTED = 128 + signal.SIGINT
+    TERMINATED = 128 + signal.SIGTERM
+
+    @classmethod
+    def stopped_by(cls, signum: int | None) -> ExitCode:
+        """The code of a run stopped by ``signum``; a stop asked for in code counts as SIGINT."""
+        return cls.TERMINATED if signum == signal.SIGTERM else cls.INTERRUPTED
 
 
 class RunnerError(Exception):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -167,12 +168,13 @@ def test_exit_codes_documented() -> None:
 
     text = build_parser().format_help()
     for code in ("0 all done", "1 some items failed", "2 invalid input", "3 an environment "
-                 "blocked", "130 interrupted"):
+                 "blocked", "130 interrupted (SIGINT)", "143 stopped (SIGTERM)"):
         assert code in " ".join(text.split())
 
 
 def test_run_result_exit_codes() -> None:
-    """Interrupted beats blocked beats failed; skipped users alone exit 0."""
+    """Interrupted (130 after SIGINT or a stop asked in code, 143 after SIGTERM) beats blocked
+    beats failed; skipped users alone exit 0."""
     from runner.engine import RunResult
     from runner.journal import RunState
 
@@ -185,6 +187,8 @@ def test_run_result_exit_codes() -> None:
     assert code({ItemState.UNCERTAIN: 1}) == 1
     assert code({ItemState.FAILED: 1, ItemState.BLOCKED: 1}) == 3
     assert code({ItemState.BLOCKED: 1}, interrupted=True) == 130
+    assert code({ItemState.DONE: 1}, interrupted=True, stop_signal=signal.SIGINT) == 130
+    assert code({ItemState.BLOCKED: 1}, interrupted=True, stop_signal=signal.SIGTERM) == 143
 
 
 def _catches_sigterm(pid: int) -> bool:
@@ -196,12 +200,11 @@ def _catches_sigterm(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
-async def test_sigterm_while_checking_rows_exits_130_with_nothing_sent(
+async def test_sigterm_while_checking_rows_exits_143_with_nothing_sent(
     tmp_path: Path, sandbox_config: SandboxConfig, start_sandbox: StartSandbox
 ) -> None:
-    """A SIGTERM while a big job's rows are being checked ends the command at once with 130,
+    """A SIGTERM while a big job's rows are being checked ends the command at once with 143,
     nothing sent to the gateway or Jira."""
-    import signal
     import subprocess
 
     async with start_sandbox(roomy(sandbox_config)) as sb:
@@ -221,7 +224,7 @@ async def test_sigterm_while_checking_rows_exits_130_with_nothing_sent(
                 code = await process.wait()
             assert process.stderr is not None
             err = (await process.stderr.receive()).decode()
-        assert code == 130
+        assert code == 143
         assert "nothing was sent" in err
         assert sum(sb.world.mints_accepted.values()) == 0
         assert sum(sb.world.jira_calls.values()) == 0

@@ -22,8 +22,8 @@ import anyio
 
 from runner.commands import DEFAULT_CONFIG
 from runner.config import Config, load_config
-from runner.doctor import EXIT_FAILED, EXIT_OK, check_user, resolve
-from runner.errors import InputError
+from runner.doctor import check_user, resolve
+from runner.errors import ExitCode, InputError
 from runner.job import load_job
 from runner.logs import configure_logging
 from runner.manifest import load_manifest
@@ -87,4 +87,4 @@ def check_manifest_command(manifest_path: str, job_path: str, config_path: str,
     manifest = load_manifest(manifest_path)
     checks = check_manifest(manifest, scopes_needed(job.actions))
     out.write(render(manifest, f"{job.name} ({job.path})", checks))
-    return EXIT_OK if passed(checks) else EXIT_FAILED
+    return ExitCode.OK if passed(checks) else ExitCode.FAILED

@@ -20,14 +20,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from runner.commands.status import (
-    EXIT_INVALID_INPUT,
-    EXIT_OK,
     add_journal_arguments,
     iso,
     journal_path,
     run_json,
 )
-from runner.errors import JournalError
+from runner.errors import ExitCode, JournalError
 from runner.journal import PROBLEM_STATES, ItemRecord, ItemState, RunRecord, SqliteJournal
 
 FIELDS = (
@@ -73,7 +71,7 @@ def report_command(args: argparse.Namespace) -> int:
         return asyncio.run(write_report(path, args.run, args.format, args.output, states))
     except JournalError as exc:
         print(f"forge-runner: {exc}", file=sys.stderr)
-        return EXIT_INVALID_INPUT
+        return ExitCode.INVALID_INPUT
 
 
 @contextlib.contextmanager
@@ -97,7 +95,7 @@ async def write_report(
         run = await journal.get_run(run_id)  # RunNotFoundError before any file is written
         with _output(output) as out:
             await _write(journal, run, fmt, out, states)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 async def _write(

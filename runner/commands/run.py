@@ -4,7 +4,8 @@ Order of work: load the config and the job, check every row (nothing is sent bef
 checked: a bad file exits 2), open or resume the run in the journal (a job already running
 elsewhere exits 4), serve the embedded sandbox when the config asks for it, run the engine with
 a live view or plain progress lines, print the summary, write the report, exit with the run's
-code (0 done, 1 items failed, 3 an environment blocked, 130 interrupted).
+code (0 done, 1 items failed, 3 an environment blocked, 130 interrupted by SIGINT, 143 by
+SIGTERM).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from rich.console import Console
 
 from runner.config import Config, load_config
 from runner.engine import FINAL, Engine, RunResult
-from runner.errors import RunLockedError
+from runner.errors import ExitCode, RunLockedError
 from runner.job import Job, load_job
 from runner.journal import SqliteJournal
 from runner.journal.base import RunHandle
@@ -34,8 +35,6 @@ from runner.report import RunInfo, write_report_async
 from runner.shutdown import Shutdown
 
 DEFAULT_CONFIG = "forge-runner.toml"
-EXIT_ALREADY_RUNNING = 4
-EXIT_INTERRUPTED = 130
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -113,7 +112,8 @@ def _stop_when(stop: threading.Event) -> Callable[[], None]:
 
 async def _run(args: argparse.Namespace, config: Config, console: Console, mode: str) -> int:
     # Signals are ours from the start: a stop while every row is being checked (a minute for a
-    # million rows) ends the command at once with 130, nothing sent and nothing journaled.
+    # million rows) ends the command at once (130 SIGINT, 143 SIGTERM), nothing sent and nothing
+    # journaled.
     shutdown = Shutdown()
     with shutdown.installed():
         return await _checked_run(args, config, console, mode, shutdown)
@@ -136,19 +136,19 @@ async def _checked_run(args: argparse.Namespace, config: Config, console: Consol
         except _StopChecking:
             print("forge-runner: stopped while checking the job; nothing was sent",
                   file=sys.stderr)
-            return EXIT_INTERRUPTED
+            return ExitCode.stopped_by(shutdown.signal)
         total = plan.items
         if getattr(args, "dry_run", False):
             console.print(f"[bold]{job.name}[/]: {plan.rows} rows, {plan.users} users, "
                           f"{total} items checked; nothing sent (dry run). Shortest possible "
                           f"duration {plan.shortest_s:.1f}s (`forge-runner plan` for details).")
-            return 0
+            return ExitCode.OK
         try:
             handle = await _open(journal, job, config, args, mode)
         except RunLockedError as exc:
             # Like every other refusal: one unwrapped line on stderr, where cron mails it from.
             print(f"forge-runner: {exc}", file=sys.stderr)
-            return EXIT_ALREADY_RUNNING
+            return ExitCode.ALREADY_RUNNING
         await journal.set_total(handle.run_id, total)
         if config.sandbox is not None and config.sandbox.embedded:
             from runner.sandbox.app import serve
@@ -175,7 +175,7 @@ async def _checked_run(args: argparse.Namespace, config: Config, console: Consol
                            exit_code=result.exit_code, lower_bound_s=bound)
             await write_report_async(args.report, stats, info, journal.records(handle.run_id))
         return result.exit_code
-    return 0  # pragma: no cover (the stack never swallows)
+    return ExitCode.OK  # pragma: no cover (the stack never swallows)
 
 
 async def _open(journal: SqliteJournal, job: Job, config: Config, args: argparse.Namespace,
@@ -208,12 +208,12 @@ async def _engine_run(config: Config, job: Job, journal: SqliteJournal, handle: 
 
 def _closing(result: RunResult) -> str:
     code = result.exit_code
-    if code == 130:
+    if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
         return (f"run {result.run_id} interrupted; run the same command again to resume "
                 f"(or: forge-runner resume {result.run_id})")
-    if code == 3:
+    if code == ExitCode.BLOCKED:
         return f"run {result.run_id}: an environment is blocked (exit 3)"
-    if code == 1:
+    if code == ExitCode.FAILED:
         return (f"run {result.run_id}: some items failed (exit 1); see "
                 f"`forge-runner report {result.run_id}`, then `forge-runner retry "
                 f"{result.run_id} --failed`")

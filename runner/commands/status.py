@@ -21,11 +21,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from runner.config import RunnerSettings
-from runner.errors import JournalError
+from runner.errors import ExitCode, JournalError
 from runner.journal import ItemState, RunCounts, RunRecord, RunState, SqliteJournal
-
-EXIT_OK = 0
-EXIT_INVALID_INPUT = 2
 
 # Columns of the runs table, in the order the states usually matter to a reader.
 SHOWN_STATES = (
@@ -76,7 +73,7 @@ def status_command(args: argparse.Namespace) -> int:
         return asyncio.run(_status(path, args.run, args.limit, args.format, sys.stdout))
     except JournalError as exc:
         print(f"forge-runner: {exc}", file=sys.stderr)
-        return EXIT_INVALID_INPUT
+        return ExitCode.INVALID_INPUT
 
 
 async def _status(path: Path, run_id: str | None, limit: int, fmt: str, out: TextIO) -> int:
@@ -95,7 +92,7 @@ async def _status(path: Path, run_id: str | None, limit: int, fmt: str, out: Tex
                 out.write("\n")
             else:
                 out.write(run_text(counts))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # -- text ---------------------------------------------------------------------------------------

@@ -148,7 +148,7 @@ async def test_five_sigkills_then_resume_lose_nothing_and_repeat_nothing(
 async def test_sigterm_drains_and_the_resumed_run_finishes_without_uncertain_items(
     rehearsal: Rehearsal,
 ) -> None:
-    """A first SIGTERM at a random moment drains (exit 130, nothing left started or
+    """A first SIGTERM at a random moment drains (exit 143, nothing left started or
     uncertain); after three such interruptions the job finishes with nothing duplicated."""
     rows = _rows()
     job = rehearsal.write_job("drain", rows, ACTIONS)
@@ -165,7 +165,7 @@ async def test_sigterm_drains_and_the_resumed_run_finishes_without_uncertain_ite
         process = await rehearsal.spawn("run", job)
         watch.after(moment, lambda p=process: p.signal(signal.SIGTERM))
         ended = await process.wait()
-        assert ended.code == 130, ended.text
+        assert ended.code == 143, ended.text
         assert "runner.shutdown.draining" in ended.err
         assert "interrupted; run the same command again to resume" in ended.out
         run_id = run_id or run_id_of(ended)
