@@ -2,25 +2,48 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 EPOCH = 1_800_000_000.0
 
 
 class FakeClock:
-    """Monotonic and wall time that move only when a test says so."""
+    """Time that moves only when a test says so, or by exactly what code sleeps on it.
 
-    def __init__(self) -> None:
-        self.t = 0.0
+    ``t`` is the monotonic reading (``monotonic``, and ``now`` of the runner's Clock); wall
+    time is ``EPOCH + t`` (``wall``, and the sandbox's clock when called). ``sleep`` returns
+    at once, recording what was asked for and calling ``on_sleep`` before time moves.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.t = start
+        self.sleeps: list[float] = []
+        self.on_sleep: Callable[[], None] | None = None
 
     def monotonic(self) -> float:
+        return self.t
+
+    def now(self) -> float:
         return self.t
 
     def wall(self) -> float:
         return EPOCH + self.t
 
+    def __call__(self) -> float:
+        return self.wall()
+
     def advance(self, seconds: float) -> None:
         self.t += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        if self.on_sleep is not None:
+            self.on_sleep()
+        self.t += seconds
+        # Let other tasks run, as a real sleep would.
+        await asyncio.sleep(0)
 
 
 class Events:

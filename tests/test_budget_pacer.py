@@ -16,6 +16,7 @@ from runner.budgets.jira import JiraPacer, Permit
 from runner.config import JiraBudgets
 from runner.ratelimit import Scope, parse_rate_limit
 from runner.sandbox.jira.limits import iso_time
+from tests.fakes import Events
 
 WINDOW = 10.0
 START = 100_000 * WINDOW  # the start of a quota window
@@ -26,15 +27,8 @@ LOOSE = JiraBudgets(quota_points=1_000_000, quota_window_s=WINDOW, burst_get_pos
                     burst_put_delete=10_000, per_issue_2s=10_000, per_issue_30s=10_000)
 
 
-class Events:
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, dict[str, Any]]] = []
-
-    def event(self, name: str, /, **fields: Any) -> None:
-        self.seen.append((name, fields))
-
-    def scopes(self, name: str) -> list[str]:
-        return [f["scope"] for n, f in self.seen if n == name]
+def scopes(events: Events, name: str) -> list[str]:
+    return [f["scope"] for f in events.named(name)]
 
 
 def get_issue(key: str = "MIG-1", cost: int = 1) -> JiraRequest:
@@ -137,8 +131,8 @@ async def test_a_cancelled_waiter_leaves_no_pause_behind() -> None:
         while not clock.sleeps:
             await anyio.lowlevel.checkpoint()
         scope.cancel()
-    assert events.scopes("pause") == ["quota:global"]
-    assert events.scopes("resume") == ["quota:global"]
+    assert scopes(events, "pause") == ["quota:global"]
+    assert scopes(events, "resume") == ["quota:global"]
 
 
 async def test_a_permit_given_back_returns_what_it_took() -> None:
@@ -195,7 +189,7 @@ async def test_a_quota_429_holds_every_call_until_the_reset() -> None:
     pacer.observe("acme", get_issue(), 429, info)
     await pacer.acquire("globex", get_issue())
     assert START + WINDOW <= clock.now() < START + WINDOW + 0.1
-    assert "quota:global" in events.scopes("pause")
+    assert "quota:global" in scopes(events, "pause")
 
 
 async def test_a_tenant_quota_429_holds_only_that_site() -> None:
@@ -279,9 +273,9 @@ async def test_long_holds_are_announced_as_pauses_with_their_scope() -> None:
     pacer, events = pacer_for(budgets, clock, issue_guard_s=0.0)
     await acquire_all(pacer, clock, [("acme", put_property())] * 3)
     burst = f"burst:acme:PUT {PROPERTY_T}"
-    paused = events.scopes("pause")
+    paused = scopes(events, "pause")
     assert set(paused) <= {burst, "issue:acme:MIG-1"} and paused
-    assert sorted(events.scopes("resume")) == sorted(set(paused))
+    assert sorted(scopes(events, "resume")) == sorted(set(paused))
     assert all(f["until"] > START for n, f in events.seen if n == "pause")
 
 

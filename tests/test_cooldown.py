@@ -3,50 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
 
 import anyio
 
 from runner.budgets import SystemClock
 from runner.budgets.cooldown import Cooldowns
 from runner.ratelimit import Scope
+from tests.fakes import Events, FakeClock
 
 BURST_A = Scope.burst("acme", "GET", "/rest/api/3/issue/{issueIdOrKey}")
 ISSUE_A = Scope.issue("acme", "MIG-1")
 BURST_B = Scope.burst("globex", "GET", "/rest/api/3/issue/{issueIdOrKey}")
 
 
-class FakeClock:
-    """Virtual time: ``sleep`` advances it at once and records how long was asked for."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.t = start
-        self.sleeps: list[float] = []
-        self.on_sleep: Callable[[], None] | None = None
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        if self.on_sleep is not None:
-            self.on_sleep()
-        self.t += seconds
-        await anyio.lowlevel.checkpoint()
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def event(self, name: str, /, **fields: Any) -> None:
-        self.events.append((name, fields))
-
-
 async def test_wait_sleeps_until_the_pause_ends() -> None:
     """A waiter on a paused scope returns exactly when the pause ends, after one timer."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     cd = Cooldowns(clock=clock)
     cd.block(BURST_A, clock.t + 5, "jira-burst-based")
     assert await cd.wait([BURST_A])
@@ -55,7 +27,7 @@ async def test_wait_sleeps_until_the_pause_ends() -> None:
 
 async def test_other_scopes_and_sites_are_not_held() -> None:
     """A burst pause on one site holds neither another endpoint nor another site."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     cd = Cooldowns(clock=clock)
     cd.block(BURST_A, clock.t + 5, "jira-burst-based")
     assert await cd.wait([BURST_B, Scope.burst("acme", "POST", "/x")])
@@ -64,7 +36,7 @@ async def test_other_scopes_and_sites_are_not_held() -> None:
 
 async def test_parents_hold_their_children() -> None:
     """A site pause holds every request of the site; an app-wide quota pause holds all sites."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     cd = Cooldowns(clock=clock)
     cd.block(Scope.of_site("acme"), clock.t + 3, "unknown")
     assert cd.blocked_until([BURST_A, ISSUE_A]) == 1003.0
@@ -78,23 +50,23 @@ async def test_parents_hold_their_children() -> None:
 
 async def test_later_until_wins() -> None:
     """An earlier until never shortens a pause; a later one extends it and is reported."""
-    clock = FakeClock()
-    rec = Recorder()
+    clock = FakeClock(1000.0)
+    rec = Events()
     cd = Cooldowns(clock=clock, observer=rec)
     cd.block(ISSUE_A, 1010.0, "jira-per-issue-on-write")
     cd.block(ISSUE_A, 1004.0, "jira-per-issue-on-write")
     assert cd.blocked_until([ISSUE_A]) == 1010.0
     cd.block(ISSUE_A, 1020.0, "jira-per-issue-on-write")
     assert cd.blocked_until([ISSUE_A]) == 1020.0
-    assert [(n, f["until"]) for n, f in rec.events if n == "pause"] == [
+    assert [(n, f["until"]) for n, f in rec.seen if n == "pause"] == [
         ("pause", 1010.0), ("pause", 1020.0)
     ]
-    assert rec.events[0][1]["scope"] == "issue:acme:MIG-1"
+    assert rec.seen[0][1]["scope"] == "issue:acme:MIG-1"
 
 
 async def test_a_pause_extended_during_the_wait_is_honoured() -> None:
     """A waiter whose scope is paused again while it sleeps sleeps on to the new end."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     cd = Cooldowns(clock=clock)
     cd.block(BURST_A, 1002.0, "jira-burst-based")
 
@@ -109,7 +81,7 @@ async def test_a_pause_extended_during_the_wait_is_honoured() -> None:
 
 async def test_deadline_gives_up_without_sleeping() -> None:
     """A pause lasting past the deadline makes wait return False at once."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     cd = Cooldowns(clock=clock)
     cd.block(Scope.global_quota(), 1100.0, "jira-quota-global-based")
     assert not await cd.wait([BURST_B], deadline=1050.0)
@@ -119,15 +91,15 @@ async def test_deadline_gives_up_without_sleeping() -> None:
 
 async def test_expired_pause_is_resumed_and_forgotten() -> None:
     """Once a pause ends it is reported as resumed and no longer listed."""
-    clock = FakeClock()
-    rec = Recorder()
+    clock = FakeClock(1000.0)
+    rec = Events()
     cd = Cooldowns(clock=clock, observer=rec)
     cd.block(BURST_A, 1001.0, "jira-burst-based")
     assert cd.active() == {BURST_A: (1001.0, "jira-burst-based")}
     clock.t = 1001.5
     assert cd.blocked_until([BURST_A]) is None
     assert cd.active() == {}
-    assert rec.events[-1] == ("resume", {"scope": str(BURST_A)})
+    assert rec.seen[-1] == ("resume", {"scope": str(BURST_A)})
 
 
 async def test_real_clock_waiters_release_together_after_the_pause() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -13,17 +12,7 @@ from runner.budgets import ManualClock
 from runner.budgets.mint import MintBucket, MintBuckets
 from runner.config import EnvironmentConfig, SystemTokenSource
 from runner.errors import ConfigError
-
-
-class Events:
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, dict[str, Any]]] = []
-
-    def event(self, name: str, /, **fields: Any) -> None:
-        self.seen.append((name, fields))
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [f for n, f in self.seen if n == name]
+from tests.fakes import Events
 
 
 async def starts_of(bucket: MintBucket, clock: ManualClock, n: int) -> list[float]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,6 +20,7 @@ from runner.remote.nightly import journal_identity
 from runner.remote.server import serve_remote
 from runner.sandbox.config import Faults, ForgeTrigger
 from runner.sandbox.testing import StartSandbox, pattern_account
+from tests.fakes import Events
 from tests.remote.helpers import (
     ROUTES,
     ScaledClock,
@@ -35,18 +35,6 @@ SITES = ("acme", "globex", "initech")
 REFRESH = ForgeTrigger(key="refresh", path="/forge/refresh", interval="hour", spread_s=120.0)
 NIGHTLY = ForgeTrigger(key="nightly-sync", path="/forge/nightly-sync", interval="day")
 
-
-class Recorder:
-    """The runs' events, in order."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def event(self, name: str, /, **fields: Any) -> None:
-        self.events.append((name, fields))
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [fields for n, fields in self.events if n == name]
 
 
 @pytest.fixture
@@ -97,7 +85,7 @@ kind = "job"
 job = "{template}"
 interval = "day"
 """
-    recorder = Recorder()
+    recorder = Events()
     async with start_sandbox(sandbox, clock=clock) as sb:
         config = load_config(write_serve_config(
             tmp_path, sb, routes=routes, concurrency=1,

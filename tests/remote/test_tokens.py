@@ -17,6 +17,7 @@ from runner.remote.loopback import SECRET_HEADER, build_token_app
 from runner.remote.settings import SecretRef
 from runner.remote.tokens import TokenStore
 from runner.systemtoken import SystemTokenProvider
+from tests.fakes import Events
 
 INST = "ari:cloud:ecosystem::installation/3e4d5c6b-7a89-4b0c-9d1e-2f3a4b5c6d7e"
 OTHER = "ari:cloud:ecosystem::installation/9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a"
@@ -100,19 +101,18 @@ async def test_provider_reads_the_serve_process(token_url: tuple[str, TokenStore
     clock = ManualClock(start=1000.0)
     source = SystemTokenSource(serve=url, installation_id=INST,
                                serve_secret_value=SECRET, max_wait_s=3600)
-    reasons: list[str] = []
+    events = Events()
 
-    class Events:
-        def event(self, name: str, /, **fields: object) -> None:
-            if name == "system_token.waiting":
-                reasons.append(str(fields["reason"]))
-                if len(reasons) == 2:
-                    store.offer(INST, system_jwt(9000))
+    def second_wait_brings_a_token() -> None:
+        if events.count("system_token.waiting") == 2:
+            store.offer(INST, system_jwt(9000))
 
-    provider = SystemTokenProvider(source, "dev", clock=clock, observer=Events(),
+    events.on_waiting = second_wait_brings_a_token
+    provider = SystemTokenProvider(source, "dev", clock=clock, observer=events,
                                    poll_initial_s=1, poll_max_s=1)
     token = await provider.get()
     assert token == store.token(INST).token  # type: ignore[union-attr]
+    reasons = [str(f["reason"]) for f in events.named("system_token.waiting")]
     assert len(reasons) == 2 and "holds no token yet" in reasons[0]
 
 

@@ -15,23 +15,16 @@ from runner.sandbox.app import RunningSandbox
 from runner.sandbox.config import JiraLimits, SandboxConfig
 from runner.sandbox.jira.testing import Answer, JiraClient, adf, user_token
 from runner.sandbox.testing import ACME_ACTIVE, CLOUD_A, CLOUD_B, GLOBEX_ACTIVE
+from tests.fakes import EPOCH, FakeClock
 
 # The type of conftest's start_sandbox fixture (conftest is pytest's to load, not to import).
 StartSandbox = Callable[..., AbstractAsyncContextManager[RunningSandbox]]
 
 ADA = ACME_ACTIVE[0]
-# The top of a UTC hour (1_800_000_000 is a multiple of 3600), plus a little.
-HOUR = 1_800_000_000.0
+# The shared clock's epoch is the top of a UTC hour (1_800_000_000 is a multiple of 3600).
+HOUR = EPOCH
 LOOSE = JiraLimits(quota_points=10_000, burst_get_post=1000, burst_put_delete=1000,
                    per_issue_2s=1000, per_issue_30s=1000)
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 Clients = tuple[RunningSandbox, FakeClock, JiraClient, JiraClient]
@@ -46,7 +39,7 @@ def limited(
 
     @asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Clients]:
-        clock = FakeClock(HOUR + 100)
+        clock = FakeClock(100)
         config = dataclasses.replace(
             sandbox_config, jira_limits=dataclasses.replace(LOOSE, **overrides)
         )
@@ -101,7 +94,7 @@ async def test_quota_spent_answers_429_everywhere_until_the_top_of_the_hour(
                         3500, HOUR + 3600, 5)
         assert refused.headers["X-RateLimit-Reset"] == "2027-01-15T09:00:00Z"
         assert (await globex.get("/myself")).status == 429
-        clock.now = HOUR + 3600
+        clock.t = 3600
         assert (await globex.get("/myself")).status == 200
     assert [(e.reason, e.scope, e.retry_after) for e in sb.world.rate_limits] == [
         ("jira-quota-global-based", "quota", 3500.0),
@@ -137,7 +130,7 @@ async def test_burst_per_site_endpoint_and_method(limited: Callable[..., Any]) -
         assert (await acme.put("/issue/MIG-1/properties/a", json=1)).status == 201
         put_refused = await acme.put("/issue/MIG-1/properties/b", json=1)
         assert put_refused.headers["RateLimit-Policy"] == '"jira-burst-based";q=1;w=1'
-        clock.now += 0.5  # one GET token back
+        clock.advance(0.5)  # one GET token back
         assert (await acme.get("/issue/MIG-3")).status == 200
     scopes = [e.scope for e in sb.world.rate_limits]
     assert scopes == [
@@ -157,7 +150,7 @@ async def test_per_issue_writes_in_2s_and_30s_windows(limited: Callable[..., Any
                         2, HOUR + 102, 3)
         assert (await acme.put("/issue/MIG-2/properties/p", json=1)).status == 201
         assert (await acme.get("/issue/MIG-1/comment")).status == 200  # reads don't count
-        clock.now += 2
+        clock.advance(2)
         for _ in range(2):
             assert (await acme.put("/issue/MIG-1/properties/p", json=1)).status in (200, 201)
         refused = await acme.put("/issue/MIG-1/properties/p", json=1)

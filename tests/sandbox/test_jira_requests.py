@@ -16,19 +16,12 @@ from runner.sandbox.config import SandboxConfig
 from runner.sandbox.jira import JiraState
 from runner.sandbox.jira.testing import JiraClient, user_token
 from runner.sandbox.testing import ACME_ACTIVE, CLOUD_A, CLOUD_B
+from tests.fakes import FakeClock
 
 # The type of conftest's start_sandbox fixture (conftest is pytest's to load, not to import).
 StartSandbox = Callable[..., AbstractAsyncContextManager[RunningSandbox]]
 
 ADA = ACME_ACTIVE[0]
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -84,7 +77,7 @@ async def test_expired_token_is_401(sandbox_config: SandboxConfig, start_sandbox
     async with start_sandbox(sandbox_config, clock=clock) as sb:
         jira = JiraClient(http, sb.jira_base(CLOUD_A), user_token(sb.world, CLOUD_A, ADA, 60))
         assert (await jira.get("/myself")).status == 200
-        clock.now += 60
+        clock.advance(60)
         answer = await jira.get("/myself")
     assert answer.status == 401
     assert answer.headers["x-failure-category"] == "FAILURE_CLIENT_AUTH_EXPIRED"
