@@ -4,6 +4,7 @@ published OpenAPI spec (runner.actions)."""
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -428,3 +429,23 @@ async def test_every_builtin_is_accepted_by_the_sandbox(sandbox: Any) -> None:
             if not 200 <= status < 300:
                 failures.append((name, status, body))
     assert failures == []
+
+
+def _named_in(value: Any) -> set[str]:
+    """The ``{column}`` placeholders written anywhere in a table's strings (and keys)."""
+    if isinstance(value, str):
+        return set(re.findall(r"\{(\w+)\}", value))
+    if isinstance(value, dict):
+        return set().union(*(_named_in(k) | _named_in(v) for k, v in value.items()))
+    if isinstance(value, list):
+        return set().union(*(_named_in(v) for v in value))
+    return set()
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_placeholders_are_every_template_of_the_action(name: str) -> None:
+    """Each action's placeholders() are exactly the columns its table's templates name (plus
+    the row's own account_id where that is the default), for built-ins and raw requests."""
+    written = _named_in({k: v for k, v in SAMPLES[name].items() if k != "type"})
+    found = make(SAMPLES[name]).placeholders()
+    assert written <= found and found - written <= {"account_id"}

@@ -10,10 +10,10 @@ checks every row before a run and builds each request during it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Protocol
 
-from runner.templates import Template, TemplateError, path_segment
+from runner.templates import JsonTemplate, Template, TemplateError, path_segment
 
 if TYPE_CHECKING:
     from runner.job import Row
@@ -81,6 +81,28 @@ class Action(Protocol):
     def placeholders(self) -> frozenset[str]: ...
 
     def render(self, row: Row, item_key: str) -> JiraRequest: ...
+
+
+class Templated:
+    """For action dataclasses: ``placeholders`` from their template fields, and ``request``
+    built with the action's own ``idempotent``, so neither is written out per action."""
+
+    idempotent: bool
+
+    def placeholders(self) -> frozenset[str]:
+        """Every placeholder of every template field (and of templates in tuples or mappings)."""
+        names: set[str] = set()
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            parts = value.values() if isinstance(value, Mapping) else (
+                value if isinstance(value, tuple) else (value,))
+            for part in parts:
+                if isinstance(part, Template | JsonTemplate):
+                    names |= part.placeholders
+        return frozenset(names)
+
+    def request(self, method: str, path: str, template: str, **kw: Any) -> JiraRequest:
+        return JiraRequest(method, path, template, idempotent=self.idempotent, **kw)
 
 
 class RenderError(ValueError):

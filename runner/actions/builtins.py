@@ -19,6 +19,7 @@ from runner.actions.base import (
     WRITE_COST,
     JiraRequest,
     RenderError,
+    Templated,
     fill,
     fill_segment,
     issue_path,
@@ -48,7 +49,7 @@ def _account(param: str, template: Template, row: Row) -> str:
 
 
 @dataclass(frozen=True)
-class Myself:
+class Myself(Templated):
     """``GET /rest/api/3/myself``: who the token acts as. Reads a user: 1 + 2 points."""
 
     index: int
@@ -60,16 +61,13 @@ class Myself:
     def parse(cls, index: int, p: Params) -> Myself:
         return cls(index)
 
-    def placeholders(self) -> frozenset[str]:
-        return frozenset()
-
     def render(self, row: Row, item_key: str) -> JiraRequest:
-        return JiraRequest("GET", f"{API}/myself", f"{API}/myself",
-                           cost=REQUEST_COST + IDENTITY_OBJECT_COST)
+        return self.request("GET", f"{API}/myself", f"{API}/myself",
+                            cost=REQUEST_COST + IDENTITY_OBJECT_COST)
 
 
 @dataclass(frozen=True)
-class CommentAdd:
+class CommentAdd(Templated):
     """``POST .../issue/{issue}/comment`` with ``body`` (plain text -> ADF) or ``adf``."""
 
     index: int
@@ -83,15 +81,12 @@ class CommentAdd:
     def parse(cls, index: int, p: Params) -> CommentAdd:
         return cls(index, p.template("issue"), adf_param(p, "body", "adf"))
 
-    def placeholders(self) -> frozenset[str]:
-        return self.issue.placeholders | self.body.placeholders
-
     def render(self, row: Row, item_key: str) -> JiraRequest:
         issue, _ = fill_segment("issue", self.issue, row.fields)
         body = {"body": Params.render_adf("body", self.body, row.fields),
                 "properties": [item_property(item_key)]}
-        return JiraRequest("POST", issue_path(issue, "/comment"), f"{ISSUE}/comment", json=body,
-                           idempotent=False, cost=WRITE_COST, issue=issue)
+        return self.request("POST", issue_path(issue, "/comment"), f"{ISSUE}/comment",
+                            json=body, cost=WRITE_COST, issue=issue)
 
 
 def _ref(value: str, named: str) -> dict[str, str]:
@@ -100,7 +95,7 @@ def _ref(value: str, named: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class IssueCreate:
+class IssueCreate(Templated):
     """``POST /rest/api/3/issue``: project, issuetype, summary, description, extra fields."""
 
     index: int
@@ -124,14 +119,6 @@ class IssueCreate:
             p.json_table("fields", required=False),
         )
 
-    def placeholders(self) -> frozenset[str]:
-        names = self.project.placeholders | self.issuetype.placeholders
-        names |= self.summary.placeholders
-        for extra in (self.description, self.fields):
-            if extra is not None:
-                names |= extra.placeholders
-        return names
-
     def render(self, row: Row, item_key: str) -> JiraRequest:
         f = row.fields
         fields: dict[str, Any] = dict(self.fields.render(f)) if self.fields else {}
@@ -141,12 +128,12 @@ class IssueCreate:
         if self.description is not None:
             fields["description"] = Params.render_adf("description", self.description, f)
         body = {"fields": fields, "properties": [item_property(item_key)]}
-        return JiraRequest("POST", f"{API}/issue", f"{API}/issue", json=body, idempotent=False,
-                           cost=WRITE_COST)
+        return self.request("POST", f"{API}/issue", f"{API}/issue", json=body,
+                            cost=WRITE_COST)
 
 
 @dataclass(frozen=True)
-class IssueEdit:
+class IssueEdit(Templated):
     """``PUT .../issue/{issue}`` with ``fields``; ``notify_users = false`` sends no mail."""
 
     index: int
@@ -163,19 +150,16 @@ class IssueEdit:
         assert fields is not None  # required
         return cls(index, p.template("issue"), fields, p.t.boolean("notify_users", True))
 
-    def placeholders(self) -> frozenset[str]:
-        return self.issue.placeholders | self.fields.placeholders
-
     def render(self, row: Row, item_key: str) -> JiraRequest:
         issue, _ = fill_segment("issue", self.issue, row.fields)
         query = {} if self.notify_users else {"notifyUsers": "false"}
-        return JiraRequest("PUT", issue_path(issue), ISSUE, query=query,
-                           json={"fields": self.fields.render(row.fields)}, cost=WRITE_COST,
-                           issue=issue)
+        return self.request("PUT", issue_path(issue), ISSUE, query=query,
+                            json={"fields": self.fields.render(row.fields)}, cost=WRITE_COST,
+                            issue=issue)
 
 
 @dataclass(frozen=True)
-class IssueAssign:
+class IssueAssign(Templated):
     """``PUT .../issue/{issue}/assignee``; ``account_id`` defaults to the row's own user."""
 
     index: int
@@ -189,18 +173,15 @@ class IssueAssign:
     def parse(cls, index: int, p: Params) -> IssueAssign:
         return cls(index, p.template("issue"), p.template("account_id", "{account_id}"))
 
-    def placeholders(self) -> frozenset[str]:
-        return self.issue.placeholders | self.account_id.placeholders
-
     def render(self, row: Row, item_key: str) -> JiraRequest:
         issue, _ = fill_segment("issue", self.issue, row.fields)
         account = _account("account_id", self.account_id, row)
-        return JiraRequest("PUT", issue_path(issue, "/assignee"), f"{ISSUE}/assignee",
-                           json={"accountId": account}, cost=WRITE_COST, issue=issue)
+        return self.request("PUT", issue_path(issue, "/assignee"), f"{ISSUE}/assignee",
+                            json={"accountId": account}, cost=WRITE_COST, issue=issue)
 
 
 @dataclass(frozen=True)
-class IssueWatch:
+class IssueWatch(Templated):
     """``POST .../issue/{issue}/watchers``; the body is the account ID as a JSON string.
     Adding a watcher who already watches changes nothing, so it is idempotent."""
 
@@ -215,18 +196,15 @@ class IssueWatch:
     def parse(cls, index: int, p: Params) -> IssueWatch:
         return cls(index, p.template("issue"), p.template("account_id", "{account_id}"))
 
-    def placeholders(self) -> frozenset[str]:
-        return self.issue.placeholders | self.account_id.placeholders
-
     def render(self, row: Row, item_key: str) -> JiraRequest:
         issue, _ = fill_segment("issue", self.issue, row.fields)
         account = _account("account_id", self.account_id, row)
-        return JiraRequest("POST", issue_path(issue, "/watchers"), f"{ISSUE}/watchers",
-                           json=account, cost=WRITE_COST, issue=issue)
+        return self.request("POST", issue_path(issue, "/watchers"), f"{ISSUE}/watchers",
+                            json=account, cost=WRITE_COST, issue=issue)
 
 
 @dataclass(frozen=True)
-class IssuePropertySet:
+class IssuePropertySet(Templated):
     """``PUT .../issue/{issue}/properties/{key}`` with ``value`` (any JSON, templated)."""
 
     index: int
@@ -241,19 +219,16 @@ class IssuePropertySet:
     def parse(cls, index: int, p: Params) -> IssuePropertySet:
         return cls(index, p.template("issue"), p.template("key"), p.json_value("value"))
 
-    def placeholders(self) -> frozenset[str]:
-        return self.issue.placeholders | self.key.placeholders | self.value.placeholders
-
     def render(self, row: Row, item_key: str) -> JiraRequest:
         issue, _ = fill_segment("issue", self.issue, row.fields)
         _, key = fill_segment("key", self.key, row.fields)
-        return JiraRequest("PUT", issue_path(issue, f"/properties/{key}"),
-                           f"{ISSUE}/properties/{{propertyKey}}",
-                           json=self.value.render(row.fields), cost=WRITE_COST, issue=issue)
+        return self.request("PUT", issue_path(issue, f"/properties/{key}"),
+                            f"{ISSUE}/properties/{{propertyKey}}",
+                            json=self.value.render(row.fields), cost=WRITE_COST, issue=issue)
 
 
 @dataclass(frozen=True)
-class UserPropertySet:
+class UserPropertySet(Templated):
     """``PUT /rest/api/3/user/properties/{key}?accountId=``; the row's own user by default."""
 
     index: int
@@ -269,19 +244,16 @@ class UserPropertySet:
         return cls(index, p.template("key"), p.json_value("value"),
                    p.template("account_id", "{account_id}"))
 
-    def placeholders(self) -> frozenset[str]:
-        return self.key.placeholders | self.value.placeholders | self.account_id.placeholders
-
     def render(self, row: Row, item_key: str) -> JiraRequest:
         _, key = fill_segment("key", self.key, row.fields)
         account = _account("account_id", self.account_id, row)
-        return JiraRequest("PUT", f"{API}/user/properties/{key}",
-                           f"{API}/user/properties/{{propertyKey}}", query={"accountId": account},
-                           json=self.value.render(row.fields), cost=WRITE_COST)
+        return self.request("PUT", f"{API}/user/properties/{key}",
+                            f"{API}/user/properties/{{propertyKey}}", query={"accountId": account},
+                            json=self.value.render(row.fields), cost=WRITE_COST)
 
 
 @dataclass(frozen=True)
-class WorklogAdd:
+class WorklogAdd(Templated):
     """``POST .../issue/{issue}/worklog``: time_spent_seconds, started, optional comment."""
 
     index: int
@@ -298,10 +270,6 @@ class WorklogAdd:
         return cls(index, p.template("issue"), p.template_or_int("time_spent_seconds"),
                    p.template("started"), optional_adf_param(p, "comment", "comment_adf"))
 
-    def placeholders(self) -> frozenset[str]:
-        names = self.issue.placeholders | self.seconds.placeholders | self.started.placeholders
-        return names | (self.comment.placeholders if self.comment is not None else frozenset())
-
     def render(self, row: Row, item_key: str) -> JiraRequest:
         f = row.fields
         issue, _ = fill_segment("issue", self.issue, f)
@@ -312,6 +280,6 @@ class WorklogAdd:
         }
         if self.comment is not None:
             body["comment"] = Params.render_adf("comment", self.comment, f)
-        return JiraRequest("POST", issue_path(issue, "/worklog"), f"{ISSUE}/worklog", json=body,
-                           idempotent=False, cost=WRITE_COST, issue=issue)
+        return self.request("POST", issue_path(issue, "/worklog"), f"{ISSUE}/worklog",
+                            json=body, cost=WRITE_COST, issue=issue)
 

@@ -24,6 +24,7 @@ from runner.actions.base import (
     WRITE_COST,
     JiraRequest,
     RenderError,
+    Templated,
     fill,
     item_property,
 )
@@ -100,7 +101,7 @@ def match_template(path: str) -> tuple[str, int | None]:
 
 
 @dataclass(frozen=True)
-class RequestAction:
+class RequestAction(Templated):
     index: int
     method: str
     path: tuple[Template, ...]  # one template per path segment
@@ -143,12 +144,6 @@ class RequestAction:
         return cls(index, method, segments, query, body, idempotent, cost, template,
                    issue if method != "GET" else None, creates)
 
-    def placeholders(self) -> frozenset[str]:
-        names: set[str] = set()
-        for part in (*self.path, *self.query.values(), self.body, self.issue):
-            if part is not None:
-                names |= part.placeholders
-        return frozenset(names)
 
     def render(self, row: Row, item_key: str) -> JiraRequest:
         f = row.fields
@@ -165,8 +160,8 @@ class RequestAction:
             body["properties"] = [*(props if isinstance(props, list) else []),
                                   item_property(item_key)]
         issue = fill("issue", self.issue, f) if self.issue is not None else None
-        return JiraRequest(self.method, path, self.template, query=query, json=body,
-                           idempotent=self.idempotent, cost=self.cost, issue=issue)
+        return self.request(self.method, path, self.template, query=query, json=body,
+                            cost=self.cost, issue=issue)
 
 
 def _query_text(t: Table, key: str, value: Any) -> str:
@@ -178,7 +173,7 @@ def _query_text(t: Table, key: str, value: Any) -> str:
 
 
 @dataclass(frozen=True)
-class PythonAction:
+class PythonAction(Templated):
     """``python = "package.module:function"``: ``await func(jira, row)``, where ``jira`` is a
     client bound to the row's user (``await jira.request(method, path, query=..., json=...)``).
     Not idempotent unless the job says so: the runner can't know what it does."""
@@ -190,8 +185,6 @@ class PythonAction:
     name: str = "python"
     creates: None = None
 
-    def placeholders(self) -> frozenset[str]:
-        return frozenset()
 
 
 _REF = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")

@@ -23,6 +23,7 @@ from runner.actions.base import (
     WRITE_COST,
     JiraRequest,
     Resolve,
+    Templated,
     fill,
     fill_segment,
     issue_path,
@@ -52,7 +53,7 @@ def find_transition(answer: Any, name: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class IssueTransition:
+class IssueTransition(Templated):
     index: int
     issue: Template
     transition_id: Template | None
@@ -73,12 +74,6 @@ class IssueTransition:
         return cls(index, p.template("issue"), by_id, by_name,
                    p.json_table("fields", required=False), p.t.boolean("idempotent", True))
 
-    def placeholders(self) -> frozenset[str]:
-        names = self.issue.placeholders
-        for part in (self.transition_id, self.transition, self.fields):
-            if part is not None:
-                names |= part.placeholders
-        return names
 
     def render(self, row: Row, item_key: str) -> JiraRequest:
         issue, _ = fill_segment("issue", self.issue, row.fields)
@@ -87,8 +82,7 @@ class IssueTransition:
 
         def request(transition_id: str) -> JiraRequest:
             body = {"transition": {"id": transition_id}, **extra}
-            return JiraRequest("POST", path, TEMPLATE, json=body, idempotent=self.idempotent,
-                               cost=WRITE_COST, issue=issue)
+            return self.request("POST", path, TEMPLATE, json=body, cost=WRITE_COST, issue=issue)
 
         if self.transition_id is not None:
             return request(fill("transition_id", self.transition_id, row.fields))
@@ -103,5 +97,5 @@ class IssueTransition:
             return request(found)
 
         read = JiraRequest("GET", path, TEMPLATE, cost=READ_COST)
-        return JiraRequest("POST", path, TEMPLATE, idempotent=self.idempotent, cost=WRITE_COST,
-                           issue=issue, resolve=Resolve(read, complete))
+        return self.request("POST", path, TEMPLATE, cost=WRITE_COST, issue=issue,
+                            resolve=Resolve(read, complete))
