@@ -21,18 +21,17 @@ from runner.actions.base import (
     CORE_OBJECT_COST,
     REQUEST_COST,
     WRITE_COST,
-    JiraRequest,
-    Resolve,
     fill,
     fill_segment,
     issue_path,
 )
 from runner.actions.params import Params
 from runner.errors import ActionError
+from runner.jira import JiraRequest, Resolve
 from runner.templates import JsonTemplate, Template
 
 if TYPE_CHECKING:
-    from runner.job import Row
+    from runner.sources import Row
 
 TEMPLATE = f"{API}/issue/{{issueIdOrKey}}/transitions"
 READ_COST = REQUEST_COST + CORE_OBJECT_COST
