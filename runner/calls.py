@@ -25,7 +25,6 @@ from typing import Protocol
 
 import structlog
 
-from runner.actions.base import JiraRequest
 from runner.budgets import Clock, SystemClock
 from runner.budgets.cooldown import Cooldowns
 from runner.budgets.jira import JiraPacer, Permit
@@ -35,6 +34,7 @@ from runner.errors import RequestNotSentError, TransportError
 from runner.events import NullObserver, Observer
 from runner.jira import (
     JiraClient,
+    JiraRequest,
     JiraResponse,
     Ok,
     Outcome,

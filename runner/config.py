@@ -2,6 +2,11 @@
 
 Secrets never live in the file: a system token comes from an environment variable, a file or a
 command (``SystemTokenSource``). An error names the file, the key's path and what was expected.
+
+The ``[sandbox]`` and ``[serve]`` tables belong to the simulator and the remote endpoint: they
+are kept as read (``sandbox_table``, ``serve_table``) and parsed by their own packages
+(``runner.sandbox.config.sandbox_config``, ``runner.remote.settings.serve_config``), so the core
+imports neither.
 """
 
 from __future__ import annotations
@@ -9,21 +14,16 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 from runner.ari import AriError, validate_ari
 from runner.errors import ConfigError
-from runner.remote.settings import (
-    SecretRef,
-    ServeConfig,
-    load_serve_config,
-    loopback_url_problem,
-    secret_ref,
-)
-from runner.sandbox.config import SandboxConfig, load_sandbox_config
 from runner.tables import MISSING, Table, describe
+from runner.tokenroute import SecretRef, loopback_url_problem, secret_ref
 
 DEFAULT_GATEWAY_URL = "https://api.atlassian.com/graphql"
 DEFAULT_API_BASE_URL = "https://api.atlassian.com/ex/jira/{cloud_id}"
@@ -140,8 +140,9 @@ class Config:
     retry_jira: RetryPolicy = RetryPolicy(wait_initial_s=2.0, deadline_s=36000.0)
     jira_budgets: JiraBudgets = JiraBudgets()
     gateway_messages: GatewayMessages = GatewayMessages()
-    sandbox: SandboxConfig | None = None
-    serve: ServeConfig | None = None
+    # The [sandbox] and [serve] tables as read, for their packages to parse; None when absent.
+    sandbox_table: Mapping[str, Any] | None = None
+    serve_table: Mapping[str, Any] | None = None
     # sha256 of the file's bytes: a resumed run checks it did not change.
     fingerprint: str = field(default="")
 
@@ -179,16 +180,9 @@ def load_config(path: str | Path) -> Config:
     retry.done()
     budgets = _budgets(root.table("jira_budgets"))
     messages = _messages(root.table("gateway_messages"))
-    sandbox = None
-    if "sandbox" in root:
-        table = root.table("sandbox")
-        try:
-            sandbox = load_sandbox_config(table.data, base)
-        except ConfigError as exc:
-            raise ConfigError(exc.key, exc.expected, exc.found, file=path) from None
-    serve = None
-    if "serve" in root:
-        serve = load_serve_config(root.table("serve"), base, environments)
+    _check_shared_buckets(environments, error)
+    sandbox = MappingProxyType(root.table("sandbox").data) if "sandbox" in root else None
+    serve = MappingProxyType(root.table("serve").data) if "serve" in root else None
     root.done()
     return Config(
         path=path,
@@ -199,10 +193,26 @@ def load_config(path: str | Path) -> Config:
         retry_jira=retry_jira,
         jira_budgets=budgets,
         gateway_messages=messages,
-        sandbox=sandbox,
-        serve=serve,
+        sandbox_table=sandbox,
+        serve_table=serve,
         fingerprint=hashlib.sha256(data).hexdigest(),
     )
+
+
+def _check_shared_buckets(environments: Mapping[str, EnvironmentConfig],
+                          error: Callable[[str, str, str], ConfigError]) -> None:
+    """Environments naming one mint bucket must state one budget: it is one OAuth client's
+    limit, and two budgets for it can't both be right."""
+    first: dict[str, EnvironmentConfig] = {}
+    for env in environments.values():
+        owner = first.setdefault(env.bucket, env)
+        if (owner.mint_limit, owner.mint_window_s) != (env.mint_limit, env.mint_window_s):
+            raise error(
+                f"environments.{env.name}.mint_limit",
+                f"the budget of shared bucket {env.bucket!r} as environments.{owner.name} "
+                f"states it ({owner.mint_limit} per {owner.mint_window_s:g} s)",
+                f"{env.mint_limit} per {env.mint_window_s:g} s",
+            )
 
 
 def _resolve(base: Path, value: str) -> Path:

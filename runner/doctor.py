@@ -20,7 +20,7 @@ from typing import Any, TextIO
 import aiohttp
 
 from runner.accounts import account_id_problem
-from runner.actions.base import API, JiraRequest
+from runner.actions.base import API
 from runner.budgets.mint import MintBuckets
 from runner.config import Config, EnvironmentConfig, SiteConfig
 from runner.errors import (
@@ -35,6 +35,7 @@ from runner.errors import (
 from runner.gateway import GatewayClient, Minted, MintOutcome, MintRateLimited, SystemTokenRejected
 from runner.jira import (
     JiraClient,
+    JiraRequest,
     Ok,
     Permanent,
     RateLimited,

@@ -10,20 +10,49 @@ was limited), unauthorized, permanent or transient.
 from __future__ import annotations
 
 import json as jsonlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from runner.actions.base import JiraRequest
 from runner.config import SiteConfig
 from runner.errors import RequestNotSentError, TransportError
 from runner.ratelimit import RateLimitInfo, Scope, parse_rate_limit, scope_for_429
 
 # Enough of a non-JSON error body to say what went wrong, not enough to flood a log.
 _TEXT_MESSAGE_LIMIT = 300
+
+
+@dataclass(frozen=True)
+class JiraRequest:
+    """One Jira REST call, relative to the site's ``api_base_url``."""
+
+    method: str  # "GET" | "POST" | "PUT" | "DELETE"
+    path: str  # concrete: "/rest/api/3/issue/MIG-1/comment"
+    template: str  # the spec's: "/rest/api/3/issue/{issueIdOrKey}/comment"
+    query: Mapping[str, str] = field(default_factory=dict)
+    json: Any = None
+    idempotent: bool = True
+    cost: int = 1  # estimated points
+    issue: str | None = None  # the issue written to; None for reads and issue-less writes
+    # Set when a read must come first (see Resolve); `json` is then None until completed.
+    resolve: Resolve | None = None
+
+
+@dataclass(frozen=True)
+class Resolve:
+    """A read the executor sends first; its answer completes the request.
+
+    ``issue.transition`` by name needs the issue's transitions to learn the ID. The executor
+    sends ``request`` (as the same user, within the same budgets), then sends
+    ``complete(answer_json)``. ``complete`` raises ``runner.errors.ActionError`` when the answer
+    does not allow the action (no transition of that name): the item fails, nothing is retried.
+    """
+
+    request: JiraRequest
+    complete: Callable[[Any], JiraRequest] = field(repr=False)
 
 
 @dataclass(frozen=True)

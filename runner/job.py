@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.accounts import account_id_problem
-from runner.actions import Action, JiraRequest, PythonAction, RenderError, build_action
+from runner.actions import Action, PythonAction, RenderError, build_action
 from runner.config import Config
 from runner.errors import JobError
+from runner.jira import JiraRequest
 from runner.rowkeys import Repeat, RowKeys
 from runner.sources import (
     ACCOUNT_COLUMN,

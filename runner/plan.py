@@ -28,9 +28,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from runner.actions import JiraRequest
 from runner.budgets.quota import DEFAULT_BURST, DEFAULT_MARGIN
 from runner.config import Config
+from runner.jira import JiraRequest
 from runner.job import Job, Row, check_rows
 from runner.tally import HashTally, key_hash
 

@@ -19,9 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from runner.actions import ITEM_PROPERTY_KEY, JiraRequest
+from runner.actions import ITEM_PROPERTY_KEY
 from runner.calls import CallResult, Done
 from runner.config import SiteConfig
+from runner.jira import JiraRequest
 from runner.templates import path_segment
 
 API = "/rest/api/3"

@@ -28,7 +28,7 @@ import anyio
 import anyio.lowlevel
 import structlog
 
-from runner.actions import Action, JiraRequest, PythonAction
+from runner.actions import Action, PythonAction
 from runner.calls import CallExecutor, CallResult, Done, Failed, Uncertain
 from runner.config import Config, SiteConfig
 from runner.errors import (
@@ -41,6 +41,7 @@ from runner.errors import (
     UserRefusedError,
 )
 from runner.events import Observer
+from runner.jira import JiraRequest
 from runner.job import Job, Row
 from runner.journal import Journal
 from runner.journal.base import ItemRef, ItemState, item_key

@@ -33,6 +33,7 @@ from runner.config import SystemTokenSource
 from runner.errors import SystemTokenError
 from runner.events import NullObserver, Observer
 from runner.logs import register_secret
+from runner.tokenroute import fetch_system_token
 
 log = structlog.get_logger("runner.systemtoken")
 
@@ -225,8 +226,6 @@ class SystemTokenProvider:
     async def _ask_serve(self, url: str) -> str:
         """The freshest token the serve process holds for the source's installation; "" when
         it holds none yet (the provider then waits, as for an empty file)."""
-        from runner.remote.loopback import fetch_system_token
-
         s = self._source
         secret = s.serve_secret_value or (s.serve_secret.read() if s.serve_secret else "")
         if not secret:

@@ -8,14 +8,15 @@ naming ``environments.dev.mint_limt`` instead of a silently ignored setting.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar, overload
 
 from runner.errors import InputError
 
 # (key path, expected, found) -> the error to raise: ConfigError for configs, JobError for jobs.
 ErrorFactory = Callable[[str, str, str], InputError]
 
-T = TypeVar("T")
+# The type of a getter's default: what an absent key gives instead of the getter's own type.
+D = TypeVar("D")
 
 
 class _Missing:
@@ -23,7 +24,8 @@ class _Missing:
         return "MISSING"
 
 
-MISSING: Any = _Missing()
+# No default given: the key is required. Typed as Any so a caller can pass it on as a default.
+MISSING: Final[Any] = _Missing()
 
 
 def describe(value: Any) -> str:
@@ -74,7 +76,7 @@ class Table:
             raise self.error(name, expected, "nothing (the key is missing)")
         return default
 
-    def _typed(self, name: str, default: Any, expected: str, ok: Callable[[Any], bool]) -> Any:
+    def _typed(self, name: str, default: object, expected: str, ok: Callable[[Any], bool]) -> Any:
         value = self.raw(name, default, expected=expected)
         if value is default and name not in self.data:
             return value
@@ -82,19 +84,45 @@ class Table:
             raise self.error(name, expected, describe(value))
         return value
 
-    def string(self, name: str, default: Any = MISSING, *, expected: str = "a string") -> Any:
+    # Each getter: without ``default`` the key is required and the value has the getter's type;
+    # with one, an absent key gives ``default`` (so ``None`` makes the result optional).
+
+    @overload
+    def string(self, name: str, *, expected: str = ...) -> str: ...
+    @overload
+    def string(self, name: str, default: D, *, expected: str = ...) -> str | D: ...
+
+    def string(self, name: str, default: object = MISSING, *, expected: str = "a string"
+               ) -> object:
         """A string value (``default`` when absent; missing and no default is an error)."""
         return self._typed(name, default, expected, lambda v: isinstance(v, str))
 
-    def nonempty(self, name: str, default: Any = MISSING, *, expected: str = "a string") -> Any:
+    @overload
+    def nonempty(self, name: str, *, expected: str = ...) -> str: ...
+    @overload
+    def nonempty(self, name: str, default: D, *, expected: str = ...) -> str | D: ...
+
+    def nonempty(self, name: str, default: object = MISSING, *, expected: str = "a string"
+                 ) -> object:
         return self._typed(
             name, default, f"{expected} (not empty)", lambda v: isinstance(v, str) and v != ""
         )
 
-    def boolean(self, name: str, default: Any = MISSING) -> Any:
+    @overload
+    def boolean(self, name: str) -> bool: ...
+    @overload
+    def boolean(self, name: str, default: D) -> bool | D: ...
+
+    def boolean(self, name: str, default: object = MISSING) -> object:
         return self._typed(name, default, "true or false", lambda v: isinstance(v, bool))
 
-    def integer(self, name: str, default: Any = MISSING, *, minimum: int | None = None) -> Any:
+    @overload
+    def integer(self, name: str, *, minimum: int | None = ...) -> int: ...
+    @overload
+    def integer(self, name: str, default: D, *, minimum: int | None = ...) -> int | D: ...
+
+    def integer(self, name: str, default: object = MISSING, *, minimum: int | None = None
+                ) -> object:
         expected = "an integer" if minimum is None else f"an integer >= {minimum}"
         return self._typed(
             name,
@@ -105,10 +133,18 @@ class Table:
             and (minimum is None or v >= minimum),
         )
 
+    @overload
+    def number(self, name: str, *, minimum: float | None = ..., positive: bool = ...
+               ) -> float: ...
+    @overload
+    def number(self, name: str, default: D, *, minimum: float | None = ...,
+               positive: bool = ...) -> float | D: ...
+
     def number(
-        self, name: str, default: Any = MISSING, *, minimum: float | None = None,
+        self, name: str, default: object = MISSING, *, minimum: float | None = None,
         positive: bool = False,
-    ) -> Any:
+    ) -> object:
+        """A number, as a float (an integer in the file is accepted)."""
         expected = "a number"
         if positive:
             expected = "a number > 0"
@@ -123,7 +159,14 @@ class Table:
         value = self._typed(name, default, expected, ok)
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
-    def strings(self, name: str, default: Any = MISSING, *, nonempty: bool = False) -> Any:
+    @overload
+    def strings(self, name: str, *, nonempty: bool = ...) -> tuple[str, ...]: ...
+    @overload
+    def strings(self, name: str, default: D, *, nonempty: bool = ...
+                ) -> tuple[str, ...] | D: ...
+
+    def strings(self, name: str, default: object = MISSING, *, nonempty: bool = False
+                ) -> object:
         """A list of strings, as a tuple."""
         expected = "a non-empty list of strings" if nonempty else "a list of strings"
         value = self._typed(

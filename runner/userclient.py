@@ -12,11 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from runner.actions.base import CORE_OBJECT_COST, REQUEST_COST, WRITE_COST, JiraRequest
+from runner.actions.base import CORE_OBJECT_COST, REQUEST_COST, WRITE_COST
 from runner.actions.raw import METHODS, match_template
 from runner.calls import CallExecutor, Done, Uncertain
 from runner.config import SiteConfig
 from runner.errors import JiraCallError, JiraUncertainError
+from runner.jira import JiraRequest
 
 
 class UserJira:

@@ -16,7 +16,6 @@ from runner.actions import (
     BUILTINS,
     ITEM_PROPERTY_KEY,
     Action,
-    JiraRequest,
     PythonAction,
     RenderError,
     build_action,
@@ -24,6 +23,7 @@ from runner.actions import (
 from runner.actions.raw import KNOWN_TEMPLATES
 from runner.actions.transition import find_transition
 from runner.errors import ActionError, JobError
+from runner.jira import JiraRequest
 from runner.job import Row
 from runner.sandbox.testing import require_specs_dir
 from runner.tables import Table

@@ -10,10 +10,10 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from runner.actions.base import JiraRequest
 from runner.budgets import ManualClock
 from runner.budgets.jira import JiraPacer, Permit
 from runner.config import JiraBudgets
+from runner.jira import JiraRequest
 from runner.ratelimit import Scope, parse_rate_limit
 from runner.sandbox.jira.limits import iso_time
 from tests.fakes import Events

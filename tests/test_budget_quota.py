@@ -7,7 +7,6 @@ from collections import Counter
 
 import pytest
 
-from runner.actions.base import JiraRequest
 from runner.budgets.quota import (
     PointsQuota,
     aligned_reset,
@@ -15,6 +14,7 @@ from runner.budgets.quota import (
     quota_rate,
 )
 from runner.config import JiraBudgets
+from runner.jira import JiraRequest
 from runner.ratelimit import Scope
 
 POINTS = 1000

@@ -11,12 +11,11 @@ from collections.abc import Iterable
 import aiohttp
 import anyio
 
-from runner.actions.base import JiraRequest
 from runner.budgets.cooldown import Cooldowns
 from runner.budgets.jira import JiraPacer
 from runner.calls import CallExecutor, Done
 from runner.config import JiraBudgets, SiteConfig
-from runner.jira import JiraClient
+from runner.jira import JiraClient, JiraRequest
 from runner.ratelimit import Scope
 from runner.sandbox.app import RunningSandbox
 from runner.sandbox.testing import CLOUD_A

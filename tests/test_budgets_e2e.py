@@ -17,10 +17,10 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from runner.actions.base import JiraRequest
 from runner.budgets import ManualClock
 from runner.budgets.jira import JiraPacer
 from runner.config import JiraBudgets, load_config
+from runner.jira import JiraRequest
 from runner.job import load_job
 from runner.journal import ItemState
 from runner.ratelimit import parse_rate_limit

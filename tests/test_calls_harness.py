@@ -19,11 +19,10 @@ import aiohttp
 import anyio
 from aiohttp import web
 
-from runner.actions.base import JiraRequest
 from runner.budgets.cooldown import Cooldowns
 from runner.calls import CallExecutor
 from runner.config import RetryPolicy, SiteConfig
-from runner.jira import JiraClient
+from runner.jira import JiraClient, JiraRequest
 from runner.sandbox.app import RunningSandbox
 from runner.sandbox.config import JiraLimits, SandboxConfig
 from runner.sandbox.jira.adf import text as adf

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.cli import main
 from runner.config import (
     DEFAULT_GATEWAY_URL,
     Config,
@@ -14,6 +15,8 @@ from runner.config import (
     load_config,
 )
 from runner.errors import ConfigError
+from runner.remote.settings import serve_config
+from runner.sandbox.config import sandbox_config
 
 REPO = Path(__file__).resolve().parent.parent
 CLOUD = "5b1e6c3a-0d6f-4e4b-9d0a-2f3c4b5a6d7e"
@@ -37,10 +40,18 @@ def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
     return path
 
 
+def load_all(path: Path) -> Config:
+    """The config as the commands read it: the core, then [sandbox] and [serve] by their own."""
+    config = load_config(path)
+    sandbox_config(config)
+    serve_config(config)
+    return config
+
+
 def error_for(tmp_path: Path, text: str) -> ConfigError:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
-        load_config(path)
+        load_all(path)
     assert info.value.file == path
     assert str(info.value).startswith(f"{path}: ")
     return info.value
@@ -54,7 +65,9 @@ def test_example_config_loads() -> None:
     assert site.environment == "dev"
     assert site.context_ari == f"ari:cloud:jira:{site.cloud_id}:workspace/{site.cloud_id}"
     assert config.environments["dev"].system_token.command is not None
-    assert config.sandbox is not None and "acme" in config.sandbox.sites
+    sandbox = sandbox_config(config)
+    assert sandbox is not None and "acme" in sandbox.sites
+    assert serve_config(config) is not None
 
 
 def test_defaults_are_filled(tmp_path: Path) -> None:
@@ -70,7 +83,8 @@ def test_defaults_are_filled(tmp_path: Path) -> None:
     assert config.retry_mint == RetryPolicy()
     assert config.retry_jira == Config.retry_jira
     assert config.runner.concurrency == 16
-    assert config.sandbox is None
+    assert config.sandbox_table is None and sandbox_config(config) is None
+    assert config.serve_table is None and serve_config(config) is None
 
 
 def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
@@ -199,3 +213,65 @@ def test_invalid_toml_and_missing_files_are_config_errors(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match=r"nope\.toml") as info:
         load_config(missing)
     assert info.value.expected == "a readable config file"
+
+
+SHARED = MINIMAL.replace('[environments.prod]', '[environments.prod]\nmint_bucket = "app"') + f"""
+[environments.staging]
+app_id = "{APP}"
+system_token = {{ env = "FORGE_SYSTEM_TOKEN" }}
+mint_bucket = "app"
+mint_limit = 500
+"""
+
+
+def test_a_shared_bucket_with_two_budgets_is_refused_at_load(tmp_path: Path) -> None:
+    """Environments naming one mint bucket with different budgets fail load_config, naming
+    both environments' keys."""
+    err = error_for(tmp_path, SHARED.replace("[sites.acme]", '[sites.acme]\nenvironment = "prod"'))
+    assert err.key == "environments.staging.mint_limit"
+    assert "'app'" in err.expected and "environments.prod" in err.expected
+    assert "1000 per 60 s" in err.expected and err.found == "500 per 60 s"
+
+
+def test_shared_bucket_with_one_budget_loads(tmp_path: Path) -> None:
+    """Environments naming one bucket with the same budget share it without complaint."""
+    text = SHARED.replace("mint_limit = 500", "mint_limit = 1000")
+    config = load_config(write(tmp_path, text.replace("[sites.acme]",
+                                                      '[sites.acme]\nenvironment = "prod"')))
+    assert {env.bucket for env in config.environments.values()} == {"app"}
+
+
+JOB = """
+site = "acme"
+[source]
+rows = [{ account_id = "5b10ac8d82e05b22cc7d4ef5" }]
+[[actions]]
+type = "myself"
+"""
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        # No edit: the two budgets of bucket "app" disagree.
+        (("", ""), "environments.staging.mint_limit"),
+        (("mint_limit = 500", 'mint_limit = 1000\n[sandbox]\nport = "high"'), "sandbox.port"),
+        (("mint_limit = 500",
+          'mint_limit = 1000\n[serve]\nenvironment = "prod"\njwks_url = "ftp://x"'),
+         "serve.jwks_url"),
+    ],
+)
+def test_run_refuses_a_bad_config_before_opening_a_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: tuple[str, str], key: str
+) -> None:
+    """`forge-runner run` on a config refused for a shared bucket's budgets, a bad [sandbox] or
+    a bad [serve] exits 2 naming the key, and no journal (so no run) is made."""
+    text = SHARED.replace("[sites.acme]", '[sites.acme]\nenvironment = "prod"')
+    text = text.replace(*edit) if edit[0] else text
+    config = write(tmp_path, text + '\n[runner]\njournal = "state.db"\n')
+    job = write(tmp_path, JOB, name="job.toml")
+    code = main(["run", str(job), "--config", str(config), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"{config}: {key}: expected " in err
+    assert not (tmp_path / "state.db").exists()

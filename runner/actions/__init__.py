@@ -12,9 +12,7 @@ from pathlib import Path
 from runner.actions.base import (
     ITEM_PROPERTY_KEY,
     Action,
-    JiraRequest,
     RenderError,
-    Resolve,
     item_property,
 )
 from runner.actions.builtins import (
@@ -54,10 +52,8 @@ __all__ = [
     "BUILTINS",
     "ITEM_PROPERTY_KEY",
     "Action",
-    "JiraRequest",
     "PythonAction",
     "RenderError",
-    "Resolve",
     "build_action",
     "item_property",
 ]

@@ -9,14 +9,13 @@ checks every row before a run and builds each request during it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any, Protocol
 
+from runner.jira import JiraRequest
+from runner.sources import Row
 from runner.templates import JsonTemplate, Template, TemplateError, path_segment
-
-if TYPE_CHECKING:
-    from runner.job import Row
 
 # The entity property every create carries, so a create whose outcome is unknown can be found
 # (by `issue.property[forge-runner.item].item = "<item key>"`) before it is sent again.
@@ -30,36 +29,6 @@ CORE_OBJECT_COST = 1
 IDENTITY_OBJECT_COST = 2
 
 API = "/rest/api/3"
-
-
-@dataclass(frozen=True)
-class Resolve:
-    """A read the executor sends first; its answer completes the request.
-
-    ``issue.transition`` by name needs the issue's transitions to learn the ID. The executor
-    sends ``request`` (as the same user, within the same budgets), then sends
-    ``complete(answer_json)``. ``complete`` raises ``runner.errors.ActionError`` when the answer
-    does not allow the action (no transition of that name): the item fails, nothing is retried.
-    """
-
-    request: JiraRequest
-    complete: Callable[[Any], JiraRequest] = field(repr=False)
-
-
-@dataclass(frozen=True)
-class JiraRequest:
-    """One Jira REST call, relative to the site's ``api_base_url``."""
-
-    method: str  # "GET" | "POST" | "PUT" | "DELETE"
-    path: str  # concrete: "/rest/api/3/issue/MIG-1/comment"
-    template: str  # the spec's: "/rest/api/3/issue/{issueIdOrKey}/comment"
-    query: Mapping[str, str] = field(default_factory=dict)
-    json: Any = None
-    idempotent: bool = True
-    cost: int = 1  # estimated points
-    issue: str | None = None  # the issue written to; None for reads and issue-less writes
-    # Set when a read must come first (see Resolve); `json` is then None until completed.
-    resolve: Resolve | None = None
 
 
 class Action(Protocol):

@@ -17,7 +17,6 @@ from runner.actions.base import (
     IDENTITY_OBJECT_COST,
     REQUEST_COST,
     WRITE_COST,
-    JiraRequest,
     RenderError,
     Templated,
     fill,
@@ -32,10 +31,11 @@ from runner.actions.params import (
     optional_adf_param,
     started_param,
 )
+from runner.jira import JiraRequest
 from runner.templates import JsonTemplate, Template
 
 if TYPE_CHECKING:
-    from runner.job import Row
+    from runner.sources import Row
 
 ISSUE = f"{API}/issue/{{issueIdOrKey}}"
 

@@ -22,18 +22,18 @@ from runner.actions.base import (
     CORE_OBJECT_COST,
     REQUEST_COST,
     WRITE_COST,
-    JiraRequest,
     RenderError,
     Templated,
     fill,
     item_property,
 )
 from runner.actions.params import Params
+from runner.jira import JiraRequest
 from runner.tables import Table, describe
 from runner.templates import JsonTemplate, Template, TemplateError, path_segment
 
 if TYPE_CHECKING:
-    from runner.job import Row
+    from runner.sources import Row
 
 METHODS = ("GET", "POST", "PUT", "DELETE")
 ISSUE = f"{API}/issue/{{issueIdOrKey}}"

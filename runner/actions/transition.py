@@ -21,8 +21,6 @@ from runner.actions.base import (
     CORE_OBJECT_COST,
     REQUEST_COST,
     WRITE_COST,
-    JiraRequest,
-    Resolve,
     Templated,
     fill,
     fill_segment,
@@ -30,10 +28,11 @@ from runner.actions.base import (
 )
 from runner.actions.params import Params
 from runner.errors import ActionError
+from runner.jira import JiraRequest, Resolve
 from runner.templates import JsonTemplate, Template
 
 if TYPE_CHECKING:
-    from runner.job import Row
+    from runner.sources import Row
 
 TEMPLATE = f"{API}/issue/{{issueIdOrKey}}/transitions"
 READ_COST = REQUEST_COST + CORE_OBJECT_COST

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
-from runner.actions.base import JiraRequest
 from runner.budgets import Clock, SystemClock
 from runner.budgets.burst import (
     DEFAULT_CAPACITY_S,
@@ -42,6 +41,7 @@ from runner.budgets.perissue import DEFAULT_GUARD_S, IssueWrites
 from runner.budgets.quota import DEFAULT_BURST, DEFAULT_MARGIN, PointsQuota
 from runner.config import JiraBudgets
 from runner.events import NullObserver, Observer
+from runner.jira import JiraRequest
 from runner.ratelimit import (
     REASON_BURST,
     REASON_QUOTA_GLOBAL,

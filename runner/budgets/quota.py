@@ -30,7 +30,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from runner.actions.base import CORE_OBJECT_COST, REQUEST_COST, JiraRequest
+from runner.actions.base import CORE_OBJECT_COST, REQUEST_COST
+from runner.jira import JiraRequest
 from runner.ratelimit import Scope
 
 # Kept out of the pacing: estimate errors and the app's other traffic spend from it.

@@ -28,6 +28,7 @@ from runner.job import load_job
 from runner.logs import configure_logging
 from runner.manifest import load_manifest
 from runner.manifest_check import check_manifest, passed, render
+from runner.sandbox.config import SandboxConfig, sandbox_config
 from runner.scopes import scopes_needed
 
 
@@ -62,20 +63,22 @@ def run(args: argparse.Namespace) -> int:
     if args.site is None or args.user is None or args.job is not None:
         raise InputError("doctor: give --site S --user ACCOUNT, or --manifest manifest.yml JOB")
     config = load_config(args.config)
+    sandbox = sandbox_config(config)
     resolve(config, args.site, args.user)  # bad input stops here, before any sandbox starts
     configure_logging(format="plain", level="INFO" if args.verbose else "ERROR")
-    code: int = anyio.run(_check_user, config, args.site, args.user, sys.stdout)
+    code: int = anyio.run(_check_user, config, sandbox, args.site, args.user, sys.stdout)
     return code
 
 
-async def _check_user(config: Config, site: str, user: str, out: TextIO) -> int:
+async def _check_user(config: Config, sandbox: SandboxConfig | None, site: str, user: str,
+                      out: TextIO) -> int:
     async with AsyncExitStack() as stack:
-        if config.sandbox is not None and config.sandbox.embedded:
+        if sandbox is not None and sandbox.embedded:
             # As `run` does: a config pointing at its embedded sandbox works with no other step.
             from runner.sandbox.app import serve
 
-            sandbox = await stack.enter_async_context(serve(config.sandbox))
-            out.write(f"sandbox: serving {sandbox.url} for this check\n")
+            served = await stack.enter_async_context(serve(sandbox))
+            out.write(f"sandbox: serving {served.url} for this check\n")
         return await check_user(config, site, user, out)
 
 

@@ -31,7 +31,9 @@ from runner.journal.base import RunHandle
 from runner.logs import LogFormat, configure_logging, redact
 from runner.plan import make_plan
 from runner.progress import RunStats, Summary, open_progress
+from runner.remote.settings import serve_config
 from runner.report import RunInfo, write_report_async
+from runner.sandbox.config import SandboxConfig, sandbox_config
 from runner.shutdown import Shutdown
 
 DEFAULT_CONFIG = "forge-runner.toml"
@@ -81,6 +83,9 @@ def add_parser(sub: Any) -> None:
 
 def _main(args: argparse.Namespace, *, mode: str) -> int:
     config = load_config(args.config)
+    # Their packages read [sandbox] and [serve]: a bad one stops here too, before any run opens.
+    sandbox = sandbox_config(config)
+    serve_config(config)
     if args.concurrency:
         from dataclasses import replace
 
@@ -93,7 +98,7 @@ def _main(args: argparse.Namespace, *, mode: str) -> int:
     level = "INFO" if args.verbose or not live else "WARNING"
     # No stream: the handler follows rich's redirected stderr, so lines print above the view.
     configure_logging(format=log_format, level=level)
-    return anyio.run(_run, args, config, console, mode)
+    return anyio.run(_run, args, config, sandbox, console, mode)
 
 
 class _StopChecking(Exception):
@@ -110,17 +115,18 @@ def _stop_when(stop: threading.Event) -> Callable[[], None]:
     return checkpoint
 
 
-async def _run(args: argparse.Namespace, config: Config, console: Console, mode: str) -> int:
+async def _run(args: argparse.Namespace, config: Config, sandbox: SandboxConfig | None,
+               console: Console, mode: str) -> int:
     # Signals are ours from the start: a stop while every row is being checked (a minute for a
     # million rows) ends the command at once (130 SIGINT, 143 SIGTERM), nothing sent and nothing
     # journaled.
     shutdown = Shutdown()
     with shutdown.installed():
-        return await _checked_run(args, config, console, mode, shutdown)
+        return await _checked_run(args, config, sandbox, console, mode, shutdown)
 
 
-async def _checked_run(args: argparse.Namespace, config: Config, console: Console, mode: str,
-                       shutdown: Shutdown) -> int:
+async def _checked_run(args: argparse.Namespace, config: Config, sandbox: SandboxConfig | None,
+                       console: Console, mode: str, shutdown: Shutdown) -> int:
     async with AsyncExitStack() as stack:
         journal = await stack.enter_async_context(SqliteJournal(config.runner.journal))
         job_path: Path | None = getattr(args, "job", None)
@@ -150,11 +156,11 @@ async def _checked_run(args: argparse.Namespace, config: Config, console: Consol
             print(f"forge-runner: {exc}", file=sys.stderr)
             return ExitCode.ALREADY_RUNNING
         await journal.set_total(handle.run_id, total)
-        if config.sandbox is not None and config.sandbox.embedded:
+        if sandbox is not None and sandbox.embedded:
             from runner.sandbox.app import serve
 
-            sandbox = await stack.enter_async_context(serve(config.sandbox))
-            console.print(f"sandbox: serving {sandbox.url} for this run")
+            served = await stack.enter_async_context(serve(sandbox))
+            console.print(f"sandbox: serving {served.url} for this run")
         verb = "resuming" if handle.resumed else "starting"
         console.print(f"{verb} run [bold]{handle.run_id}[/] of {job.name}: {total} items")
         stats = RunStats.from_config(config)

@@ -20,9 +20,9 @@ from rich.console import Console
 
 from runner.commands.run import DEFAULT_CONFIG
 from runner.config import Config, load_config
-from runner.errors import ConfigError
 from runner.logs import LogFormat, configure_logging
 from runner.remote.server import RunningRemote, serve_remote
+from runner.remote.settings import require_serve_config
 
 
 def add_parser(sub: Any) -> None:
@@ -47,9 +47,7 @@ def add_parser(sub: Any) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    if config.serve is None:
-        raise ConfigError("serve", "a [serve] section (routes Forge invokes)", "none",
-                          file=config.path)
+    require_serve_config(config)  # a bad [serve] stops here, before anything listens
     console = Console(stderr=True)
     log_format: LogFormat = args.log_format or ("console" if console.is_terminal else "plain")
     configure_logging(format=log_format)

@@ -8,6 +8,6 @@
     triggers.py   one run per installation and interval; no overlapping runs
     server.py     the aiohttp application and ``serve_remote``
 
-Nothing is imported here: ``runner.config`` reads ``settings`` while the other modules need
-``runner.config``, so each is imported by its own name.
+Nothing is imported here, so a module that needs only ``settings`` (``forge-runner run``
+checking a ``[serve]`` table) loads nothing of the server; each is imported by its own name.
 """

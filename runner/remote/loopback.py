@@ -1,32 +1,22 @@
-"""The freshest system token, handed over loopback to jobs on this host: route and client.
+"""The freshest system token, handed over loopback to jobs on this host: the route.
 
 A ``forge-runner serve`` process holds the system tokens Forge brings (``TokenStore``). A job
 it runs itself, or a standalone ``forge-runner run`` on the same host whose config says
 ``system_token.serve = "http://127.0.0.1:PORT"``, asks this route for the token of one
 installation. The route listens on 127.0.0.1 only, refuses any peer that is not loopback, and
-wants the shared secret in ``X-Forge-Runner-Secret`` (compared in constant time).
-
-    GET /system-token?installation=<installation ARI>
-    200 {"token": "...", "expires_at": 1767225600}   the freshest token held (maybe expired:
-                                                      the caller's provider judges and waits)
-    404 {"error": "..."}                               none held yet for that installation
-    401 / 403                                          wrong secret / not a loopback peer
+wants the shared secret in ``X-Forge-Runner-Secret`` (compared in constant time). The
+protocol and its client live in ``runner.tokenroute``, which the core uses without this server.
 """
 
 from __future__ import annotations
 
 import hmac
 
-import aiohttp
 from aiohttp import web
 
-from runner.errors import SystemTokenError
 from runner.logs import register_secret
-from runner.remote.settings import is_loopback
 from runner.remote.tokens import TokenStore
-
-PATH = "/system-token"
-SECRET_HEADER = "X-Forge-Runner-Secret"
+from runner.tokenroute import PATH, SECRET_HEADER, is_loopback
 
 
 def build_token_app(store: TokenStore, secret: str) -> web.Application:
@@ -53,32 +43,3 @@ def build_token_app(store: TokenStore, secret: str) -> web.Application:
     app = web.Application()
     app.router.add_get(PATH, handle)
     return app
-
-
-async def fetch_system_token(url: str, installation_id: str, secret: str,
-                             environment: str) -> str:
-    """The token the serve process at ``url`` holds for ``installation_id``; "" when it holds
-    none yet. SystemTokenError when it can't be asked (down, wrong secret)."""
-    where = f"the serve process at {url}"
-    try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{url}{PATH}", params={"installation": installation_id},
-                        headers={SECRET_HEADER: secret}, allow_redirects=False) as resp,
-        ):
-            if resp.status == 404:
-                return ""
-            if resp.status in (401, 403):
-                raise SystemTokenError(environment, f"{where} refused us (HTTP {resp.status}; "
-                                       "check the shared secret)")
-            if resp.status != 200:
-                raise SystemTokenError(environment, f"{where} answered HTTP {resp.status}")
-            body = await resp.json()
-    except aiohttp.ClientError as exc:
-        raise SystemTokenError(environment, f"{where} is unreachable ({type(exc).__name__})") \
-            from None
-    token = body.get("token") if isinstance(body, dict) else None
-    if not isinstance(token, str):
-        raise SystemTokenError(environment, f"{where} answered without a token")
-    register_secret(token)
-    return token

@@ -38,7 +38,7 @@ from runner.journal import SqliteJournal
 from runner.remote.fit import FitVerifier, JwksCache
 from runner.remote.loopback import build_token_app
 from runner.remote.nightly import JobTemplate, site_for
-from runner.remote.settings import ServeConfig, ServeRoute
+from runner.remote.settings import ServeConfig, ServeRoute, require_serve_config
 from runner.remote.tokens import Installation, TokenStore
 from runner.remote.triggers import Decision, TriggerDesk
 
@@ -149,9 +149,7 @@ async def serve_remote(
 
     ``host``/``port``/``token_port`` override the config (0 picks a free port); ``clock``
     drives FIT times, dedup windows and the jobs' budgets (tests compress it)."""
-    serve = config.serve
-    if serve is None:
-        raise ConfigError("serve", "a [serve] section", "none", file=config.path)
+    serve = require_serve_config(config)
     clock = clock or SystemClock()
     templates = {r.path: JobTemplate.load(r.job, config)
                  for r in serve.routes if r.kind == "job" and r.job is not None}

@@ -15,22 +15,23 @@
     job = "jobs/nightly-sync.toml"
     interval = "day"
 
-Read by ``load_config`` through ``load_serve_config``; nothing here imports the config module,
-which imports this one.
+``load_config`` keeps the table as read (``Config.serve_table``); ``serve_config`` reads it,
+with errors naming ``serve.…`` and the file, before anything listens.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Literal
 
 from runner.ari import AriError, validate_ari
+from runner.config import Config, EnvironmentConfig
+from runner.errors import ConfigError
 from runner.tables import Table, describe
+from runner.tokenroute import SecretRef, secret_ref
 
 DEFAULT_JWKS_URL = "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json"
 DEFAULT_CONTEXT_ARI = "ari:cloud:jira:{cloud_id}:workspace/{cloud_id}"
@@ -38,6 +39,7 @@ DEFAULT_CONTEXT_ARI = "ari:cloud:jira:{cloud_id}:workspace/{cloud_id}"
 RouteKind = Literal["lifecycle", "refresh", "job"]
 Interval = Literal["fiveMinute", "hour", "day", "week"]
 ROUTE_KINDS: tuple[RouteKind, ...] = ("lifecycle", "refresh", "job")
+INTERVAL_NAMES: tuple[Interval, ...] = ("fiveMinute", "hour", "day", "week")
 # Forge's scheduled-trigger intervals, in seconds.
 INTERVALS: Mapping[str, float] = {
     "fiveMinute": 300.0,
@@ -45,33 +47,6 @@ INTERVALS: Mapping[str, float] = {
     "day": 86400.0,
     "week": 604800.0,
 }
-
-
-@dataclass(frozen=True)
-class SecretRef:
-    """Where a shared secret is read from: an environment variable or a file (never the config
-    itself). Holds the reference only, so its repr is safe."""
-
-    env: str | None = None
-    file: Path | None = None
-
-    def read(self) -> str:
-        """The secret's current value; "" when the variable or file is missing or empty."""
-        import os
-
-        if self.env:
-            return os.environ.get(self.env, "").strip()
-        if self.file is not None:
-            try:
-                return self.file.read_text().strip()
-            except OSError:
-                return ""
-        return ""
-
-    def describe(self) -> str:
-        if self.env:
-            return f"environment variable {self.env}"
-        return f"file {self.file}" if self.file is not None else "nothing"
 
 
 @dataclass(frozen=True)
@@ -126,32 +101,31 @@ class ServeConfig:
     routes: tuple[ServeRoute, ...] = ()
 
 
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and ``localhost``."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+def serve_config(config: Config) -> ServeConfig | None:
+    """The config's ``[serve]`` table read and checked; None when it has none. ConfigError
+    names the file and the key's path (``serve.routes[0].kind``)."""
+    if config.serve_table is None:
+        return None
+
+    def error(key: str, expected: str, found: str) -> ConfigError:
+        return ConfigError(key, expected, found, file=config.path)
+
+    table = Table(config.serve_table, "serve", error)
+    return load_serve_config(table, config.path.resolve().parent, config.environments)
 
 
-def loopback_url_problem(url: str) -> str | None:
-    """Why ``url`` is not an http:// URL on a loopback address, or None when it is."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        return f"not a URL ({exc})"
-    if parts.scheme != "http" or not parts.hostname or port is None:
-        return "not an http://HOST:PORT URL"
-    if not is_loopback(parts.hostname):
-        return f"{parts.hostname} is not a loopback address"
-    return None
+def require_serve_config(config: Config) -> ServeConfig:
+    """``serve_config``, refusing a config without a ``[serve]`` section."""
+    serve = serve_config(config)
+    if serve is None:
+        raise ConfigError("serve", "a [serve] section (routes Forge invokes)", "none",
+                          file=config.path)
+    return serve
 
 
-def load_serve_config(t: Table, base: Path, environments: Mapping[str, Any]) -> ServeConfig:
-    """Read the ``[serve]`` table; ``environments`` are the config's (to name one)."""
+def load_serve_config(t: Table, base: Path,
+                      environments: Mapping[str, EnvironmentConfig]) -> ServeConfig:
+    """Read the ``[serve]`` table ``t``; ``environments`` are the config's (to name one)."""
     d = ServeConfig()
     only = next(iter(environments)) if len(environments) == 1 else None
     environment = t.nonempty("environment", only, expected="an environment's name")
@@ -183,26 +157,6 @@ def load_serve_config(t: Table, base: Path, environments: Mapping[str, Any]) -> 
     )
     t.done()
     return config
-
-
-def secret_ref(t: Table, base: Path, required: bool) -> SecretRef | None:
-    """``secret_env`` or ``secret_file`` of table ``t`` (at most one; one if ``required``)."""
-    if "secret" in t:
-        raise t.error("secret", "secret_env or secret_file (where the secret is read from)",
-                      "a secret in the file (secrets never live in the config)")
-    env = t.nonempty("secret_env", None, expected="an environment variable name")
-    file = t.nonempty("secret_file", None, expected="a file path")
-    if env is not None and file is not None:
-        raise t.error("secret_env", "one of secret_env or secret_file", "both")
-    if env is None and file is None:
-        if required:
-            raise t.error("secret_env", "one of secret_env or secret_file", "neither")
-        return None
-    path = None
-    if file is not None:
-        path = Path(file).expanduser()
-        path = path if path.is_absolute() else base / path
-    return SecretRef(env=env, file=path)
 
 
 def _token_endpoint(t: Table, base: Path) -> TokenEndpoint:
@@ -238,7 +192,7 @@ def _routes(t: Table, base: Path) -> tuple[ServeRoute, ...]:
         elif "job" in r:
             raise r.error("job", "no job (only a kind = \"job\" route starts one)", "a job")
         interval = r.nonempty("interval", "day", expected="fiveMinute, hour, day or week")
-        if interval not in INTERVALS:
+        if interval not in INTERVAL_NAMES:
             raise r.error("interval", "fiveMinute, hour, day or week", describe(interval))
         window = r.number("dedup_window_s", INTERVALS[interval] / 2, positive=True)
         routes.append(ServeRoute(path, kind, job, interval, window))

@@ -71,13 +71,7 @@ def read_sandbox_config(path: Path | None) -> SandboxConfig:
     table = document.get("sandbox")
     if not isinstance(table, dict):
         raise ConfigError("sandbox", "a [sandbox] table", "none", file=path)
-    try:
-        return load_sandbox_config(table, base_dir=path.parent)
-    except ConfigError as exc:
-        raise ConfigError(exc.key, exc.expected, exc.found, file=path) from None
-    except (TypeError, ValueError, AttributeError) as exc:
-        # A table where a value belongs, or the like: the loader's own checks did not catch it.
-        raise ConfigError("sandbox", "the documented shape", str(exc), file=path) from None
+    return load_sandbox_config(table, base_dir=path.parent, file=path)
 
 
 def _system_token_command(args: argparse.Namespace) -> int:

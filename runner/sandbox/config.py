@@ -2,6 +2,9 @@
 
 Every rule of the simulated cloud is a field here, so a test can tighten any of them with
 ``dataclasses.replace`` or by writing its own TOML. Defaults follow ``atlassian-facts.md``.
+
+``load_config`` keeps the table as read (``Config.sandbox_table``); ``sandbox_config`` reads it.
+``forge-runner sandbox`` reads the table alone (``load_sandbox_config``), with no runner config.
 """
 
 from __future__ import annotations
@@ -10,9 +13,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from runner.errors import ConfigError
+
+if TYPE_CHECKING:
+    # For the annotation only: signing a sandbox token loads nothing of the runner's config.
+    from runner.config import Config
 
 UserState = Literal["active", "deactivated", "no_access"]
 MintAlgorithm = Literal["sliding", "fixed", "token_bucket"]
@@ -212,8 +219,28 @@ def _take(table: Mapping[str, Any], path: str, cls: type[T], **overrides: Any) -
     return cls(**values)
 
 
-def load_sandbox_config(table: Mapping[str, Any], base_dir: Path | None = None) -> SandboxConfig:
-    """Build a SandboxConfig from the ``[sandbox]`` table of a parsed config file."""
+def sandbox_config(config: Config) -> SandboxConfig | None:
+    """The config's ``[sandbox]`` table read and checked; None when it has none."""
+    if config.sandbox_table is None:
+        return None
+    return load_sandbox_config(config.sandbox_table, config.path.resolve().parent,
+                               file=config.path)
+
+
+def load_sandbox_config(table: Mapping[str, Any], base_dir: Path | None = None, *,
+                        file: Path | None = None) -> SandboxConfig:
+    """Build a SandboxConfig from the ``[sandbox]`` table of a parsed config file. A
+    ConfigError names ``file`` and the key's path (``sandbox.port``)."""
+    try:
+        return _sandbox(table, base_dir)
+    except ConfigError as exc:
+        raise ConfigError(exc.key, exc.expected, exc.found, file=file) from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        # A table where a value belongs, or the like: the loader's own checks did not catch it.
+        raise ConfigError("sandbox", "the documented shape", str(exc), file=file) from None
+
+
+def _sandbox(table: Mapping[str, Any], base_dir: Path | None) -> SandboxConfig:
     t = dict(table)
     envs = {
         name: _take(dict(e), f"sandbox.environments.{name}", SandboxEnvironment, name=name)

@@ -11,7 +11,7 @@ from runner.config import load_config
 from runner.errors import ConfigError, JobError
 from runner.job import check_rows
 from runner.remote.nightly import JobTemplate, job_config, journal_identity, site_for
-from runner.remote.settings import INTERVALS
+from runner.remote.settings import INTERVALS, serve_config
 from runner.remote.tokens import Installation
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,10 +27,11 @@ def installation(cloud: str = CLOUD, inst: str = INST) -> Installation:
 def test_example_config_has_a_serve_section() -> None:
     """config.example.toml's [serve] names the nightly template and the hourly refresh."""
     config = load_config(REPO / "config.example.toml")
-    assert config.serve is not None
-    kinds = {r.kind for r in config.serve.routes}
+    serve = serve_config(config)
+    assert serve is not None
+    kinds = {r.kind for r in serve.routes}
     assert kinds == {"lifecycle", "refresh", "job"}
-    (job_route,) = [r for r in config.serve.routes if r.kind == "job"]
+    (job_route,) = [r for r in serve.routes if r.kind == "job"]
     assert job_route.job == REPO / "jobs" / "nightly-sync.toml"
     assert job_route.dedup_window_s == INTERVALS["day"] / 2
 
@@ -39,9 +40,10 @@ def test_shipped_template_runs_on_the_invoking_installation() -> None:
     """jobs/nightly-sync.toml as a template: every row is on the new installation's site, the
     job named and journaled per site, its system token read from serve over loopback."""
     config = load_config(REPO / "config.example.toml")
-    assert config.serve is not None
+    serve = serve_config(config)
+    assert serve is not None
     template = JobTemplate.load(REPO / "jobs" / "nightly-sync.toml", config)
-    site = site_for(config, config.serve, installation())
+    site = site_for(config, serve, installation())
     assert site.name == CLOUD and site.installation_id == INST
     assert site.context_ari == f"ari:cloud:jira:{CLOUD}:workspace/{CLOUD}"
     assert site.api_base_url == f"https://api.atlassian.com/ex/jira/{CLOUD}"
@@ -49,7 +51,7 @@ def test_shipped_template_runs_on_the_invoking_installation() -> None:
     assert job.name == f"nightly-sync@{CLOUD}" and job.sites == (CLOUD,)
     rows = list(job.source.rows())
     assert rows and {row.site for row in rows} == {CLOUD}
-    cfg = job_config(config, config.serve, site, "http://127.0.0.1:9999", "s" * 32)
+    cfg = job_config(config, serve, site, "http://127.0.0.1:9999", "s" * 32)
     assert check_rows(job, cfg).rows == len(rows)
     source = cfg.environments[site.environment].system_token
     assert (source.serve, source.installation_id) == ("http://127.0.0.1:9999", INST)
@@ -61,11 +63,12 @@ def test_configured_site_is_matched_by_installation_or_cloud() -> None:
     """An installation of a configured site is that site; a reinstall (new installation ID,
     same cloud) too, with the new ID."""
     config = load_config(REPO / "config.example.toml")
-    assert config.serve is not None
+    serve = serve_config(config)
+    assert serve is not None
     acme = config.sites["acme"]
-    same = site_for(config, config.serve, installation(acme.cloud_id, acme.installation_id))
+    same = site_for(config, serve, installation(acme.cloud_id, acme.installation_id))
     assert same == acme
-    reinstalled = site_for(config, config.serve, installation(acme.cloud_id, INST))
+    reinstalled = site_for(config, serve, installation(acme.cloud_id, INST))
     assert reinstalled == replace(acme, installation_id=INST)
 
 
@@ -118,5 +121,5 @@ def test_serve_config_refusals(tmp_path: Path, serve: str, key: str) -> None:
     """A bad [serve] key is a ConfigError naming it (the token route can't be moved off
     loopback, nor hold its secret inline)."""
     with pytest.raises(ConfigError) as info:
-        load_config(_serve_config(tmp_path, serve))
+        serve_config(load_config(_serve_config(tmp_path, serve)))
     assert info.value.key == key

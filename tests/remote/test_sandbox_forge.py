@@ -14,7 +14,8 @@ import pytest
 from aiohttp import web
 
 from runner.config import load_config
-from runner.sandbox.config import ForgeTrigger, load_sandbox_config
+from runner.remote.settings import serve_config
+from runner.sandbox.config import ForgeTrigger, load_sandbox_config, sandbox_config
 from runner.sandbox.systemtokens import verify_system_token
 from runner.sandbox.testing import StartSandbox
 from tests.remote.helpers import APP_ID, forge_of, forge_sandbox_config
@@ -148,11 +149,12 @@ async def test_schedule_delivers_each_installation_every_interval(
 def test_example_config_sandbox_plays_forge() -> None:
     """config.example.toml's [sandbox.forge] points at serve's port, with both triggers."""
     config = load_config(REPO / "config.example.toml")
-    assert config.sandbox is not None and config.serve is not None
-    forge = config.sandbox.forge
-    assert forge.enabled and forge.remote_url.endswith(f":{config.serve.port}")
-    assert forge.app_id == config.environments[config.serve.environment].app_id
-    paths = {r.path for r in config.serve.routes}
+    sandbox, serve = sandbox_config(config), serve_config(config)
+    assert sandbox is not None and serve is not None
+    forge = sandbox.forge
+    assert forge.enabled and forge.remote_url.endswith(f":{serve.port}")
+    assert forge.app_id == config.environments[serve.environment].app_id
+    paths = {r.path for r in serve.routes}
     assert {t.path for t in forge.triggers} <= paths and forge.lifecycle_path in paths
 
 

@@ -13,10 +13,10 @@ from aiohttp import web
 from runner.budgets import ManualClock
 from runner.config import SystemTokenSource, load_config
 from runner.errors import ConfigError, SystemTokenError
-from runner.remote.loopback import SECRET_HEADER, build_token_app
-from runner.remote.settings import SecretRef
+from runner.remote.loopback import build_token_app
 from runner.remote.tokens import TokenStore
 from runner.systemtoken import SystemTokenProvider
+from runner.tokenroute import SECRET_HEADER, SecretRef
 from tests.fakes import Events
 
 INST = "ari:cloud:ecosystem::installation/3e4d5c6b-7a89-4b0c-9d1e-2f3a4b5c6d7e"
