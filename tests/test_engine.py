@@ -3,13 +3,13 @@ and no token in anything a run writes or prints."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 
-import anyio
 import pytest
 
 from runner.config import load_config
@@ -93,9 +93,13 @@ async def test_300_users_inside_a_60_per_3s_mint_budget(
 
 async def run_cli(*args: str, cwd: Path) -> tuple[int, str, str]:
     env = {**os.environ, "COLUMNS": "200"}
-    done = await anyio.run_process([sys.executable, "-m", "runner", *args], cwd=cwd,
-                                   check=False, env=env)
-    return done.returncode, done.stdout.decode(), done.stderr.decode()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "runner", *args, cwd=cwd, env=env,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
 
 
 async def test_wrong_context_ari_blocks_after_the_first_refusal(
@@ -207,20 +211,25 @@ async def test_sigterm_while_checking_rows_exits_130_with_nothing_sent(
     async with start_sandbox(roomy(sandbox_config)) as sb:
         cfg = write_runner_config(tmp_path, sb)
         job = write_job(tmp_path, [pattern_account(n) for n in range(ROWS_TO_CHECK)])
-        process = await anyio.open_process(
-            [sys.executable, "-m", "runner", "run", str(job), "--config", str(cfg), "--quiet"],
-            cwd=tmp_path, stdin=subprocess.DEVNULL,
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "runner", "run", str(job), "--config", str(cfg), "--quiet",
+            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
-        async with process:
-            with anyio.fail_after(30):
+        try:
+            async with asyncio.timeout(30):
                 # Polling /proc: the child's handlers offer no event to wait on.
                 while not _catches_sigterm(process.pid):  # noqa: ASYNC110
-                    await anyio.sleep(0.01)
+                    await asyncio.sleep(0.01)
             process.send_signal(signal.SIGTERM)
-            with anyio.fail_after(20):
+            async with asyncio.timeout(20):
                 code = await process.wait()
             assert process.stderr is not None
-            err = (await process.stderr.receive()).decode()
+            err = (await process.stderr.read()).decode()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
         assert code == 130
         assert "nothing was sent" in err
         assert sum(sb.world.mints_accepted.values()) == 0
