@@ -8,12 +8,14 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from runner.config import load_config
 from runner.engine import Engine
+from runner.errors import JournalError
 from runner.job import load_job
 from runner.journal import ItemState, SqliteJournal
 from runner.sandbox.config import JiraLimits, SandboxConfig
@@ -234,3 +236,23 @@ async def test_sigterm_while_checking_rows_exits_130_with_nothing_sent(
         assert "nothing was sent" in err
         assert sum(sb.world.mints_accepted.values()) == 0
         assert sum(sb.world.jira_calls.values()) == 0
+
+
+async def test_an_error_inside_the_engine_comes_out_as_itself(
+    tmp_path: Path, sandbox_config: SandboxConfig, start_sandbox: StartSandbox
+) -> None:
+    """A journal error in one of the engine's tasks reaches the caller as that error, not
+    wrapped in a task group's ExceptionGroup, so the command can print it as one line."""
+
+    class FailingJournal(SqliteJournal):
+        async def claim(self, run_id: str, row_keys: Sequence[str]) -> Sequence[str]:
+            raise JournalError("disk full")
+
+    async with start_sandbox(roomy(sandbox_config)) as sb:
+        cfg = load_config(write_runner_config(tmp_path, sb))
+        job = load_job(write_job(tmp_path, [pattern_account(n) for n in range(3)]), cfg)
+        async with FailingJournal(tmp_path / "journal.db") as journal:
+            handle = await journal.open_run(job.name, str(job.path), job.fingerprint,
+                                            cfg.fingerprint, job.text)
+            with pytest.raises(JournalError, match="disk full"):
+                await Engine(cfg, job, journal).run(handle)
