@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import anyio
 from aiolimiter import AsyncLimiter
 
 from runner.budgets.mint import MintBuckets
@@ -99,9 +98,9 @@ async def run_forge_runner(
                 await minter.token_for(site, user)
 
         start = time.perf_counter()
-        async with anyio.create_task_group() as tg:
+        async with asyncio.TaskGroup() as tg:
             for _ in range(workers):
-                tg.start_soon(worker)
+                tg.create_task(worker())
         wall = time.perf_counter() - start
     world = sb.world
     return Result("forge-runner", world.mints_accepted["dev"], wall, world.mints_rejected["dev"])

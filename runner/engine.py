@@ -1,8 +1,8 @@
 """The engine: a job's rows, fairly scheduled, each user's actions in order, every step journaled.
 
     source ──(one pass per site)──> FairScheduler ──> workers ──> RowWorker ──> journal
-             skipping rows whose         (bounded)    (anyio       (mint, call,
-             items are all final                       task group)  classify)
+             skipping rows whose         (bounded)    (asyncio     (mint, call,
+             items are all final                       TaskGroup)   classify)
 
 Each site's rows are read by their own pass over the source, a chunk at a time in a thread (no
 blocking I/O on the event loop), and checked against the journal in the same chunks, so a resume
@@ -13,14 +13,16 @@ scheduler; a row's actions run in order, journaled ``started`` before a request 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import asyncio
+import functools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
 import aiohttp
-import anyio
 import structlog
 
+from runner.aio import single_error, to_the_end
 from runner.budgets import Clock, SystemClock
 from runner.budgets.cooldown import Cooldowns
 from runner.budgets.jira import JiraPacer
@@ -131,16 +133,20 @@ class Engine:
                 shutdown=self.shutdown,
                 deadline=self.clock.now() + config.retry_jira.deadline_s,
             )
-            async with anyio.create_task_group() as tg:
-                self.shutdown.on_drain(scheduler.stop)
-                self.shutdown.on_force(tg.cancel_scope.cancel)
-                for site in job.sites:
-                    tg.start_soon(self._produce, run_id, site, scheduler)
-                for _ in range(concurrency):
-                    tg.start_soon(self._work, scheduler, worker)
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tasks = [tg.create_task(self._produce(run_id, site, scheduler))
+                             for site in job.sites]
+                    tasks += [tg.create_task(self._work(scheduler, worker))
+                              for _ in range(concurrency)]
+                    self.shutdown.on_drain(scheduler.stop)
+                    # A forced stop cancels the group's tasks, not this one: the group ends
+                    # quietly (a cancelled child is no error) and the run is still finished.
+                    self.shutdown.on_force(functools.partial(_cancel_all, tasks))
+            except BaseExceptionGroup as group:
+                raise single_error(group) from None
             # The last items' ``done`` were queued without waiting: durable before counting.
-            with anyio.CancelScope(shield=True):
-                await worker.settle()
+            await to_the_end(worker.settle())
         blocked = {n: m.blocked.diagnostic for n, m in minters.items() if m.blocked is not None}
         return await self._finish(run_id, blocked)
 
@@ -178,7 +184,7 @@ class Engine:
         try:
             rows = _site_rows(self.job, site)
             while not self.shutdown.draining:
-                chunk: list[Row] = await anyio.to_thread.run_sync(_take, rows)
+                chunk: list[Row] = await asyncio.to_thread(_take, rows)
                 if not chunk:
                     break
                 for row, todo in await self._unfinished(run_id, chunk):
@@ -205,6 +211,11 @@ class Engine:
             if todo:
                 out.append((row, todo))
         return out
+
+
+def _cancel_all(tasks: Iterable[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
 
 
 def _site_rows(job: Job, site: str) -> Iterator[Row]:

@@ -49,8 +49,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import anyio
-
+from runner.aio import in_thread
 from runner.logs import redact_value
 from runner.progress.stats import RunStats
 
@@ -236,25 +235,27 @@ async def write_report_async(
     from the journal into the file, and file work runs in a worker thread."""
     target = Path(path)
     head = redact_value(report_head(stats, run_info))
-    fd, tmp_name = await anyio.to_thread.run_sync(_temp_beside, target)
+    fd, tmp_name = await in_thread(_temp_beside, target)
     try:
-        async with await anyio.open_file(fd, "w", encoding="utf-8") as out:
+        out = await in_thread(open, fd, "w", encoding="utf-8")
+        try:
             pending = [_head_text(head)]
             first = True
             async for item in _aiter(failures):
                 pending.append(_item_text(item, first))
                 first = False
                 if len(pending) >= _WRITE_BATCH:
-                    await out.write("".join(pending))
+                    await in_thread(out.write, "".join(pending))
                     pending.clear()
             pending.append(_tail(first))
-            await out.write("".join(pending))
-            await out.flush()
-            await anyio.to_thread.run_sync(os.fsync, fd)
-        await anyio.to_thread.run_sync(os.replace, tmp_name, target)
+            await in_thread(out.write, "".join(pending))
+            await in_thread(out.flush)
+            await in_thread(os.fsync, fd)
+        finally:
+            await in_thread(out.close)
+        await in_thread(os.replace, tmp_name, target)
     except BaseException:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(_discard, tmp_name)
+        await in_thread(_discard, tmp_name)
         raise
     return target
 

@@ -11,12 +11,11 @@ Memory: each site's queue is bounded, so what is buffered follows concurrency, n
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
-
-import anyio
 
 T = TypeVar("T")
 
@@ -39,7 +38,7 @@ class FairScheduler(Generic[T]):
         self._lanes: dict[str, _Lane[T]] = {s: _Lane(max(w, 1e-9)) for s, w in weights.items()}
         self._workers = max(1, workers)
         self._buffer = max(1, buffer_per_site)
-        self._changed = anyio.Event()
+        self._changed = asyncio.Event()
         self._stopped = False
 
     # -- producers ----------------------------------------------------------------------------
@@ -116,7 +115,7 @@ class FairScheduler(Generic[T]):
 
     def _notify(self) -> None:
         self._changed.set()
-        self._changed = anyio.Event()
+        self._changed = asyncio.Event()
 
     async def _wait_change(self) -> None:
         await self._changed.wait()

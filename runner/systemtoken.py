@@ -14,6 +14,8 @@ Nothing here logs a token or a command's raw output.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import math
 import os
@@ -24,10 +26,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import anyio
 import jwt
 import structlog
 
+from runner.aio import in_thread, to_the_end
 from runner.budgets import Clock, SystemClock
 from runner.config import SystemTokenSource
 from runner.errors import SystemTokenError
@@ -77,7 +79,7 @@ class SystemTokenProvider:
         self._command_timeout = command_timeout_s
         self._poll_initial = poll_initial_s
         self._poll_max = poll_max_s
-        self._lock = anyio.Lock()
+        self._lock = asyncio.Lock()
         self._held: _Held | None = None
         self._last_read = -math.inf
         # Digests of tokens the gateway refused: the source may keep serving one for a while.
@@ -189,7 +191,7 @@ class SystemTokenProvider:
             return os.environ.get(s.env, "").strip()
         if s.file is not None:
             try:
-                return (await anyio.Path(self._path(s.file)).read_text()).strip()
+                return (await in_thread(self._path(s.file).read_text)).strip()
             except OSError as exc:
                 raise SystemTokenError(
                     self.environment, f"{self._describe()}: {exc.strerror or exc}"
@@ -202,12 +204,9 @@ class SystemTokenProvider:
 
     async def _run_command(self, command: tuple[str, ...]) -> str:
         try:
-            with anyio.fail_after(self._command_timeout):
-                # No shell: the argument list runs as is, from the config file's folder.
-                done = await anyio.run_process(
-                    _resolve(command), cwd=self._source.cwd, check=False,
-                    stdin=subprocess.DEVNULL,
-                )
+            async with asyncio.timeout(self._command_timeout):
+                returncode, stdout, stderr = await _run_process(_resolve(command),
+                                                                self._source.cwd)
         except TimeoutError as exc:
             raise SystemTokenError(
                 self.environment, f"{self._describe()} took over {self._command_timeout:g} s"
@@ -216,12 +215,12 @@ class SystemTokenProvider:
             raise SystemTokenError(
                 self.environment, f"{self._describe()}: {exc.strerror or exc}"
             ) from exc
-        if done.returncode != 0:
+        if returncode != 0:
             raise SystemTokenError(
                 self.environment,
-                f"{self._describe()} exited {done.returncode}: {_safe_stderr(done.stderr)}",
+                f"{self._describe()} exited {returncode}: {_safe_stderr(stderr)}",
             )
-        return done.stdout.decode("utf-8", "replace").strip()
+        return stdout.decode("utf-8", "replace").strip()
 
     async def _ask_serve(self, url: str) -> str:
         """The freshest token the serve process holds for the source's installation; "" when
@@ -234,7 +233,7 @@ class SystemTokenProvider:
                 self.environment, f"no secret for {self._describe()} (read from {where})"
             )
         try:
-            with anyio.fail_after(self._command_timeout):
+            async with asyncio.timeout(self._command_timeout):
                 return await fetch_system_token(url, s.installation_id or "", secret,
                                                 self.environment)
         except TimeoutError as exc:
@@ -259,6 +258,23 @@ def describe_source(source: SystemTokenSource) -> str:
 
 def _source_path(source: SystemTokenSource, file: Path) -> Path:
     return file if file.is_absolute() else source.cwd / file
+
+
+async def _run_process(argv: list[str], cwd: Path) -> tuple[int, bytes, bytes]:
+    """Run ``argv`` (no shell) to its end: exit code, stdout, stderr. Cancelled (a timeout),
+    the process is killed and reaped before the cancel goes on: no command outlives its read."""
+    process = await asyncio.create_subprocess_exec(
+        *argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        stdout, stderr = await process.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await to_the_end(process.wait())
+        raise
+    assert process.returncode is not None
+    return process.returncode, stdout, stderr
 
 
 def _resolve(command: tuple[str, ...]) -> list[str]:

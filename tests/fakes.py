@@ -64,3 +64,18 @@ class Events:
 
     def count(self, name: str) -> int:
         return sum(1 for n, _ in self.seen if n == name)
+
+
+async def all_tasks_blocked() -> None:
+    """Return once every other task of the loop waits on something not yet ready.
+
+    asyncio has no public ``wait_all_tasks_blocked``: this yields until the loop has no
+    callback ready to run besides this task's own wake-up, which is when every other task sits
+    on a future, a lock, a timer or a socket."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(0)
+        # The loop's ready queue is private; it is the one place that says "nothing else can
+        # run now", and a test helper may lean on it.
+        if not loop._ready:  # type: ignore[attr-defined]
+            return

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import Counter
 from typing import Any
 
-import anyio
-import anyio.lowlevel
 import pytest
 
 from runner.budgets import ManualClock
@@ -56,9 +55,9 @@ async def acquire_all(pacer: JiraPacer, clock: ManualClock,
         got.append((i, clock.now()))
         pacer.observe(site, request, 200)
 
-    async with anyio.create_task_group() as tg:
+    async with asyncio.TaskGroup() as tg:
         for i, (site, request) in enumerate(requests):
-            tg.start_soon(one, i, site, request)
+            tg.create_task(one(i, site, request))
     return got
 
 
@@ -94,18 +93,18 @@ async def test_a_cancelled_waiter_takes_nothing() -> None:
     pacer, _ = pacer_for(budgets, clock)
     await pacer.acquire("acme", put_property())
     before = pacer.quota.remaining(clock.now())
-    async with anyio.create_task_group() as tg:
-        scope = anyio.CancelScope()
+    async with asyncio.TaskGroup() as tg:
 
         async def waiter() -> None:
-            with scope:
-                await pacer.acquire("acme", put_property())
-                pytest.fail("the waiter got a permit")
+            await pacer.acquire("acme", put_property())
+            pytest.fail("the waiter got a permit")
 
-        tg.start_soon(waiter)
-        while not clock.sleeps:
-            await anyio.lowlevel.checkpoint()
-        scope.cancel()
+        task = tg.create_task(waiter())
+        # Step the loop until the waiter sits in the manual clock's sleep (it has no event).
+        while not clock.sleeps:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        assert not task.done()
+        task.cancel()
     assert clock.now() == START
     assert pacer.quota.remaining(START) == before
     issue = Scope.issue("acme", "MIG-1")
@@ -120,17 +119,13 @@ async def test_a_cancelled_waiter_leaves_no_pause_behind() -> None:
     clock = ManualClock(START)
     pacer, events = pacer_for(LOOSE, clock)
     pacer.quota.exhausted(START + 5, START)
-    async with anyio.create_task_group() as tg:
-        scope = anyio.CancelScope()
-
-        async def waiter() -> None:
-            with scope:
-                await pacer.acquire("acme", get_issue())
-
-        tg.start_soon(waiter)
-        while not clock.sleeps:
-            await anyio.lowlevel.checkpoint()
-        scope.cancel()
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(pacer.acquire("acme", get_issue()))
+        # Step the loop until the waiter sits in the manual clock's sleep (it has no event).
+        while not clock.sleeps:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        assert not task.done()
+        task.cancel()
     assert scopes(events, "pause") == ["quota:global"]
     assert scopes(events, "resume") == ["quota:global"]
 

@@ -3,13 +3,13 @@ through the executor get no 429 at all, while the same calls sent unpaced do."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections import Counter
 from collections.abc import Iterable
 
 import aiohttp
-import anyio
 
 from runner.budgets.cooldown import Cooldowns
 from runner.budgets.jira import JiraPacer
@@ -68,9 +68,9 @@ async def run_paced(sb: RunningSandbox, acme: SiteConfig, requests: Iterable[Jir
                 request = queue.pop(0)
                 results.append(await executor.execute(acme, ACME_USER, request))
 
-        async with anyio.create_task_group() as tg:
+        async with asyncio.TaskGroup() as tg:
             for _ in range(WORKERS):
-                tg.start_soon(worker)
+                tg.create_task(worker())
     return results
 
 
@@ -86,9 +86,9 @@ async def send_unpaced(sb: RunningSandbox, acme: SiteConfig,
         async def one(request: JiraRequest) -> None:
             statuses[(await client.send(acme, user_token, request)).status] += 1
 
-        async with anyio.create_task_group() as tg:
+        async with asyncio.TaskGroup() as tg:
             for request in requests:
-                tg.start_soon(one, request)
+                tg.create_task(one(request))
     return statuses
 
 
@@ -127,8 +127,8 @@ async def test_a_pause_set_while_waiting_for_the_budgets_returns_the_permit(
         async with aiohttp.ClientSession() as session:
             executor = CallExecutor(JiraClient(session, timeout_s=5.0), WorldTokens(sb.world),
                                     cooldowns, FAST, observer, budgets=pacer)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(executor.execute, acme, ACME_USER, request)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(executor.execute(acme, ACME_USER, request))
                 await observer.seen("pause")  # the call is waiting for the quota
                 until = time.time() + 0.6
                 cooldowns.block(Scope.of_site("acme"), until, "test")

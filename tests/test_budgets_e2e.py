@@ -7,13 +7,13 @@ whole seconds must not move the pacer's exact one.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import time
 from pathlib import Path
 
 import aiohttp
-import anyio
 import pytest
 from structlog.testing import capture_logs
 
@@ -75,7 +75,7 @@ async def test_a_quota_429_pauses_jira_calls_until_the_reset_and_minting_goes_on
     config = dataclasses.replace(make_sandbox_config(), jira_limits=limits,
                                  mint_limit=MintLimit(limit=10, window_s=1.0))
     users = [pattern_account(n) for n in range(40)]
-    going = anyio.Event()
+    going = asyncio.Event()
 
     def hook(event: Event) -> None:
         if event.name == "item.done" and len(events.named("item.done")) >= 5:
@@ -97,12 +97,12 @@ async def test_a_quota_429_pauses_jira_calls_until_the_reset_and_minting_goes_on
             await going.wait()
             # Spend it early in a window, so the pause to the reset is long enough to see.
             now = time.time()
-            await anyio.sleep(math.ceil(now / window) * window - now + 0.05)
+            await asyncio.sleep(math.ceil(now / window) * window - now + 0.05)
             spent_from = time.time()
             await spend_the_quota(sb)
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(other_client)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(other_client())
             result = await run_engine(tmp_path, cfg, job, events)
         arrivals = sb.world.jira_arrivals
         tokens = list(sb.world.user_tokens.values())

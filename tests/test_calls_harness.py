@@ -8,6 +8,7 @@ one, and the requests the tests send.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -16,7 +17,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
-import anyio
 from aiohttp import web
 
 from runner.budgets.cooldown import Cooldowns
@@ -121,10 +121,10 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: list[tuple[str, dict[str, Any]]] = []
-        self._first: dict[str, anyio.Event] = {}
+        self._first: dict[str, asyncio.Event] = {}
 
-    def _event_for(self, name: str) -> anyio.Event:
-        return self._first.setdefault(name, anyio.Event())
+    def _event_for(self, name: str) -> asyncio.Event:
+        return self._first.setdefault(name, asyncio.Event())
 
     def event(self, name: str, /, **fields: Any) -> None:
         self.events.append((name, fields))

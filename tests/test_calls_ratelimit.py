@@ -3,11 +3,11 @@ the sandbox's own records, other scopes and sites go on, and no 429 spends an at
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-import anyio
 import pytest
 from structlog.testing import capture_logs
 from test_calls_harness import (
@@ -45,11 +45,11 @@ async def provoke(
     ``limited`` until refused, and the moment the runner learns of the 429, start ``during``.
     Returns the sandbox's record of the first 429."""
     await warm_up()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(limited)
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(limited())
         await h.observer.seen("jira.rate_limited")
         for call in during:
-            tg.start_soon(call)
+            tg.create_task(call())
     assert h.sb.world.rate_limits, "the sandbox sent no 429"
     return h.sb.world.rate_limits[0]
 

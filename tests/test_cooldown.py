@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-
-import anyio
 
 from runner.budgets import SystemClock
 from runner.budgets.cooldown import Cooldowns
@@ -113,7 +112,7 @@ async def test_real_clock_waiters_release_together_after_the_pause() -> None:
         await cd.wait([BURST_A])
         released.append(time.time())
 
-    async with anyio.create_task_group() as tg:
+    async with asyncio.TaskGroup() as tg:
         for _ in range(3):
-            tg.start_soon(waiter)
+            tg.create_task(waiter())
     assert len(released) == 3 and min(released) >= until

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import anyio
 import pytest
 from aiohttp import web
 
@@ -265,13 +265,13 @@ async def test_cli_doctor_exit_codes(
     def cli(*argv: str) -> int:
         return main(["doctor", *argv])
 
-    assert await anyio.to_thread.run_sync(cli, "--site", "acme", "--user", USER,
+    assert await asyncio.to_thread(cli, "--site", "acme", "--user", USER,
                                           "--config", config) == 0
     out, err = capsys.readouterr()
     assert "All good: forge-runner can act as" in out
     assert all(t not in out + err for t in minted_tokens(sandbox))
-    assert await anyio.to_thread.run_sync(cli, "--site", "acme", "--config", config) == 2
+    assert await asyncio.to_thread(cli, "--site", "acme", "--config", config) == 2
     assert "give --site S --user ACCOUNT" in capsys.readouterr().err
-    assert await anyio.to_thread.run_sync(cli, "--site", "nowhere", "--user", USER,
+    assert await asyncio.to_thread(cli, "--site", "nowhere", "--user", USER,
                                           "--config", config) == 2
     assert "expected a site of" in capsys.readouterr().err

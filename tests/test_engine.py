@@ -3,18 +3,20 @@ and no token in anything a run writes or prints."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-import anyio
 import pytest
 
 from runner.config import load_config
 from runner.engine import Engine
+from runner.errors import JournalError
 from runner.job import load_job
 from runner.journal import ItemState, SqliteJournal
 from runner.sandbox.config import JiraLimits, SandboxConfig
@@ -94,9 +96,13 @@ async def test_300_users_inside_a_60_per_3s_mint_budget(
 
 async def run_cli(*args: str, cwd: Path) -> tuple[int, str, str]:
     env = {**os.environ, "COLUMNS": "200"}
-    done = await anyio.run_process([sys.executable, "-m", "runner", *args], cwd=cwd,
-                                   check=False, env=env)
-    return done.returncode, done.stdout.decode(), done.stderr.decode()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "runner", *args, cwd=cwd, env=env,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
 
 
 async def test_wrong_context_ari_blocks_after_the_first_refusal(
@@ -210,21 +216,46 @@ async def test_sigterm_while_checking_rows_exits_143_with_nothing_sent(
     async with start_sandbox(roomy(sandbox_config)) as sb:
         cfg = write_runner_config(tmp_path, sb)
         job = write_job(tmp_path, [pattern_account(n) for n in range(ROWS_TO_CHECK)])
-        process = await anyio.open_process(
-            [sys.executable, "-m", "runner", "run", str(job), "--config", str(cfg), "--quiet"],
-            cwd=tmp_path, stdin=subprocess.DEVNULL,
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "runner", "run", str(job), "--config", str(cfg), "--quiet",
+            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
-        async with process:
-            with anyio.fail_after(30):
+        try:
+            async with asyncio.timeout(30):
                 # Polling /proc: the child's handlers offer no event to wait on.
                 while not _catches_sigterm(process.pid):  # noqa: ASYNC110
-                    await anyio.sleep(0.01)
+                    await asyncio.sleep(0.01)
             process.send_signal(signal.SIGTERM)
-            with anyio.fail_after(20):
+            async with asyncio.timeout(20):
                 code = await process.wait()
             assert process.stderr is not None
-            err = (await process.stderr.receive()).decode()
+            err = (await process.stderr.read()).decode()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
         assert code == 143
         assert "nothing was sent" in err
         assert sum(sb.world.mints_accepted.values()) == 0
         assert sum(sb.world.jira_calls.values()) == 0
+
+
+async def test_an_error_inside_the_engine_comes_out_as_itself(
+    tmp_path: Path, sandbox_config: SandboxConfig, start_sandbox: StartSandbox
+) -> None:
+    """A journal error in one of the engine's tasks reaches the caller as that error, not
+    wrapped in a task group's ExceptionGroup, so the command can print it as one line."""
+
+    class FailingJournal(SqliteJournal):
+        async def claim(self, run_id: str, row_keys: Sequence[str]) -> Sequence[str]:
+            raise JournalError("disk full")
+
+    async with start_sandbox(roomy(sandbox_config)) as sb:
+        cfg = load_config(write_runner_config(tmp_path, sb))
+        job = load_job(write_job(tmp_path, [pattern_account(n) for n in range(3)]), cfg)
+        async with FailingJournal(tmp_path / "journal.db") as journal:
+            handle = await journal.open_run(job.name, str(job.path), job.fingerprint,
+                                            cfg.fingerprint, job.text)
+            with pytest.raises(JournalError, match="disk full"):
+                await Engine(cfg, job, journal).run(handle)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -9,7 +10,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
-import anyio
 import pytest
 from aiohttp import web
 
@@ -213,7 +213,7 @@ async def test_dropped_connection_is_a_transport_error() -> None:
 
 async def test_timeout_is_a_transport_error() -> None:
     """No answer within the timeout raises TransportError."""
-    never = anyio.Event()
+    never = asyncio.Event()
 
     async def hang(request: web.Request) -> web.StreamResponse:
         await never.wait()

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from pathlib import Path
 
-import anyio
 import pytest
 
 from runner.budgets import ManualClock
 from runner.budgets.mint import MintBucket, MintBuckets
 from runner.config import EnvironmentConfig, SystemTokenSource
 from runner.errors import ConfigError
-from tests.fakes import Events
+from tests.fakes import Events, all_tasks_blocked
 
 
 async def starts_of(bucket: MintBucket, clock: ManualClock, n: int) -> list[float]:
@@ -23,9 +23,9 @@ async def starts_of(bucket: MintBucket, clock: ManualClock, n: int) -> list[floa
         await bucket.acquire()
         starts.append(clock.now())
 
-    async with anyio.create_task_group() as tg:
+    async with asyncio.TaskGroup() as tg:
         for _ in range(n):
-            tg.start_soon(one)
+            tg.create_task(one())
     return starts
 
 
@@ -97,10 +97,10 @@ async def test_acquirers_are_served_in_arrival_order() -> None:
         await bucket.acquire()
         order.append(i)
 
-    async with anyio.create_task_group() as tg:
+    async with asyncio.TaskGroup() as tg:
         for i in range(20):
-            tg.start_soon(one, i)
-            await anyio.lowlevel.checkpoint()  # arrival order is start order
+            tg.create_task(one(i))
+            await asyncio.sleep(0)  # arrival order is start order
     assert order == list(range(20))
 
 
@@ -110,11 +110,13 @@ async def test_cancelled_waiters_cost_no_slot() -> None:
     bucket = MintBucket("dev", 10, 1.0, clock=clock, headroom=0.0)
     await bucket.acquire()
     t0 = clock.now()
-    with anyio.CancelScope() as scope:
-        scope.cancel()
-        for _ in range(5):
-            with pytest.raises(anyio.get_cancelled_exc_class()):
-                await bucket.acquire()
+    for _ in range(5):
+        waiter = asyncio.create_task(bucket.acquire())
+        await asyncio.sleep(0)  # one step: the waiter is now inside its wait for the slot
+        assert not waiter.done()
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
     assert bucket.started == 1
     await bucket.acquire()
     assert clock.now() == pytest.approx(t0 + 0.1)
@@ -125,16 +127,16 @@ async def test_cancelling_the_head_mid_wait_frees_the_queue() -> None:
     """The head of the queue cancelled while it sleeps releases its turn to the next one."""
     bucket = MintBucket("dev", 1, 3600.0)  # the real clock: the second slot is an hour away
     await bucket.acquire()
-    got_in = anyio.Event()
+    got_in = asyncio.Event()
 
     async def head() -> None:
         await bucket.acquire()
         got_in.set()
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(head)
-        await anyio.wait_all_tasks_blocked()
-        tg.cancel_scope.cancel()
+    async with asyncio.TaskGroup() as tg:
+        waiting = tg.create_task(head())
+        await all_tasks_blocked()
+        waiting.cancel()
     assert not got_in.is_set()
     assert bucket.started == 1
     assert not bucket._lock.locked()
@@ -208,7 +210,7 @@ async def test_an_unanswered_start_holds_the_window_until_it_answers() -> None:
     """The guard waits for the oldest start's answer before it lets the next window begin."""
     clock = ManualClock(start=0.0)
     bucket = MintBucket("b", limit=1, window_s=1.0, clock=clock, headroom=0.0)
-    answered = anyio.Event()
+    answered = asyncio.Event()
     second_at: list[float] = []
 
     async def first() -> None:
@@ -220,11 +222,11 @@ async def test_an_unanswered_start_holds_the_window_until_it_answers() -> None:
         await bucket.acquire()
         second_at.append(clock.now())
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(first)
-        await anyio.wait_all_tasks_blocked()
-        tg.start_soon(second)
-        await anyio.wait_all_tasks_blocked()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(first())
+        await all_tasks_blocked()
+        tg.create_task(second())
+        await all_tasks_blocked()
         assert second_at == []
         answered.set()
     assert second_at == [pytest.approx(3.0)]

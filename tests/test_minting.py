@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
-import anyio
 import pytest
 from structlog.testing import capture_logs
 
@@ -92,10 +92,10 @@ async def test_one_mint_per_user_across_many_calls(
         async def ask(user: str) -> None:
             got[user].add(await minter.token_for(site, user))
 
-        async with anyio.create_task_group() as tg:
+        async with asyncio.TaskGroup() as tg:
             for _ in range(5):
                 for user in users:
-                    tg.start_soon(ask, user)
+                    tg.create_task(ask(user))
     world = sandbox.world
     assert {u: world.mints_by_user[(CLOUD_A, u)] for u in users} == {u: 1 for u in users}
     for user, tokens in got.items():
@@ -114,9 +114,9 @@ async def test_single_flight_under_50_concurrent_callers(
         async def ask() -> None:
             tokens.append(await minter.token_for(site, ACME_ACTIVE[0]))
 
-        async with anyio.create_task_group() as tg:
+        async with asyncio.TaskGroup() as tg:
             for _ in range(50):
-                tg.start_soon(ask)
+                tg.create_task(ask())
     assert len(tokens) == 50 and len(set(tokens)) == 1
     assert sandbox.world.mints_by_user[(CLOUD_A, ACME_ACTIVE[0])] == 1
 
@@ -174,9 +174,9 @@ async def test_context_refusal_blocks_the_environment_at_the_first(
             except BlockedEnvironmentError as exc:
                 errors.append(exc)
 
-        async with anyio.create_task_group() as tg:
+        async with asyncio.TaskGroup() as tg:
             for n in range(50):
-                tg.start_soon(ask, n)
+                tg.create_task(ask(n))
         with pytest.raises(BlockedEnvironmentError):
             await minter.token_for(site, ACME_ACTIVE[0])
     assert len(errors) == 50

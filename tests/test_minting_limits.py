@@ -3,6 +3,7 @@ resets are retried by the policy, and system tokens are waited for instead of fa
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 from collections.abc import AsyncIterator
@@ -11,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import anyio
 import pytest
 from aiohttp import web
 
@@ -101,9 +101,9 @@ async def mint_all(minter: Minter, site: SiteConfig, users: list[str]) -> list[s
     async def one(user: str) -> None:
         tokens.append(await minter.token_for(site, user))
 
-    async with anyio.create_task_group() as tg:
+    async with asyncio.TaskGroup() as tg:
         for user in users:
-            tg.start_soon(one, user)
+            tg.create_task(one(user))
     return tokens
 
 

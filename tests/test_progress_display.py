@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import secrets
 import sys
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-import anyio
 import pytest
 import structlog
 from rich.console import Console
@@ -24,10 +24,10 @@ class WatchedIO(io.StringIO):
 
     def __init__(self) -> None:
         super().__init__()
-        self._waiters: list[tuple[str, anyio.Event]] = []
+        self._waiters: list[tuple[str, asyncio.Event]] = []
 
-    def when_contains(self, text: str) -> anyio.Event:
-        event = anyio.Event()
+    def when_contains(self, text: str) -> asyncio.Event:
+        event = asyncio.Event()
         self._waiters.append((text, event))
         self._check()
         return event
@@ -117,9 +117,9 @@ async def test_live_view_refreshes_on_a_timer_and_shows_the_end(
     console = _console(out, terminal=True)
     view = LiveView(stats, console=console, refresh_per_second=50)
     original_stdout = sys.stdout
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(view.run)
+    async with asyncio.timeout(10):
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(view.run())
             await out.when_contains("done 30").wait()
             for n in range(5):
                 stats.event("item.done", site="alpha", account="b", row=100 + n, action="myself")
@@ -137,13 +137,13 @@ async def test_live_view_cancelled_still_restores_the_terminal(stats: RunStats) 
     out = WatchedIO()
     view = LiveView(stats, console=_console(out, terminal=True), refresh_per_second=50)
     original_stdout = sys.stdout
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(view.run)
+    async with asyncio.timeout(10):
+        async with asyncio.TaskGroup() as tg:
+            running = tg.create_task(view.run())
             await out.when_contains("done 30").wait()
             stats.event("item.blocked", site="alpha", account="d", row=300, action="x",
                         reason="environment blocked")
-            tg.cancel_scope.cancel()
+            running.cancel()
     assert sys.stdout is original_stdout
     assert "blocked 1" in out.getvalue()
 
@@ -163,7 +163,7 @@ def test_plain_progress_logs_one_line_of_fields(stats: RunStats) -> None:
 
 @pytest.fixture
 def signalled_capture() -> Iterator[tuple[LogCapture, dict[str, Any]]]:
-    """structlog captures events and sets an anyio.Event after a wanted number of them."""
+    """structlog captures events and sets an asyncio.Event after a wanted number of them."""
     capture = LogCapture()
     state: dict[str, Any] = {"want": 0, "event": None}
 
@@ -185,11 +185,11 @@ async def test_plain_progress_logs_every_interval(
 ) -> None:
     """Run as a task, plain progress logs a line each interval and a last one when stopped."""
     capture, state = signalled_capture
-    state["want"], state["event"] = 3, anyio.Event()
+    state["want"], state["event"] = 3, asyncio.Event()
     progress = PlainProgress(stats, interval_s=0.01)
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(progress.run)
+    async with asyncio.timeout(10):
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(progress.run())
             await state["event"].wait()
             stats.event("item.done", site="alpha", account="z", row=999, action="myself")
             progress.stop()
@@ -260,9 +260,9 @@ async def test_log_lines_print_above_the_live_view(
     configure_logging(format="plain")
     out = WatchedIO()
     view = LiveView(stats, console=_console(out, terminal=True), refresh_per_second=50)
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(view.run)
+    async with asyncio.timeout(10):
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(view.run())
             await out.when_contains("done 30").wait()
             get_logger().warning("runner.test.during_live", n=1)
             await out.when_contains("runner.test.during_live").wait()

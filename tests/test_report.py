@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from runner.logs import register_secret
@@ -149,14 +148,14 @@ async def test_async_report_streams_journal_records(stats: RunStats, tmp_path: P
                              site="alpha", account_id=f"acc-{n}", updated_at=EPOCH)
 
     path = await write_report_async(tmp_path / "r.json", stats, RunInfo("r", "j"), records())
-    text = await anyio.Path(path).read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8")
     assert token not in text
     items = json.loads(text)["items"]
     assert len(items) == 1200
     assert items[0]["state"] == "failed" and items[0]["row_key"] == "row-0"
     assert items[-1]["account_id"] == "acc-1199"
     assert items[0]["detail"] == "errorMessages: [no issue] [REDACTED]"
-    assert [p.name async for p in anyio.Path(tmp_path).iterdir()] == ["r.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 
 async def test_async_report_failure_leaves_no_file(stats: RunStats, tmp_path: Path) -> None:
@@ -168,7 +167,7 @@ async def test_async_report_failure_leaves_no_file(stats: RunStats, tmp_path: Pa
 
     with pytest.raises(RuntimeError, match="journal closed"):
         await write_report_async(tmp_path / "r.json", stats, RunInfo("r", "j"), broken())
-    assert [p async for p in anyio.Path(tmp_path).iterdir()] == []
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_report_refuses_items_it_cannot_read(stats: RunStats, tmp_path: Path) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
-import anyio
-
 from runner.scheduler import FairScheduler
+from tests.fakes import all_tasks_blocked
 
 
 async def test_round_robin_across_sites() -> None:
@@ -80,10 +80,10 @@ async def test_next_returns_none_when_all_closed() -> None:
     async def worker() -> None:
         results.append(await sched.next())
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(worker)
-        tg.start_soon(worker)
-        await anyio.wait_all_tasks_blocked()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(worker())
+        tg.create_task(worker())
+        await all_tasks_blocked()
         await sched.put("a", 7)
         sched.close("a")
     assert sorted(results, key=str) == [("a", 7), None]
@@ -94,15 +94,15 @@ async def test_full_buffer_blocks_producer_until_taken() -> None:
     sched: FairScheduler[int] = FairScheduler({"a": 1}, workers=1, buffer_per_site=2)
     await sched.put("a", 1)
     await sched.put("a", 2)
-    added = anyio.Event()
+    added = asyncio.Event()
 
     async def producer() -> None:
         await sched.put("a", 3)
         added.set()
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(producer)
-        await anyio.wait_all_tasks_blocked()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(producer())
+        await all_tasks_blocked()
         assert not added.is_set()
         assert await sched.next() == ("a", 1)
         await added.wait()
@@ -117,9 +117,9 @@ async def test_stop_releases_workers_and_producers() -> None:
     async def producer() -> None:
         await sched.put("a", 2)
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(producer)
-        await anyio.wait_all_tasks_blocked()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(producer())
+        await all_tasks_blocked()
         sched.stop()
     got.append(await sched.next())
     assert got == [None]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import anyio
+import asyncio
+
 import pytest
 
 from runner.budgets import ManualClock
 from runner.gateway import Minted
 from runner.tokens import TokenCache
+from tests.fakes import all_tasks_blocked
 
 KEY = ("dev", "acme", "5ca1ab1e0000000000000001")
 
@@ -19,7 +21,7 @@ class Mints:
         self.clock = clock
         self.ttl = ttl
         self.count = 0
-        self.release = anyio.Event()
+        self.release = asyncio.Event()
         self.hold = False
         self.fail: Exception | None = None
 
@@ -69,10 +71,10 @@ async def test_concurrent_callers_share_one_mint() -> None:
     async def caller() -> None:
         got.append(await cache.get(KEY, mints))
 
-    async with anyio.create_task_group() as tg:
+    async with asyncio.TaskGroup() as tg:
         for _ in range(50):
-            tg.start_soon(caller)
-        await anyio.wait_all_tasks_blocked()
+            tg.create_task(caller())
+        await all_tasks_blocked()
         mints.release.set()
     assert mints.count == 1
     assert got == ["user-token-0001"] * 50
@@ -93,10 +95,10 @@ async def test_waiters_share_the_mint_error() -> None:
         except RuntimeError as exc:
             errors.append(exc)
 
-    async with anyio.create_task_group() as tg:
+    async with asyncio.TaskGroup() as tg:
         for _ in range(10):
-            tg.start_soon(caller)
-        await anyio.wait_all_tasks_blocked()
+            tg.create_task(caller())
+        await all_tasks_blocked()
         mints.release.set()
     assert len(errors) == 10 and all(str(e) == "refused" for e in errors)
     assert mints.count == 1
@@ -111,22 +113,17 @@ async def test_a_cancelled_minter_hands_over_to_a_waiter() -> None:
     mints.hold = True
     cache = TokenCache(clock=clock)
     got: list[str] = []
-    leader = anyio.CancelScope()
-
-    async def lead() -> None:
-        with leader:
-            await cache.get(KEY, mints)
 
     async def wait() -> None:
         got.append(await cache.get(KEY, mints))
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lead)
-        await anyio.wait_all_tasks_blocked()
-        tg.start_soon(wait)
-        await anyio.wait_all_tasks_blocked()
+    async with asyncio.TaskGroup() as tg:
+        leader = tg.create_task(cache.get(KEY, mints))
+        await all_tasks_blocked()
+        tg.create_task(wait())
+        await all_tasks_blocked()
         leader.cancel()
-        await anyio.wait_all_tasks_blocked()
+        await all_tasks_blocked()
         mints.release.set()
     assert got == ["user-token-0002"]
     assert mints.count == 2

@@ -14,11 +14,10 @@ with ``?`` for a person to check; they don't change the exit code.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from contextlib import AsyncExitStack
 from typing import Any, TextIO
-
-import anyio
 
 from runner.commands import DEFAULT_CONFIG
 from runner.config import Config, load_config
@@ -66,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     sandbox = sandbox_config(config)
     resolve(config, args.site, args.user)  # bad input stops here, before any sandbox starts
     configure_logging(format="plain", level="INFO" if args.verbose else "ERROR")
-    code: int = anyio.run(_check_user, config, sandbox, args.site, args.user, sys.stdout)
+    code: int = asyncio.run(_check_user(config, sandbox, args.site, args.user, sys.stdout))
     return code
 
 

@@ -11,6 +11,7 @@ SIGTERM).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import sys
 import threading
@@ -19,9 +20,9 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-import anyio
 from rich.console import Console
 
+from runner.aio import single_error
 from runner.config import Config, load_config
 from runner.engine import FINAL, Engine, RunResult
 from runner.errors import ExitCode, RunLockedError
@@ -98,7 +99,7 @@ def _main(args: argparse.Namespace, *, mode: str) -> int:
     level = "INFO" if args.verbose or not live else "WARNING"
     # No stream: the handler follows rich's redirected stderr, so lines print above the view.
     configure_logging(format=log_format, level=level)
-    return anyio.run(_run, args, config, sandbox, console, mode)
+    return asyncio.run(_run(args, config, sandbox, console, mode))
 
 
 class _StopChecking(Exception):
@@ -136,7 +137,7 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
         stop = threading.Event()
         shutdown.on_drain(stop.set)
         try:
-            plan = await anyio.to_thread.run_sync(
+            plan = await asyncio.to_thread(
                 functools.partial(make_plan, job, config, checkpoint=_stop_when(stop))
             )
         except _StopChecking:
@@ -202,12 +203,16 @@ async def _engine_run(config: Config, job: Job, journal: SqliteJournal, handle: 
         return await engine.run(handle)
     progress = open_progress(stats, console=console, title=f"forge-runner: {job.name}")
     result: RunResult | None = None
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(progress.run)
-        try:
-            result = await engine.run(handle)
-        finally:
-            progress.stop()
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(progress.run())
+            try:
+                result = await engine.run(handle)
+            finally:
+                progress.stop()
+    except BaseExceptionGroup as group:
+        # The engine's own error (or the view's), as itself: one line and its exit code.
+        raise single_error(group) from None
     assert result is not None
     return result
 

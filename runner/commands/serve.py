@@ -11,18 +11,18 @@ trigger of the same interval); a second one stops them at once. Exit 0 after a c
 from __future__ import annotations
 
 import argparse
+import asyncio
 import signal
-from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 from rich.console import Console
 
 from runner.commands.run import DEFAULT_CONFIG
 from runner.config import Config, load_config
 from runner.logs import LogFormat, configure_logging
-from runner.remote.server import RunningRemote, serve_remote
+from runner.remote.server import serve_remote
 from runner.remote.settings import require_serve_config
+from runner.shutdown import Shutdown
 
 
 def add_parser(sub: Any) -> None:
@@ -51,28 +51,22 @@ def _main(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     log_format: LogFormat = args.log_format or ("console" if console.is_terminal else "plain")
     configure_logging(format=log_format)
-    return anyio.run(_serve, args, config, console)
+    return asyncio.run(_serve(args, config, console))
 
 
 async def _serve(args: argparse.Namespace, config: Config, console: Console) -> int:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with anyio.create_task_group() as tg:
-            async with serve_remote(config, host=args.host, port=args.port,
-                                    token_port=args.token_port) as remote:
-                console.print(f"forge-runner serve: listening on {remote.url} "
-                              f"(system tokens for this host at {remote.token_url})")
-                async for signum in signals:
-                    console.print(f"{signal.Signals(signum).name}: draining the runs in "
-                                  "flight (again to stop them at once)")
-                    break
-                tg.start_soon(_force_on_signal, signals, remote)
-                # Leaving the block stops listening and drains the runs.
-            tg.cancel_scope.cancel()
+    # Signals are routed from before listening: one that comes while starting still drains.
+    shutdown = Shutdown()
+    with shutdown.installed():
+        async with serve_remote(config, host=args.host, port=args.port,
+                                token_port=args.token_port) as remote:
+            console.print(f"forge-runner serve: listening on {remote.url} "
+                          f"(system tokens for this host at {remote.token_url})")
+            drain = asyncio.Event()
+            shutdown.on_drain(drain.set)
+            await drain.wait()
+            name = signal.Signals(shutdown.signal).name if shutdown.signal else "stop"
+            console.print(f"{name}: draining the runs in flight (again to stop them at once)")
+            shutdown.on_force(remote.stop)  # the second stop: runs in flight are cancelled
+            # Leaving the block stops listening and drains the runs.
     return 0
-
-
-async def _force_on_signal(signals: AsyncIterator[signal.Signals],
-                           remote: RunningRemote) -> None:
-    async for _ in signals:
-        remote.stop()  # the second stop: runs in flight are cancelled
-        return

@@ -1,6 +1,6 @@
 """Showing a run while it goes: a rich live view on a terminal, plain log lines elsewhere.
 
-Both are started as a task in the engine's task group (``tg.start_soon(display.run)``) and end
+Both are started as a task in the engine's task group (``tg.create_task(display.run())``) and end
 when ``stop()`` is called or the task is cancelled, showing the final state either way. Rendering
 happens in that task on a timer, never in a thread: ``RunStats`` is only ever touched from the
 event loop, and a slow terminal delays a refresh, not the run's events.
@@ -8,12 +8,13 @@ event loop, and a slow terminal delays a refresh, not the run's events.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 from abc import ABC, abstractmethod
 from datetime import datetime
 from typing import Any
 
-import anyio
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress_bar import ProgressBar
@@ -42,7 +43,7 @@ class _Timer(ABC):
         if not interval_s > 0 or math.isinf(interval_s):
             raise ValueError(f"refresh interval: expected a positive number, found {interval_s}")
         self.interval_s = interval_s
-        self._stop = anyio.Event()
+        self._stop = asyncio.Event()
 
     def stop(self) -> None:
         """Let ``run`` show the final state and return."""
@@ -52,8 +53,9 @@ class _Timer(ABC):
         self._open()
         try:
             while not self._stop.is_set():
-                with anyio.move_on_after(self.interval_s):
-                    await self._stop.wait()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.interval_s):
+                        await self._stop.wait()
                 if not self._stop.is_set():
                     self.tick()
         finally:

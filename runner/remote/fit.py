@@ -13,6 +13,7 @@ Any failure raises ``InvocationTokenError``, whose reason never holds the token.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import anyio
 import jwt
 import structlog
 
@@ -76,7 +76,7 @@ class JwksCache:
         self._next_allowed = -math.inf
         self._misses = 0  # fetches in a row that did not bring the kid asked for
         self._generation = 0  # fetches finished (successful or not)
-        self._lock = anyio.Lock()
+        self._lock = asyncio.Lock()
         self.fetches = 0
 
     async def key(self, kid: str) -> jwt.PyJWK:

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import anyio
 import structlog
 from aiohttp import web
 
+from runner.aio import to_the_end
 from runner.budgets import Clock, SystemClock
 from runner.config import Config
 from runner.errors import ConfigError, InvocationTokenError
@@ -198,7 +198,7 @@ class Background:
     """The runs started by triggers: tasks that outlive the request that started them.
 
     Plain tasks rather than a task group: ``serve_remote`` may be entered in one task and left
-    in another (a test fixture does), which a task group's cancel scope does not allow."""
+    in another (a test fixture does), which a task group does not allow."""
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
@@ -218,8 +218,7 @@ class Background:
             if self._tasks:
                 for task in self._tasks:
                     task.cancel()
-                with anyio.CancelScope(shield=True):
-                    await asyncio.wait(set(self._tasks))
+                await to_the_end(asyncio.wait(set(self._tasks)))
 
 
 def _secret(config: Config, serve: ServeConfig) -> str:

@@ -17,11 +17,11 @@ bucket, and two of them side by side would spend the bucket twice over.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-import anyio
 import structlog
 
 from runner.budgets import Clock
@@ -91,9 +91,9 @@ class TriggerDesk:
         self._observer: Observer = observer or NullObserver()
         self._accepted: dict[tuple[str, str], float] = {}
         self._active: dict[tuple[str, str], _Active] = {}
-        self._bucket_locks: dict[str, anyio.Lock] = {}
+        self._bucket_locks: dict[str, asyncio.Lock] = {}
         self.outcomes: list[RunOutcome] = []
-        self._ended = anyio.Event()
+        self._ended = asyncio.Event()
         self._stopping = False
 
     def accept(self, route: ServeRoute, site: SiteConfig) -> Decision:
@@ -134,7 +134,7 @@ class TriggerDesk:
             self._active.pop(key, None)
         self.outcomes.append(outcome)
         self._ended.set()
-        self._ended = anyio.Event()
+        self._ended = asyncio.Event()
 
     async def wait_for_outcomes(self, count: int) -> list[RunOutcome]:
         """Until ``count`` runs have ended (or found nothing to do); their outcomes."""
@@ -148,11 +148,11 @@ class TriggerDesk:
         job = template.for_site(site)
         config = job_config(self._config, self._serve, site, self._token_url(), self._secret)
         bucket = config.environments[site.environment].bucket
-        lock = self._bucket_locks.setdefault(bucket, anyio.Lock())
+        lock = self._bucket_locks.setdefault(bucket, asyncio.Lock())
         async with lock:
             if shutdown.draining or self._stopping:
                 return RunOutcome(route.path, site.name, None, None, "not started (stopping)")
-            checked = await anyio.to_thread.run_sync(check_rows, job, config)
+            checked = await asyncio.to_thread(check_rows, job, config)
             identity = journal_identity(template.path, site.name)
             fresh = await self._fresh(identity, route)
             if fresh is None:

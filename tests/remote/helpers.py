@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 from pathlib import Path
-
-import anyio
 
 from runner.sandbox.app import RunningSandbox
 from runner.sandbox.config import (
@@ -40,7 +39,7 @@ class ScaledClock:
         return self.now()
 
     async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(max(0.0, seconds) / self.scale)
+        await asyncio.sleep(max(0.0, seconds) / self.scale)
 
 
 def forge_sandbox_config(*, triggers: tuple[ForgeTrigger, ...] = (), time_scale: float = 1.0,

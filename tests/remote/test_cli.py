@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import subprocess
@@ -9,7 +10,6 @@ import sys
 from pathlib import Path
 
 import aiohttp
-import anyio
 import pytest
 
 from runner.config import load_config
@@ -40,10 +40,13 @@ async def test_serve_process_answers_and_stops_on_sigterm(tmp_path: Path,
         config = write_serve_config(tmp_path, sb)
         command = [sys.executable, "-m", "runner", "serve", "--config", str(config),
                    "--port", "0", "--token-port", "0", "--log-format", "json"]
-        async with await anyio.open_process(command, stdin=subprocess.DEVNULL) as process:
+        process = await asyncio.create_subprocess_exec(
+            *command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE)
+        try:
             assert process.stderr is not None
             text = ""
-            with anyio.fail_after(30):
+            async with asyncio.timeout(30):
                 async for chunk in process.stderr:
                     text += chunk.decode()
                     if match := LISTENING.search(text):
@@ -61,8 +64,12 @@ async def test_serve_process_answers_and_stops_on_sigterm(tmp_path: Path,
                                         headers={"Authorization": "Bearer not-a-fit"}) as resp:
                     assert resp.status == 401
             process.send_signal(signal.SIGTERM)
-            with anyio.fail_after(30):
+            async with asyncio.timeout(30):
                 assert await process.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
 
 
 async def test_standalone_run_takes_its_token_from_serve(
@@ -103,10 +110,13 @@ installation_id = "{inst}"
 """)
             command = [sys.executable, "-m", "runner", "run", "job.toml", "--config",
                        "config.toml", "--quiet"]
-            done = await anyio.run_process(command, cwd=folder, check=False)
+            process = await asyncio.create_subprocess_exec(
+                *command, cwd=folder, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE)
+            out, err = await process.communicate()
             held = remote.store.token(inst)
-        output = (done.stdout + done.stderr).decode()
-        assert done.returncode == 0, output
+        output = (out + err).decode()
+        assert process.returncode == 0, output
         props = sb.world.parts["jira"].site(cloud).user_properties
         assert props == {pattern_account(1): {"k": {"v": "1"}}}
         assert held is not None and held.token not in output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -9,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import anyio
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -139,9 +139,9 @@ async def test_unknown_kid_fetches_the_jwks_once(stack: Stack) -> None:
     async def post() -> None:
         statuses.append(await stack.post("/forge/refresh", unknown))
 
-    async with anyio.create_task_group() as tg:
+    async with asyncio.TaskGroup() as tg:
         for _ in range(20):
-            tg.start_soon(post)
+            tg.create_task(post())
     assert statuses == [401] * 20
     assert stack.forge.jwks_fetches == 2
     for _ in range(5):

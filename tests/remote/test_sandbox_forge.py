@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import anyio
 import jwt
 import pytest
 from aiohttp import web
@@ -73,7 +73,7 @@ async def test_non_2xx_and_late_answers_are_redelivered(start_sandbox: StartSand
 
     async def answer(seen: list[Any]) -> int:
         if len(seen) == 2:
-            await anyio.sleep(0.5)  # a slow remote: its answer comes after the timeout
+            await asyncio.sleep(0.5)  # a slow remote: its answer comes after the timeout
         return 500 if len(seen) == 1 else 200
 
     async with start_sandbox(config) as sb, fake_remote(answer) as (url, seen):
@@ -126,7 +126,7 @@ async def test_schedule_delivers_each_installation_every_interval(
     interval, each in its own slot."""
     trigger = ForgeTrigger(key="tick", path="/tick", interval="fiveMinute", spread_s=60.0)
     config = forge_sandbox_config(triggers=(trigger,), time_scale=3000.0)
-    three_each = anyio.Event()
+    three_each = asyncio.Event()
 
     async def answer(seen: list[Any]) -> int:
         ticks = [body["context"]["cloudId"] for path, _, body in seen if path == "/tick"]
@@ -140,7 +140,7 @@ async def test_schedule_delivers_each_installation_every_interval(
         for site in ("acme", "globex"):
             await forge.install(site)
         forge.start_schedule()
-        with anyio.fail_after(10):
+        async with asyncio.timeout(10):
             await three_each.wait()
     installs = [path for path, _, _ in seen[:2]]
     assert installs == ["/forge/lifecycle"] * 2
