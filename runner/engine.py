@@ -22,7 +22,6 @@ import anyio
 import structlog
 
 from runner.budgets import Clock, SystemClock
-from runner.budgets.cooldown import Cooldowns
 from runner.budgets.jira import JiraPacer
 from runner.budgets.mint import MintBuckets
 from runner.calls import CallExecutor
@@ -111,11 +110,10 @@ class Engine:
             executor = CallExecutor(
                 JiraClient(session, timeout_s=config.runner.request_timeout_s),
                 minters,
-                Cooldowns(clock=self.clock, observer=self.observer),
+                JiraPacer(config.jira_budgets, clock=self.clock, observer=self.observer),
                 config.retry_jira,
                 self.observer,
                 self.clock,
-                budgets=JiraPacer(config.jira_budgets, clock=self.clock, observer=self.observer),
             )
             worker = RowWorker(
                 config,

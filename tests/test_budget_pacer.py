@@ -12,7 +12,7 @@ import pytest
 
 from runner.actions.base import JiraRequest
 from runner.budgets import ManualClock
-from runner.budgets.jira import JiraPacer, Permit
+from runner.budgets.jira import JiraPacer, Taken
 from runner.config import JiraBudgets
 from runner.ratelimit import Scope, parse_rate_limit
 from runner.sandbox.jira.limits import iso_time
@@ -148,7 +148,7 @@ async def test_a_permit_given_back_returns_what_it_took() -> None:
                           per_issue_2s=1)
     pacer, _ = pacer_for(budgets, clock)
     permit = await pacer.acquire("acme", put_property())
-    assert isinstance(permit, Permit)
+    assert isinstance(permit, Taken)
     pacer.give_back(permit)
     assert pacer.quota.remaining(START) == 1000
     await pacer.acquire("acme", put_property())

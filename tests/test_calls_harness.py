@@ -1,7 +1,7 @@
 """Set-up shared by the call executor's loopback tests (this module holds no tests; the
 tests beside it import it by its module name, as pytest puts this folder on the path).
 
-An executor wired to a served sandbox: real HTTP, real cooldowns, user tokens issued by the
+An executor wired to a served sandbox: real HTTP, real 429 pauses (an ``Unpaced`` pacer), user tokens issued by the
 sandbox's world directly (no gateway), an observer that records events and lets a test wait for
 one, and the requests the tests send.
 """
@@ -20,7 +20,7 @@ import anyio
 from aiohttp import web
 
 from runner.actions.base import JiraRequest
-from runner.budgets.cooldown import Cooldowns
+from runner.budgets.permit import Unpaced
 from runner.calls import CallExecutor
 from runner.config import RetryPolicy, SiteConfig
 from runner.jira import JiraClient
@@ -144,7 +144,7 @@ class Harness:
     executor: CallExecutor
     tokens: WorldTokens
     observer: Recorder
-    cooldowns: Cooldowns
+    pacer: Unpaced
     acme: SiteConfig
     globex: SiteConfig
     results: list[Any] = field(default_factory=list)
@@ -168,13 +168,13 @@ async def harness(
 ) -> AsyncIterator[Harness]:
     """An executor against ``sb`` (acme optionally reached through ``acme_base``)."""
     observer = Recorder()
-    cooldowns = Cooldowns(observer=observer)
+    pacer = Unpaced(observer=observer)
     tokens = WorldTokens(sb.world, bad_first=bad_tokens)
     async with aiohttp.ClientSession() as session:
-        executor = CallExecutor(JiraClient(session, timeout_s=timeout_s), tokens, cooldowns,
+        executor = CallExecutor(JiraClient(session, timeout_s=timeout_s), {"dev": tokens}, pacer,
                                 policy, observer, rng=random.Random(7))
         yield Harness(
-            sb, executor, tokens, observer, cooldowns,
+            sb, executor, tokens, observer, pacer,
             site("acme", CLOUD_A, acme_base or sb.jira_base(CLOUD_A)),
             site("globex", CLOUD_B, sb.jira_base(CLOUD_B)),
         )

@@ -223,7 +223,7 @@ async def test_beta_headers_are_not_enforced(start_sandbox: StartSandbox) -> Non
             await h.run(h.acme, get_issue("MIG-1"))
     all_done(h)
     assert all(r.deferrals == 0 for r in h.results)
-    assert h.observer.named("pause") == [] and h.cooldowns.active() == {}
+    assert h.observer.named("pause") == [] and h.pacer.pauses.active() == {}
     warned = parse_rate_limit(h.results[-1].response.headers, 0.0)
     assert warned.reason is None
     assert warned.beta is not None and warned.beta.reason == "jira-burst-based"
