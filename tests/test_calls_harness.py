@@ -1,9 +1,9 @@
 """Set-up shared by the call executor's loopback tests (this module holds no tests; the
 tests beside it import it by its module name, as pytest puts this folder on the path).
 
-An executor wired to a served sandbox: real HTTP, real 429 pauses (an ``Unpaced`` pacer), user tokens issued by the
-sandbox's world directly (no gateway), an observer that records events and lets a test wait for
-one, and the requests the tests send.
+An executor wired to a served sandbox: real HTTP, real 429 pauses (an ``Unpaced`` pacer), user
+tokens issued by the sandbox's world directly (no gateway), an observer that records events and
+lets a test wait for one, and the requests the tests send.
 """
 
 from __future__ import annotations
@@ -191,9 +191,10 @@ def arrivals(
 
 
 @asynccontextmanager
-async def rewriting_proxy(target: str, reason: str) -> AsyncIterator[str]:
-    """A loopback HTTP proxy to ``target`` that rewrites the ``RateLimit-Reason`` of every 429,
-    to present reasons the sandbox itself never sends."""
+async def rewriting_proxy(target: str, reason: str,
+                          retry_after: str | None = None) -> AsyncIterator[str]:
+    """A loopback HTTP proxy to ``target`` that rewrites the ``RateLimit-Reason`` of every 429
+    (and its ``Retry-After``, when given), to present what the sandbox itself never sends."""
     skip = {"content-length", "transfer-encoding", "content-encoding", "connection", "date",
             "server"}
     async with aiohttp.ClientSession() as session:
@@ -208,6 +209,8 @@ async def rewriting_proxy(target: str, reason: str) -> AsyncIterator[str]:
                 headers = {k: v for k, v in answer.headers.items() if k.lower() not in skip}
                 if answer.status == 429 and "RateLimit-Reason" in headers:
                     headers["RateLimit-Reason"] = reason
+                if answer.status == 429 and retry_after is not None:
+                    headers["Retry-After"] = retry_after
                 return web.Response(status=answer.status, body=data, headers=headers)
 
         app = web.Application()
