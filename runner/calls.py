@@ -136,7 +136,7 @@ class CallExecutor:
         ctx = {"site": site.name, "method": request.method, "template": request.template}
         reminted = False
         sends = 0
-        while not loop.expired():
+        while True:
             token = await provider.token_for(site, account_id)
             try:
                 async with self._pacer.permit(site.name, request,

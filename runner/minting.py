@@ -152,7 +152,7 @@ class Minter:
         env = self.environment.name
         loop = RetryLoop(self._retry, self._clock)
         fresh_system_token = False
-        while not loop.expired():
+        while True:
             outcome = await self._send(site, account_id)
             now = self._clock.now()
             if isinstance(outcome, Minted):
@@ -199,7 +199,6 @@ class Minter:
                         account=account_id, reason=outcome.reason, attempt=loop.attempts,
                         delay_s=round(delay, 2))
             await self._clock.sleep(delay)
-        raise self._past_deadline(account_id)
 
     async def _send(self, site: SiteConfig, account_id: str) -> MintOutcome | TransportError:
         """One mint through the probe gate and the bucket; a transport failure is returned."""

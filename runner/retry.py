@@ -116,13 +116,15 @@ class RetryLoop:
     """One shape for every retry loop (mints, Jira calls)::
 
         loop = RetryLoop(policy, clock)
-        while not loop.expired():
+        while True:
             ...one try; a result returns...
             refused = loop.admit(Retry(delay, reason))
             if refused is not None: ...give up ("attempts" or "deadline")...
 
-    The deadline is looked at on every pass, whatever the last delay was: a 429 answered with
-    ``Retry-After: 0`` and no jitter must still end at the deadline, not loop past it.
+    The first try is always made (a deadline already past still gets one answer, which is how
+    ``doctor`` asks once). After it, the deadline is looked at on every pass, whatever the delay
+    was: a 429 answered with ``Retry-After: 0`` and no jitter must end at the deadline, not loop
+    past it.
     """
 
     def __init__(self, policy: RetryPolicy, clock: Clock, *, deadline: float | None = None):
@@ -131,9 +133,6 @@ class RetryLoop:
         self.deadline = clock.now() + policy.deadline_s if deadline is None else deadline
         self.attempts = 0  # failures that spent an attempt
         self.deferrals = 0  # 429s waited out
-
-    def expired(self) -> bool:
-        return self._clock.now() >= self.deadline
 
     def admit(self, retry: Retry) -> str | None:
         """Count ``retry``. None: go again after its delay; else why not: "attempts" (the
@@ -144,6 +143,7 @@ class RetryLoop:
                 return "attempts"
         else:
             self.deferrals += 1
-        if self._clock.now() + retry.delay > self.deadline:
+        now = self._clock.now()
+        if now >= self.deadline or now + retry.delay > self.deadline:
             return "deadline"
         return None
