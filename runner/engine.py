@@ -24,7 +24,6 @@ import structlog
 
 from runner.aio import single_error, to_the_end
 from runner.budgets import Clock, SystemClock
-from runner.budgets.cooldown import Cooldowns
 from runner.budgets.jira import JiraPacer
 from runner.budgets.mint import MintBuckets
 from runner.calls import CallExecutor
@@ -116,11 +115,10 @@ class Engine:
             executor = CallExecutor(
                 JiraClient(session, timeout_s=config.runner.request_timeout_s),
                 minters,
-                Cooldowns(clock=self.clock, observer=self.observer),
+                JiraPacer(config.jira_budgets, clock=self.clock, observer=self.observer),
                 config.retry_jira,
                 self.observer,
                 self.clock,
-                budgets=JiraPacer(config.jira_budgets, clock=self.clock, observer=self.observer),
             )
             worker = RowWorker(
                 config,

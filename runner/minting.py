@@ -18,13 +18,13 @@ missing scopes cost exactly one refused mint, not one per worker in flight.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
-import anyio
 import structlog
 
 from runner.budgets import Clock, SystemClock
@@ -47,7 +47,7 @@ from runner.gateway import (
     UserRefused,
 )
 from runner.logs import register_secret
-from runner.retry import rate_limit_delay
+from runner.retry import Retry, RetryLoop, rate_limit_delay
 from runner.systemtoken import SystemTokenProvider
 from runner.tokens import TokenCache
 
@@ -86,7 +86,7 @@ class Minter:
         self._blocked: str | None = None
         self._refused: dict[tuple[str, str], tuple[str, str | None]] = {}
         self._proven: set[str] = set()  # context ARIs a mint has succeeded in
-        self._probes: dict[str, anyio.Lock] = {}
+        self._probes: dict[str, asyncio.Lock] = {}
 
     @classmethod
     def from_config(
@@ -150,9 +150,7 @@ class Minter:
 
     async def _mint(self, site: SiteConfig, account_id: str) -> Minted:
         env = self.environment.name
-        deadline = self._clock.now() + self._retry.deadline_s
-        failures = 0
-        limited = 0
+        loop = RetryLoop(self._retry, self._clock)
         fresh_system_token = False
         while True:
             outcome = await self._send(site, account_id)
@@ -165,8 +163,7 @@ class Minter:
                          trace_id=outcome.trace_id)
                 return outcome
             if isinstance(outcome, MintRateLimited):
-                limited += 1
-                self._pause(outcome, now, deadline, limited, account_id)
+                self._pause(outcome, now, loop, account_id)
                 continue
             if isinstance(outcome, SystemTokenRejected):
                 if fresh_system_token:
@@ -176,7 +173,7 @@ class Minter:
                 log.warning("runner.mint.system_token_rejected", environment=env,
                             request_id=outcome.ids.request_id, trace_id=outcome.ids.trace_id)
                 self._observer.event("mint.retry", environment=env,
-                                     reason="system token rejected", attempt=failures + 1)
+                                     reason="system token rejected", attempt=loop.attempts + 1)
                 continue
             if isinstance(outcome, UserRefused):
                 self._refused[(site.name, account_id)] = (outcome.reason, outcome.ids.request_id)
@@ -189,17 +186,17 @@ class Minter:
             if isinstance(outcome, ContextRefused):
                 raise self._block(site, outcome)
             # A transport failure: the mint may not have been processed.
-            failures += 1
             delay = rate_limit_delay(self._retry, retry_after_s=outcome.retry_after,
-                                     reset_at=None, now=now, attempt=failures, rng=self._rng)
-            if failures >= self._retry.attempts or now + delay > deadline:
+                                     reset_at=None, now=now, attempt=loop.attempts + 1,
+                                     rng=self._rng)
+            if loop.admit(Retry(delay, outcome.reason)) is not None:
                 log.error("runner.mint.failed", environment=env, site=site.name,
-                          account=account_id, reason=outcome.reason, attempts=failures)
+                          account=account_id, reason=outcome.reason, attempts=loop.attempts)
                 raise outcome
             self._observer.event("mint.retry", environment=env, reason=outcome.reason,
-                                 attempt=failures)
+                                 attempt=loop.attempts)
             log.warning("runner.mint.retry", environment=env, site=site.name,
-                        account=account_id, reason=outcome.reason, attempt=failures,
+                        account=account_id, reason=outcome.reason, attempt=loop.attempts,
                         delay_s=round(delay, 2))
             await self._clock.sleep(delay)
 
@@ -228,7 +225,7 @@ class Minter:
     async def _gate(self, ari: str) -> AsyncIterator[None]:
         """Until a mint in ``ari`` has succeeded, let one mint at a time through."""
         if ari not in self._proven:
-            lock = self._probes.setdefault(ari, anyio.Lock())
+            lock = self._probes.setdefault(ari, asyncio.Lock())
             await lock.acquire()
             try:
                 if ari not in self._proven:
@@ -238,12 +235,16 @@ class Minter:
                 lock.release()
         yield
 
-    def _pause(
-        self, outcome: MintRateLimited, now: float, deadline: float, limited: int, account: str
-    ) -> None:
+    def _past_deadline(self, account: str) -> TransportError:
+        return TransportError(f"mint for {account}",
+                              f"still rate limited at the mint deadline "
+                              f"({self._retry.deadline_s:g} s)", status=429)
+
+    def _pause(self, outcome: MintRateLimited, now: float, loop: RetryLoop, account: str) -> None:
+        """Pause the bucket for every worker; the next try waits for its slot, not here."""
         delay = rate_limit_delay(self._retry, retry_after_s=outcome.retry_after_s,
-                                 reset_at=outcome.reset_at, now=now, attempt=limited,
-                                 rng=self._rng)
+                                 reset_at=outcome.reset_at, now=now,
+                                 attempt=loop.deferrals + 1, rng=self._rng)
         until = now + delay
         bucket = self.bucket.name
         self._observer.event("mint.rate_limited", bucket=bucket, until=until,
@@ -252,10 +253,8 @@ class Minter:
                     bucket=bucket, shape=outcome.shape, retry_after_s=outcome.retry_after_s,
                     reset_at=outcome.reset_at, until=round(until, 3),
                     request_id=outcome.ids.request_id, trace_id=outcome.ids.trace_id)
-        if until > deadline:
-            raise TransportError(f"mint for {account}",
-                                 f"still rate limited at the mint deadline "
-                                 f"({self._retry.deadline_s:g} s)", status=429)
+        if loop.admit(Retry(delay, "rate limited", spends=False)) is not None:
+            raise self._past_deadline(account)
         self.bucket.pause_until(until, f"mint rate limited ({outcome.shape})")
 
     # -- blocking -------------------------------------------------------------------------

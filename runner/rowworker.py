@@ -13,23 +13,23 @@ While the run drains, no next action is started.
 ``done`` is queued without waiting for its commit: the journal makes writes durable in the
 order they were made, and the user's next ``started`` is queued after it and awaited before
 that request leaves, so the ``done`` is durable by then. The two share one commit, where
-waiting for each would cost a commit apiece on every item (see ``bench/throughput.py``).
+waiting for each would cost a commit apiece on every item (see ``bench/throughput.py``). The
+journal's future for that ``done`` is kept: the row's next send checks it (already settled,
+so it costs no wait), and ``settle`` awaits whatever is still open at the end of the run.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import anyio
-import anyio.lowlevel
 import structlog
 
 from runner.actions import Action, PythonAction
-from runner.calls import CallExecutor, CallResult, Done, Failed, Uncertain
+from runner.calls import CallExecutor, CallResult, Done, Failed, OnSend, Uncertain
 from runner.config import Config, SiteConfig
 from runner.errors import (
     ActionError,
@@ -55,39 +55,30 @@ log = structlog.get_logger("runner.engine")
 RESULT_KEYS = ("id", "key")
 
 
+class _Dropped(Exception):
+    """A drain dropped this item before anything of it was sent."""
+
+
 class _Flight:
     """One item being worked on: journaled ``started`` at its first send; on the wire or not.
 
-    A drain cancels items that are only waiting (for a token, a budget, a cooldown): nothing of
-    theirs was sent since they were last journaled. An item on the wire finishes its request
-    and is cancelled when it is back, after its outcome is journaled.
+    A drain drops items that are only waiting (for a token, a permit, a pause): nothing of
+    theirs was sent since they were last journaled. Once an item's first request is about to
+    leave it is ``sending`` until its outcome is journaled, and is not dropped meanwhile.
     """
 
-    def __init__(self, worker: RowWorker, ref: ItemRef, scope: anyio.CancelScope) -> None:
-        self.worker = worker
+    def __init__(self, ref: ItemRef, window: asyncio.Timeout,
+                 previous_done: asyncio.Future[object] | None) -> None:
         self.ref = ref
-        self.scope = scope
+        self.window = window  # expired at once to cancel the item's wait
+        self.previous_done = previous_done  # the row's last ``done``, to check before sending
         self.started = False
         self.sending = False
+        self.dropped = False
 
-    async def before_send(self) -> None:
-        self.worker.check_journal()
-        if self.scope.cancel_called:
-            # A drain dropped this item as it woke (its cancellation is delivered at its next
-            # await): stop here, before anything is journaled.
-            await anyio.lowlevel.checkpoint()
-        # On the wire from here: a drain arriving while ``started`` is being journaled must not
-        # cancel it, or the item would stay ``started`` with nothing sent (and a create that
-        # can't be looked up would become ``uncertain`` on resume).
-        self.sending = True
-        if not self.started:
-            await self.worker.journal.mark_started(self.worker.run_id, self.ref)
-            self.started = True
-
-    def after_send(self) -> None:
-        self.sending = False
-        if self.worker.shutdown.draining:
-            self.scope.cancel()
+    def drop(self) -> None:
+        self.dropped = True
+        self.window.reschedule(asyncio.get_running_loop().time())
 
 
 @dataclass(frozen=True)
@@ -130,6 +121,7 @@ class RowWorker:
         self._flights: set[_Flight] = set()
         # ``done`` writes queued and not yet known to be durable, and the first that failed.
         self._unsettled: set[asyncio.Future[object]] = set()
+        self._last_done: dict[str, asyncio.Future[object]] = {}  # by row key
         self._journal_failure: BaseException | None = None
         shutdown.on_drain(self._drop_waiting)
 
@@ -147,7 +139,24 @@ class RowWorker:
     def _drop_waiting(self) -> None:
         for flight in list(self._flights):
             if not flight.sending:
-                flight.scope.cancel()
+                flight.drop()
+
+    async def _on_send(self, flight: _Flight) -> None:
+        """Right before a request of ``flight`` leaves: journal ``started`` (durable before
+        effect), unless a drain dropped it or a ``done`` failed to be journaled."""
+        self.check_journal()
+        if flight.dropped:
+            raise _Dropped  # dropped as it woke: stop before anything is journaled
+        # On the wire from here: a drain arriving while ``started`` is being journaled must not
+        # cancel it, or the item would stay ``started`` with nothing sent (and a create that
+        # can't be looked up would become ``uncertain`` on resume).
+        flight.sending = True
+        if not flight.started:
+            await self.journal.mark_started(self.run_id, flight.ref)
+            flight.started = True
+        previous, flight.previous_done = flight.previous_done, None
+        if previous is not None:
+            await previous  # durable already: queued before the ``started`` just awaited
 
     async def process(self, row: Row, todo: list[Todo]) -> None:
         site = self.config.sites[row.site]
@@ -164,15 +173,19 @@ class RowWorker:
                     await self._close_rest(("blocked", "environment blocked"), row, todo[index:])
                     return
                 try:
-                    with anyio.CancelScope() as scope:
-                        flight = _Flight(self, ref, scope)
+                    async with asyncio.timeout(None) as window:
+                        flight = _Flight(ref, window, self._last_done.pop(row.key, None))
                         self._flights.add(flight)
                         try:
                             await self._one(site, row, step, ref, flight)
                         finally:
                             self._flights.discard(flight)
-                    if scope.cancelled_caught:
-                        return
+                except _Dropped:
+                    return
+                except TimeoutError:
+                    if window.expired():
+                        return  # dropped by a drain while it waited
+                    raise
                 except UserRefusedError as exc:
                     await self._close_rest(("skipped", exc.reason), row, todo[index:])
                     return
@@ -203,7 +216,7 @@ class RowWorker:
             if step.prior in (ItemState.STARTED, ItemState.UNCERTAIN) and not action.idempotent:
                 await self._uncertain(ref, "a non-idempotent Python action may have run")
                 return
-            await flight.before_send()  # the job's own code: let it finish on a drain
+            await self._on_send(flight)  # the job's own code: let it finish on a drain
             await self._python(site, row, action, ref)
             return
         try:
@@ -223,10 +236,10 @@ class RowWorker:
         elif step.prior is ItemState.UNCERTAIN:
             await self._uncertain(ref, "outcome unknown; not sent again")
             return
-        outcome = await self._send(site, row, request, flight)
-        # Journal the outcome even if a drain cancels this item the moment it is back.
-        with anyio.CancelScope(shield=True):
-            await self._record(ref, outcome)
+        outcome = await self._send(site, row, request, partial(self._on_send, flight))
+        # A drain does not drop an item once sent (``sending``): its outcome is journaled, and
+        # ``process`` starts no next item.
+        await self._record(ref, outcome)
 
     def _sender(self, site: SiteConfig, row: Row) -> Any:
         async def send(request: JiraRequest) -> CallResult:
@@ -235,12 +248,12 @@ class RowWorker:
         return send
 
     async def _send(
-        self, site: SiteConfig, row: Row, request: JiraRequest, guard: _Flight | None = None
+        self, site: SiteConfig, row: Row, request: JiraRequest, on_send: OnSend | None = None
     ) -> CallResult:
         """Send ``request``, first its resolving read when it has one (a transition by name)."""
         if request.resolve is not None:
             first = await self.executor.execute(site, row.account_id, request.resolve.request,
-                                                deadline=self.deadline, guard=guard)
+                                                deadline=self.deadline, on_send=on_send)
             if not isinstance(first, Done):
                 return first
             try:
@@ -248,7 +261,7 @@ class RowWorker:
             except ActionError as exc:
                 return Failed(exc.reason)
         return await self.executor.execute(site, row.account_id, request, deadline=self.deadline,
-                                           guard=guard)
+                                           on_send=on_send)
 
     async def _python(self, site: SiteConfig, row: Row, action: PythonAction, ref: ItemRef) -> None:
         jira = UserJira(self.executor, site, row.account_id, deadline=self.deadline)
@@ -277,12 +290,15 @@ class RowWorker:
 
     def _done(self, ref: ItemRef, result: dict[str, Any] | None) -> None:
         """Queue ``done`` (see the module's docstring); the event follows once it is durable."""
-        future = asyncio.ensure_future(self.journal.submit_done(self.run_id, ref, result))
+        future = _future(self.journal.submit_done(self.run_id, ref, result))
         self._unsettled.add(future)
+        self._last_done[ref.row_key] = future
         future.add_done_callback(partial(self._done_settled, ref))
 
     def _done_settled(self, ref: ItemRef, future: asyncio.Future[object]) -> None:
         self._unsettled.discard(future)
+        if self._last_done.get(ref.row_key) is future:
+            del self._last_done[ref.row_key]
         failure = None if future.cancelled() else future.exception()
         if failure is not None:
             log.error("runner.journal.failed", row=ref.row_key, action=ref.action,
@@ -304,3 +320,11 @@ class RowWorker:
         log.warning("runner.item.uncertain", action=ref.action, reason=reason)
         self.observer.event("item.uncertain", site=ref.site, account=ref.account_id,
                             row=ref.row_key, action=ref.action, reason=reason)
+
+
+def _future(done: Awaitable[object]) -> asyncio.Future[object]:
+    """The journal's handle on a queued ``done``: a future it settles at the commit. A coroutine
+    would do nothing until awaited, so it is refused rather than spawned as a loose task."""
+    if not isinstance(done, asyncio.Future):
+        raise TypeError(f"submit_done returned {type(done).__name__}, not a future")
+    return done

@@ -10,11 +10,10 @@ Tokens never leave memory.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-
-import anyio
 
 from runner.budgets import Clock, SystemClock
 from runner.gateway import Minted
@@ -33,7 +32,7 @@ class _Flight:
     """One mint in progress; waiters read its result once ``done`` is set."""
 
     def __init__(self) -> None:
-        self.done = anyio.Event()
+        self.done = asyncio.Event()
         self.entry: _Entry | None = None
         self.error: BaseException | None = None
         self.abandoned = False  # the minting task was cancelled: a waiter mints instead

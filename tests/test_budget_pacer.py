@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from runner.budgets import ManualClock
-from runner.budgets.jira import JiraPacer, Permit
+from runner.budgets.jira import JiraPacer, Taken
 from runner.config import JiraBudgets
 from runner.jira import JiraRequest
 from runner.ratelimit import Scope, parse_rate_limit
@@ -137,7 +137,7 @@ async def test_a_permit_given_back_returns_what_it_took() -> None:
                           per_issue_2s=1)
     pacer, _ = pacer_for(budgets, clock)
     permit = await pacer.acquire("acme", put_property())
-    assert isinstance(permit, Permit)
+    assert isinstance(permit, Taken)
     pacer.give_back(permit)
     assert pacer.quota.remaining(START) == 1000
     await pacer.acquire("acme", put_property())
@@ -282,3 +282,16 @@ async def test_short_waits_are_not_pauses() -> None:
     await acquire_all(pacer, clock, [("acme", get_issue())] * 200)
     assert clock.now() > START + 3
     assert events.seen == []
+
+
+async def test_a_permit_left_unspent_gives_back_and_a_spent_one_keeps() -> None:
+    """Leaving permit() without spent() returns the points; after spent() they stay taken."""
+    clock = ManualClock(START)
+    budgets = JiraBudgets(quota_points=1000, quota_window_s=WINDOW, burst_put_delete=10)
+    pacer, _ = pacer_for(budgets, clock)
+    async with pacer.permit("acme", put_property()):
+        pass
+    assert pacer.quota.remaining(START) == 1000
+    async with pacer.permit("acme", put_property()) as permit:
+        permit.spent()
+    assert pacer.quota.remaining(START) == 1000 - put_property().cost

@@ -11,7 +11,6 @@ from collections.abc import Iterable
 
 import aiohttp
 
-from runner.budgets.cooldown import Cooldowns
 from runner.budgets.jira import JiraPacer
 from runner.calls import CallExecutor, Done
 from runner.config import JiraBudgets, SiteConfig
@@ -59,9 +58,9 @@ async def run_paced(sb: RunningSandbox, acme: SiteConfig, requests: Iterable[Jir
     results: list[object] = []
     queue = list(requests)
     async with aiohttp.ClientSession() as session:
-        executor = CallExecutor(JiraClient(session, timeout_s=5.0), WorldTokens(sb.world),
-                                Cooldowns(observer=observer), FAST, observer,
-                                rng=random.Random(3), budgets=pacer)
+        executor = CallExecutor(JiraClient(session, timeout_s=5.0),
+                                {"dev": WorldTokens(sb.world)}, pacer, FAST, observer,
+                                rng=random.Random(3))
 
         async def worker() -> None:
             while queue:
@@ -118,20 +117,19 @@ async def test_a_pause_set_while_waiting_for_the_budgets_returns_the_permit(
         sb.world.jira_arrivals = []
         acme = site("acme", CLOUD_A, sb.jira_base(CLOUD_A))
         observer = Recorder()
-        cooldowns = Cooldowns(observer=observer)
         budgets = JiraBudgets(quota_points=1_000_000)
         pacer = JiraPacer(budgets, observer=observer, pause_after_s=0.1)
         request = JiraRequest("GET", f"{API}/issue/MIG-1", ISSUE_T, cost=2)
         now = time.time()
         pacer.quota.exhausted(now + 0.3, now)
         async with aiohttp.ClientSession() as session:
-            executor = CallExecutor(JiraClient(session, timeout_s=5.0), WorldTokens(sb.world),
-                                    cooldowns, FAST, observer, budgets=pacer)
+            executor = CallExecutor(JiraClient(session, timeout_s=5.0),
+                                    {"dev": WorldTokens(sb.world)}, pacer, FAST, observer)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(executor.execute(acme, ACME_USER, request))
                 await observer.seen("pause")  # the call is waiting for the quota
                 until = time.time() + 0.6
-                cooldowns.block(Scope.of_site("acme"), until, "test")
+                pacer.pauses.block(Scope.of_site("acme"), until, "test")
         arrived = [a.at for a in sb.world.jira_arrivals]
         assert len(arrived) == 1 and arrived[0] >= until
         assert pacer.quota.remaining(time.time()) == budgets.quota_points - 2

@@ -1,9 +1,9 @@
 """Set-up shared by the call executor's loopback tests (this module holds no tests; the
 tests beside it import it by its module name, as pytest puts this folder on the path).
 
-An executor wired to a served sandbox: real HTTP, real cooldowns, user tokens issued by the
-sandbox's world directly (no gateway), an observer that records events and lets a test wait for
-one, and the requests the tests send.
+An executor wired to a served sandbox: real HTTP, real 429 pauses (an ``Unpaced`` pacer), user
+tokens issued by the sandbox's world directly (no gateway), an observer that records events and
+lets a test wait for one, and the requests the tests send.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from runner.budgets.cooldown import Cooldowns
+from runner.budgets.permit import Unpaced
 from runner.calls import CallExecutor
 from runner.config import RetryPolicy, SiteConfig
 from runner.jira import JiraClient, JiraRequest
@@ -143,7 +143,7 @@ class Harness:
     executor: CallExecutor
     tokens: WorldTokens
     observer: Recorder
-    cooldowns: Cooldowns
+    pacer: Unpaced
     acme: SiteConfig
     globex: SiteConfig
     results: list[Any] = field(default_factory=list)
@@ -167,13 +167,13 @@ async def harness(
 ) -> AsyncIterator[Harness]:
     """An executor against ``sb`` (acme optionally reached through ``acme_base``)."""
     observer = Recorder()
-    cooldowns = Cooldowns(observer=observer)
+    pacer = Unpaced(observer=observer)
     tokens = WorldTokens(sb.world, bad_first=bad_tokens)
     async with aiohttp.ClientSession() as session:
-        executor = CallExecutor(JiraClient(session, timeout_s=timeout_s), tokens, cooldowns,
+        executor = CallExecutor(JiraClient(session, timeout_s=timeout_s), {"dev": tokens}, pacer,
                                 policy, observer, rng=random.Random(7))
         yield Harness(
-            sb, executor, tokens, observer, cooldowns,
+            sb, executor, tokens, observer, pacer,
             site("acme", CLOUD_A, acme_base or sb.jira_base(CLOUD_A)),
             site("globex", CLOUD_B, sb.jira_base(CLOUD_B)),
         )
@@ -190,9 +190,10 @@ def arrivals(
 
 
 @asynccontextmanager
-async def rewriting_proxy(target: str, reason: str) -> AsyncIterator[str]:
-    """A loopback HTTP proxy to ``target`` that rewrites the ``RateLimit-Reason`` of every 429,
-    to present reasons the sandbox itself never sends."""
+async def rewriting_proxy(target: str, reason: str,
+                          retry_after: str | None = None) -> AsyncIterator[str]:
+    """A loopback HTTP proxy to ``target`` that rewrites the ``RateLimit-Reason`` of every 429
+    (and its ``Retry-After``, when given), to present what the sandbox itself never sends."""
     skip = {"content-length", "transfer-encoding", "content-encoding", "connection", "date",
             "server"}
     async with aiohttp.ClientSession() as session:
@@ -207,6 +208,8 @@ async def rewriting_proxy(target: str, reason: str) -> AsyncIterator[str]:
                 headers = {k: v for k, v in answer.headers.items() if k.lower() not in skip}
                 if answer.status == 429 and "RateLimit-Reason" in headers:
                     headers["RateLimit-Reason"] = reason
+                if answer.status == 429 and retry_after is not None:
+                    headers["Retry-After"] = retry_after
                 return web.Response(status=answer.status, body=data, headers=headers)
 
         app = web.Application()

@@ -4,6 +4,7 @@ the sandbox's own records, other scopes and sites go on, and no 429 spends an at
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -26,7 +27,7 @@ from test_calls_harness import (
     sandbox_config,
 )
 
-from runner.calls import Done
+from runner.calls import Done, Failed
 from runner.ratelimit import parse_rate_limit
 from runner.sandbox.testing import CLOUD_A, CLOUD_B
 from runner.sandbox.world import RateLimitEvent
@@ -223,7 +224,29 @@ async def test_beta_headers_are_not_enforced(start_sandbox: StartSandbox) -> Non
             await h.run(h.acme, get_issue("MIG-1"))
     all_done(h)
     assert all(r.deferrals == 0 for r in h.results)
-    assert h.observer.named("pause") == [] and h.cooldowns.active() == {}
+    assert h.observer.named("pause") == [] and h.pacer.pauses.active() == {}
     warned = parse_rate_limit(h.results[-1].response.headers, 0.0)
     assert warned.reason is None
     assert warned.beta is not None and warned.beta.reason == "jira-burst-based"
+
+
+async def test_retry_after_zero_without_jitter_ends_at_the_deadline(
+    start_sandbox: StartSandbox,
+) -> None:
+    """A call Jira keeps answering 429 with Retry-After: 0, with no jitter, fails with
+    "deadline" once the deadline passes instead of re-sending forever."""
+    policy = replace(ONE_ATTEMPT, wait_jitter_s=0.0, deadline_s=0.4)
+    async with (
+        start_sandbox(sandbox_config(quota_points=1)) as sb,
+        rewriting_proxy(sb.url, "jira-quota-global-based", retry_after="0") as proxy,
+        harness(sb, policy=policy, acme_base=f"{proxy}/ex/jira/{CLOUD_A}") as h,
+    ):
+        assert isinstance(await h.run(h.acme, myself()), Done)  # the quota's one point
+        started = time.monotonic()
+        async with asyncio.timeout(10):  # the old loop never ended: fail, don't hang
+            result = await h.run(h.acme, myself())
+        elapsed = time.monotonic() - started
+    assert isinstance(result, Failed) and result.reason == "deadline", result
+    assert result.attempts == 0 and result.deferrals >= 1
+    assert len(sb.world.rate_limits) == result.deferrals
+    assert 0.3 <= elapsed < 5.0

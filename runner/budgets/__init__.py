@@ -1,6 +1,6 @@
 """Budgets: the limits the runner stays inside, and the clock they all keep time by.
 
-Every budget waits on a ``Clock`` rather than on ``time``/``anyio.sleep`` directly, so a test
+Every budget waits on a ``Clock`` rather than on ``time``/``asyncio.sleep`` directly, so a test
 about time can drive it with ``ManualClock`` instead of waiting for real seconds. Clock time is
 POSIX seconds (wall time), because the pauses budgets obey come from servers as wall times
 (``X-RateLimit-Reset``) and the events they report carry wall times too.
@@ -8,11 +8,9 @@ POSIX seconds (wall time), because the pauses budgets obey come from servers as 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Protocol
-
-import anyio
-import anyio.lowlevel
 
 
 class Clock(Protocol):
@@ -30,7 +28,7 @@ class SystemClock:
         return time.time()
 
     async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(max(0.0, seconds))
+        await asyncio.sleep(max(0.0, seconds))
 
 
 class ManualClock:
@@ -55,7 +53,7 @@ class ManualClock:
         wake = self._now + max(0.0, seconds)
         self.sleeps.append(max(0.0, seconds))
         # Let other tasks run, as a real sleep would, before time moves.
-        await anyio.lowlevel.checkpoint()
+        await asyncio.sleep(0)
         self._now = max(self._now, wake)
 
 

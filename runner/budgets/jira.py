@@ -11,8 +11,8 @@ slowed on its own burst key or issue never holds up the app's quota for others.
 
 ``observe`` feeds every answer back: actual costs, the quota headers, ``NearLimit``, and the
 429s: ``jira-burst-based`` halves that key's rate (AIMD), a ``jira-quota-*`` 429 zeroes that
-quota until its reset. (The cooldowns of ``runner.budgets.cooldown`` pause the limited scope
-for ``Retry-After``; the pacer makes the pace right afterwards.)
+quota until its reset, and the limited scope is paused for ``Retry-After`` (``pauses``, the
+cooldowns of ``runner.budgets.cooldown``): ``permit`` waits those out before the budgets.
 
 While a budget holds work back for ``pause_after_s`` or more, a ``pause`` event names its scope
 (``quota:global``, ``quota:<site>:tenant``, ``burst:<site>:<METHOD> <template>``,
@@ -21,11 +21,11 @@ While a budget holds work back for ``pause_after_s`` or more, a ``pause`` event 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
-import anyio
 import structlog
 
 from runner.budgets import Clock, SystemClock
@@ -37,7 +37,9 @@ from runner.budgets.burst import (
     BurstBucket,
     burst_rate,
 )
+from runner.budgets.cooldown import Cooldowns
 from runner.budgets.perissue import DEFAULT_GUARD_S, IssueWrites
+from runner.budgets.permit import Pause, Permit, held_scopes, wait_out
 from runner.budgets.quota import DEFAULT_BURST, DEFAULT_MARGIN, PointsQuota
 from runner.config import JiraBudgets
 from runner.events import NullObserver, Observer
@@ -60,7 +62,7 @@ _EPSILON = 1e-6
 
 
 @dataclass(frozen=True)
-class Permit:
+class Taken:
     """What one ``acquire`` took; ``JiraPacer.give_back`` returns it if the call isn't sent."""
 
     site: str
@@ -72,9 +74,23 @@ class Permit:
 
 
 class _Queue:
+    """A FIFO lock (asyncio's wakes its waiters in order) that knows how many wait for it."""
+
     def __init__(self) -> None:
-        self.lock = anyio.Lock()
-        self.users = 0
+        self.lock = asyncio.Lock()
+        self.users = 0  # the holder and its waiters
+
+    @asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        self.users += 1
+        try:
+            async with self.lock:
+                yield
+        finally:
+            self.users -= 1
+
+    def waiting(self) -> int:
+        return self.users - (1 if self.lock.locked() else 0)
 
 
 class _Queues:
@@ -88,18 +104,16 @@ class _Queues:
         queue = self._queues.get(scope)
         if queue is None:
             queue = self._queues[scope] = _Queue()
-        queue.users += 1
         try:
-            async with queue.lock:
+            async with queue.held():
                 yield
         finally:
-            queue.users -= 1
             if queue.users == 0:
                 del self._queues[scope]
 
     def waiting(self, scope: Scope) -> int:
         queue = self._queues.get(scope)
-        return queue.lock.statistics().tasks_waiting if queue is not None else 0
+        return queue.waiting() if queue is not None else 0
 
 
 class JiraPacer:
@@ -147,8 +161,10 @@ class JiraPacer:
         self.issues = IssueWrites(budgets.per_issue_2s, budgets.per_issue_30s,
                                   guard_s=issue_guard_s)
         self._queues = _Queues()
-        self._quota_lock = anyio.Lock()
+        self._quota_lock = _Queue()
         self._paused: set[Scope] = set()
+        # What a 429 pauses until its Retry-After; every permit waits these out first.
+        self.pauses = Cooldowns(clock=self._clock, observer=self._observer)
 
     # -- the budgets -----------------------------------------------------------------------------
     def _new_quota(self, scope: Scope, points: int, now: float,
@@ -177,7 +193,28 @@ class JiraPacer:
         return bucket
 
     # -- acquiring -------------------------------------------------------------------------------
-    async def acquire(self, site: str, request: JiraRequest) -> Permit:
+    @asynccontextmanager
+    async def permit(
+        self, site: str, request: JiraRequest, *, deadline: float | None = None
+    ) -> AsyncIterator[Permit]:
+        """Wait out the request's pauses, then its budgets; give back on exit unless spent."""
+        scopes = held_scopes(site, request)
+        while True:
+            await wait_out(self.pauses, scopes, deadline)
+            taken = await self.acquire(site, request)
+            if self.pauses.blocked_until(scopes) is None:
+                break
+            # A 429 paused one of its scopes while it waited: wait that out first, holding
+            # nothing, so the pause isn't charged to the budgets twice.
+            self.give_back(taken)
+        permit = Permit()
+        try:
+            yield permit
+        finally:
+            if not permit.is_spent:
+                self.give_back(taken)
+
+    async def acquire(self, site: str, request: JiraRequest) -> Taken:
         """Wait (FIFO) until ``request`` may be sent on ``site`` under every budget, then take
         its share of each. Cancellation at any point takes nothing."""
         bucket = self.bucket(site, request.method, request.template)
@@ -194,7 +231,7 @@ class JiraPacer:
                 while True:
                     while (hold := self._narrow(request, bucket, issue, tenant)) is not None:
                         await self._sleep(*hold, waited)
-                    async with self._quota_lock:
+                    async with self._quota_lock.held():
                         while True:
                             now = self._clock.now()
                             if self._narrow(request, bucket, issue, tenant) is not None:
@@ -236,7 +273,7 @@ class JiraPacer:
 
     def _take(self, site: str, request: JiraRequest, now: float, bucket: BurstBucket,
               issue: Scope | None, tenant: PointsQuota | None, waited: dict[Scope, float],
-              ) -> Permit:
+              ) -> Taken:
         quotas = (self.quota,) if tenant is None else (tenant, self.quota)
         if issue is not None:
             self.issues.take(issue, now)
@@ -251,7 +288,7 @@ class JiraPacer:
                 waited.get(scope, 0.0) < self._pause_after / 2 or not self._queued(scope)
             ):
                 self._resume(scope)
-        return Permit(site, request, now, quotas, bucket, issue)
+        return Taken(site, request, now, quotas, bucket, issue)
 
     def _resume(self, scope: Scope) -> None:
         self._paused.discard(scope)
@@ -259,17 +296,17 @@ class JiraPacer:
 
     def _queued(self, scope: Scope) -> bool:
         if scope == self.quota.scope:
-            return self._quota_lock.statistics().tasks_waiting > 0
+            return self._quota_lock.waiting() > 0
         return self._queues.waiting(scope) > 0
 
-    def give_back(self, permit: Permit) -> None:
-        """``permit``'s request was not sent after all: return what it took."""
+    def give_back(self, taken: Taken) -> None:
+        """``taken``'s request was not sent after all: return what it took."""
         now = self._clock.now()
-        for quota in permit.quotas:
-            quota.give_back(permit.request.cost, now)
-        permit.bucket.give_back(now)
-        if permit.issue is not None:
-            self.issues.give_back(permit.issue, permit.at)
+        for quota in taken.quotas:
+            quota.give_back(taken.request.cost, now)
+        taken.bucket.give_back(now)
+        if taken.issue is not None:
+            self.issues.give_back(taken.issue, taken.at)
 
     # -- observing -------------------------------------------------------------------------------
     def observe(
@@ -280,13 +317,17 @@ class JiraPacer:
         info: RateLimitInfo | None = None,
         *,
         actual_cost: int | None = None,
+        pause: Pause | None = None,
     ) -> None:
         """What Jira answered to ``request`` on ``site`` (``status`` None: no answer came).
 
         ``info`` is the parsed rate-limit headers; ``actual_cost`` the points the answer shows
-        the request cost, when it shows it (``runner.budgets.quota.measured_cost``).
+        the request cost, when it shows it (``runner.budgets.quota.measured_cost``); ``pause``
+        what a 429 holds back, and until when.
         """
         now = self._clock.now()
+        if pause is not None:
+            self.pauses.block(pause.scope, pause.until, pause.reason)
         cost = float(request.cost)
         tenant = self._tenants.get(site)
         quotas = (self.quota,) if tenant is None else (tenant, self.quota)

@@ -26,12 +26,11 @@ bucket waits, because the gateway's budget is per OAuth client, not per worker.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-
-import anyio
 
 from runner.budgets import Clock, SystemClock
 from runner.config import EnvironmentConfig
@@ -51,7 +50,7 @@ class _Start:
     def __init__(self, at: float, ended: float | None = None) -> None:
         self.at = at
         self.ended = ended
-        self.done = anyio.Event()
+        self.done = asyncio.Event()
         if ended is not None:
             self.done.set()
 
@@ -82,7 +81,7 @@ class MintBucket:
         self.interval = window_s * (1.0 + max(0.0, headroom)) / limit
         self._clock: Clock = clock or SystemClock()
         self._observer: Observer = observer or NullObserver()
-        self._lock = anyio.Lock()
+        self._lock = asyncio.Lock()
         self._starts: deque[_Start] = deque(maxlen=limit)
         self._next_slot = -math.inf
         self._paused_until = -math.inf
