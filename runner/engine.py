@@ -19,7 +19,6 @@ from itertools import islice
 
 import aiohttp
 import anyio
-import structlog
 
 from runner.budgets import Clock, SystemClock
 from runner.budgets.cooldown import Cooldowns
@@ -27,7 +26,7 @@ from runner.budgets.jira import JiraPacer
 from runner.budgets.mint import MintBuckets
 from runner.calls import CallExecutor
 from runner.config import Config
-from runner.events import NullObserver, Observer
+from runner.events import Emitter, NullObserver, Observer, RunFinished
 from runner.jira import JiraClient
 from runner.job import Job, Row
 from runner.journal import Journal, RunHandle
@@ -36,8 +35,6 @@ from runner.minting import Minter
 from runner.rowworker import RowWorker, Todo
 from runner.scheduler import FairScheduler
 from runner.shutdown import Shutdown
-
-log = structlog.get_logger("runner.engine")
 
 CHUNK = 256  # rows read, claimed and looked up in the journal at a time
 FINAL = frozenset({ItemState.DONE, ItemState.FAILED, ItemState.SKIPPED, ItemState.BLOCKED})
@@ -154,7 +151,7 @@ class Engine:
             state = RunState.FINISHED
             interrupted = False
         await self.journal.finish_run(run_id, state)
-        log.info("runner.run.finished", run=run_id, state=str(state))
+        Emitter(self.observer)(RunFinished(run=run_id, state=str(state)))
         return RunResult(run_id, state, by_state, interrupted, dict(blocked))
 
     async def _work(
