@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from runner.config import load_config
+from runner.events import Event
+from runner.events_legacy import as_event
 from runner.journal import SqliteJournal
 from runner.logs import configure_logging
 from runner.remote.nightly import journal_identity
@@ -42,8 +44,9 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[tuple[str, dict[str, Any]]] = []
 
-    def event(self, name: str, /, **fields: Any) -> None:
-        self.events.append((name, fields))
+    def event(self, ev: Event | str, /, **fields: Any) -> None:
+        typed = as_event(ev, fields)  # TEMPORARY: old-style calls (runner.events_legacy)
+        self.events.append((typed.name, typed.fields()))
 
     def named(self, name: str) -> list[dict[str, Any]]:
         return [fields for n, fields in self.events if n == name]

@@ -13,6 +13,7 @@ from aiohttp import web
 from runner.budgets import ManualClock
 from runner.config import SystemTokenSource, load_config
 from runner.errors import ConfigError, SystemTokenError
+from runner.events import Event, SystemTokenWaiting
 from runner.remote.loopback import SECRET_HEADER, build_token_app
 from runner.remote.settings import SecretRef
 from runner.remote.tokens import TokenStore
@@ -103,9 +104,9 @@ async def test_provider_reads_the_serve_process(token_url: tuple[str, TokenStore
     reasons: list[str] = []
 
     class Events:
-        def event(self, name: str, /, **fields: object) -> None:
-            if name == "system_token.waiting":
-                reasons.append(str(fields["reason"]))
+        def event(self, ev: Event | str, /, **fields: object) -> None:
+            if isinstance(ev, SystemTokenWaiting):
+                reasons.append(ev.reason)
                 if len(reasons) == 2:
                     store.offer(INST, system_jwt(9000))
 
