@@ -28,7 +28,12 @@ The catalogue, by name (class):
                          ItemDone, ItemFailed, ItemSkipped, ItemBlocked, ItemUncertain
                                              site, account, row, action (+ reason unless done)
     run.finished         RunFinished         run, state
-    remote.*             the Forge Remote backend's facts: ``runner.remote_events``
+    remote.trigger.duplicate / .overlap / .accepted
+                         TriggerDuplicate, TriggerOverlap, TriggerAccepted    route, site
+    remote.run.crashed / .already_done / .locked / .started / .resumed / .finished /
+    .template_changed    RemoteRunCrashed, RemoteRunAlreadyDone, RemoteRunLocked,
+                         RemoteRunStarted, RemoteRunResumed, RemoteRunFinished,
+                         RemoteRunTemplateChanged                             job, run, ...
 """
 
 from __future__ import annotations
@@ -245,6 +250,83 @@ class RunFinished(Event):
     name: ClassVar[str] = "run.finished"
     run: str
     state: str
+
+
+# -- the Forge Remote backend's runs (runner.remote.triggers) --------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TriggerDuplicate(Event):
+    name: ClassVar[str] = "remote.trigger.duplicate"
+    route: str
+    site: str
+    accepted_s_ago: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TriggerOverlap(Event):
+    name: ClassVar[str] = "remote.trigger.overlap"
+    level: ClassVar[int] = WARNING
+    route: str
+    site: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TriggerAccepted(Event):
+    name: ClassVar[str] = "remote.trigger.accepted"
+    route: str
+    site: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteRunCrashed(Event):
+    name: ClassVar[str] = "remote.run.crashed"
+    level: ClassVar[int] = ERROR
+    traceback: ClassVar[bool] = True
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteRunAlreadyDone(Event):
+    name: ClassVar[str] = "remote.run.already_done"
+    job: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteRunLocked(Event):
+    name: ClassVar[str] = "remote.run.locked"
+    level: ClassVar[int] = WARNING
+    job: str
+    holder: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteRunStarted(Event):
+    name: ClassVar[str] = "remote.run.started"
+    run: str
+    job: str
+    items: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteRunResumed(RemoteRunStarted):
+    name: ClassVar[str] = "remote.run.resumed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteRunFinished(Event):
+    name: ClassVar[str] = "remote.run.finished"
+    run: str
+    job: str
+    state: str
+    exit_code: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteRunTemplateChanged(Event):
+    name: ClassVar[str] = "remote.run.template_changed"
+    level: ClassVar[int] = WARNING
+    job: str
 
 
 # -- observing and emitting ------------------------------------------------------------------
