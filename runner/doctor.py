@@ -32,6 +32,8 @@ from runner.errors import (
     TransportError,
     UserRefusedError,
 )
+from runner.events import Event, SystemTokenOk
+from runner.events_legacy import as_event
 from runner.gateway import GatewayClient, Minted, MintOutcome, MintRateLimited, SystemTokenRejected
 from runner.jira import (
     JiraClient,
@@ -102,9 +104,10 @@ class _Events:
     def __init__(self) -> None:
         self.expires_at: float | None = None
 
-    def event(self, name: str, /, **fields: Any) -> None:
-        if name == "system_token.ok":
-            self.expires_at = fields.get("expires_at")
+    def event(self, ev: Event | str, /, **fields: Any) -> None:
+        ev = as_event(ev, fields)  # TEMPORARY: old-style calls (runner.events_legacy)
+        if isinstance(ev, SystemTokenOk):
+            self.expires_at = ev.expires_at
 
 
 def resolve(config: Config, site_name: str, account: str) -> SiteConfig:

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 import aiohttp
-import structlog
 
 from runner.aio import single_error, to_the_end
 from runner.budgets import Clock, SystemClock
@@ -29,7 +28,7 @@ from runner.budgets.mint import MintBuckets
 from runner.calls import CallExecutor
 from runner.config import Config
 from runner.errors import ExitCode
-from runner.events import NullObserver, Observer
+from runner.events import Emitter, NullObserver, Observer, RunFinished
 from runner.jira import JiraClient
 from runner.job import Job, Row
 from runner.journal import Journal, RunHandle
@@ -38,8 +37,6 @@ from runner.minting import Minter
 from runner.rowworker import RowWorker, Todo
 from runner.scheduler import FairScheduler
 from runner.shutdown import Shutdown
-
-log = structlog.get_logger("runner.engine")
 
 CHUNK = 256  # rows read, claimed and looked up in the journal at a time
 FINAL = frozenset({ItemState.DONE, ItemState.FAILED, ItemState.SKIPPED, ItemState.BLOCKED})
@@ -161,7 +158,7 @@ class Engine:
             state = RunState.FINISHED
             interrupted = False
         await self.journal.finish_run(run_id, state)
-        log.info("runner.run.finished", run=run_id, state=str(state))
+        Emitter(self.observer)(RunFinished(run=run_id, state=str(state)))
         return RunResult(run_id, state, by_state, interrupted, dict(blocked),
                          self.shutdown.signal)
 

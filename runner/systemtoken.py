@@ -27,17 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jwt
-import structlog
 
 from runner.aio import in_thread, to_the_end
 from runner.budgets import Clock, SystemClock
 from runner.config import SystemTokenSource
 from runner.errors import SystemTokenError
-from runner.events import NullObserver, Observer
+from runner.events import Emitter, Observer, SystemTokenOk, SystemTokenWaiting
 from runner.logs import register_secret
 from runner.tokenroute import fetch_system_token
-
-log = structlog.get_logger("runner.systemtoken")
 
 # Anything that looks like a credential in a command's stderr is cut out before it is shown.
 _SECRETISH = re.compile(r"[A-Za-z0-9_\-\.=+/]{20,}")
@@ -72,7 +69,7 @@ class SystemTokenProvider:
         self._source = source
         self.environment = environment
         self._clock: Clock = clock or SystemClock()
-        self._observer: Observer = observer or NullObserver()
+        self._emit = Emitter(observer)
         self._min_validity = min_validity_s
         self._refresh_margin = max(refresh_margin_s, min_validity_s)
         self._reread_every = reread_every_s
@@ -125,10 +122,8 @@ class SystemTokenProvider:
             waited = now - self._waiting_since
             if waited >= self._source.max_wait_s:
                 raise SystemTokenError(self.environment, f"{reason}; waited {waited:.0f} s")
-            self._observer.event("system_token.waiting", environment=self.environment,
-                                 reason=reason)
-            log.warning("runner.system_token.waiting", environment=self.environment,
-                        reason=reason, waited_s=round(waited, 1))
+            self._emit(SystemTokenWaiting(environment=self.environment, reason=reason,
+                                          waited_s=round(waited, 1)))
             # Every waiter shares one wait window: after it is over, callers fail at once
             # instead of each waiting max_wait_s in turn.
             remaining = self._source.max_wait_s - waited
@@ -165,10 +160,8 @@ class SystemTokenProvider:
         # Keep whichever token lives longer: a source may serve an older one than we hold.
         if held is None or not self._usable(held) or _later(candidate, held):
             self._held = candidate
-            self._observer.event("system_token.ok", environment=self.environment,
-                                 expires_at=expires_at)
-            log.info("runner.system_token.read", environment=self.environment,
-                     source=self._describe(), expires_at=expires_at)
+            self._emit(SystemTokenOk(environment=self.environment, expires_at=expires_at,
+                                     source=self._describe()))
         return self._why_unusable(self._held) if self._held else "no token"
 
     def _why_unusable(self, held: _Held) -> str:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
+
+from runner.events import Event, SystemTokenWaiting
+from runner.events_legacy import as_event
+
+E = TypeVar("E", bound=Event)
 
 EPOCH = 1_800_000_000.0
 
@@ -48,22 +53,24 @@ class FakeClock:
 
 class Events:
     """An observer that records every event; ``on_waiting`` is called when the system-token
-    source starts waiting (``system_token.waiting``)."""
+    source starts waiting (``SystemTokenWaiting``)."""
 
     def __init__(self) -> None:
-        self.seen: list[tuple[str, dict[str, Any]]] = []
-        self.on_waiting: Any = None
+        self.seen: list[Event] = []
+        self.on_waiting: Callable[[], object] | None = None
 
-    def event(self, name: str, /, **fields: Any) -> None:
-        self.seen.append((name, fields))
-        if name == "system_token.waiting" and self.on_waiting is not None:
+    def event(self, ev: Event | str, /, **fields: Any) -> None:
+        ev = as_event(ev, fields)  # TEMPORARY: old-style calls (runner.events_legacy)
+        self.seen.append(ev)
+        if isinstance(ev, SystemTokenWaiting) and self.on_waiting is not None:
             self.on_waiting()
 
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [f for n, f in self.seen if n == name]
+    def of(self, cls: type[E]) -> list[E]:
+        """The events of class ``cls``, in order."""
+        return [e for e in self.seen if isinstance(e, cls)]
 
-    def count(self, name: str) -> int:
-        return sum(1 for n, _ in self.seen if n == name)
+    def count(self, cls: type[Event]) -> int:
+        return len(self.of(cls))
 
 
 async def all_tasks_blocked() -> None:

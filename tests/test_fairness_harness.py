@@ -16,6 +16,8 @@ from typing import Any
 
 from runner.config import Config
 from runner.engine import Engine, RunResult
+from runner.events import Event as RunnerEvent
+from runner.events_legacy import as_event
 from runner.job import Job
 from runner.journal import SqliteJournal
 from runner.shutdown import Shutdown
@@ -45,8 +47,9 @@ class Events:
     log: list[Event] = field(default_factory=list)
     hook: Callable[[Event], None] | None = None
 
-    def event(self, name: str, /, **fields: Any) -> None:
-        event = Event(time.time(), name, fields)
+    def event(self, ev: RunnerEvent | str, /, **fields: Any) -> None:
+        typed = as_event(ev, fields)  # TEMPORARY: old-style calls (runner.events_legacy)
+        event = Event(time.time(), typed.name, typed.fields())
         self.log.append(event)
         if self.hook is not None:
             self.hook(event)

@@ -23,6 +23,7 @@ from runner.config import (
     SystemTokenSource,
 )
 from runner.errors import BlockedEnvironmentError, UserRefusedError
+from runner.events import MintContextRefused, MintUserRefused
 from runner.gateway import GatewayClient
 from runner.minting import Minter
 from runner.sandbox.app import RunningSandbox
@@ -153,7 +154,7 @@ async def test_user_refusal_is_raised_and_remembered(
         # Other users are not affected.
         await minter.token_for(site, ACME_ACTIVE[0])
     assert sandbox.world.mints_refused[counter] == 1
-    assert [e["account"] for e in events.named("mint.user_refused")] == [account]
+    assert [e.account for e in events.of(MintUserRefused)] == [account]
 
 
 @pytest.mark.parametrize("environment", ["dev", "noimp"])
@@ -188,7 +189,7 @@ async def test_context_refusal_blocks_the_environment_at_the_first(
         assert needle in diagnostic
     if environment == "dev":
         assert f"expected {workspace_ari(CLOUD_A)}" in diagnostic
-    assert len(events.named("mint.context_refused")) == 1
+    assert events.count(MintContextRefused) == 1
 
 
 async def test_minter_from_config_shares_named_buckets(

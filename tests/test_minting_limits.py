@@ -24,6 +24,7 @@ from runner.config import (
     SystemTokenSource,
 )
 from runner.errors import TransportError
+from runner.events import MintRateLimited, MintRetry, Pause, SystemTokenWaiting
 from runner.gateway import GatewayClient
 from runner.minting import Minter
 from runner.sandbox.app import RunningSandbox
@@ -142,9 +143,9 @@ async def test_rate_limit_pauses_the_bucket_for_every_caller(
             wait = RETRY.wait_initial_s
         early = [a - event.at for a in arrivals if event.at < a < event.at + wait]
         assert not early, f"mints arrived {early} s after a 429 asking for {wait} s"
-    pauses = events.named("pause")
-    assert pauses and all(p["scope"] == "mint:dev" for p in pauses)
-    shapes = {e["shape"] for e in events.named("mint.rate_limited")}
+    pauses = events.of(Pause)
+    assert pauses and all(p.scope == "mint:dev" for p in pauses)
+    shapes = {e.shape for e in events.of(MintRateLimited)}
     assert shapes == {{"retry_after": "retry_after", "reset_header": "reset",
                        "graphql_error": "graphql"}[failure]}
 
@@ -197,7 +198,7 @@ async def test_5xx_and_resets_are_retried_by_the_mint_policy(
         token = await minter.token_for(site, pattern_account(1))
     assert seen == ["fault"] * 3 + ["forwarded"]
     assert sandbox.world.user_tokens[token].account_id == pattern_account(1)
-    assert [e["attempt"] for e in events.named("mint.retry")] == [1, 2, 3]
+    assert [e.attempt for e in events.of(MintRetry)] == [1, 2, 3]
 
 
 async def test_transport_failures_outlasting_the_policy_raise(
@@ -230,7 +231,7 @@ async def test_expired_system_token_pauses_until_a_fresh_one(
     async with minter_for(sandbox, tmp_path, events=events, system_token=expired) as (m, site):
         token = await m.token_for(site, pattern_account(2))
     assert sandbox.world.user_tokens[token].account_id == pattern_account(2)
-    assert events.named("system_token.waiting")
+    assert events.of(SystemTokenWaiting)
     # The expired token was never sent: the gateway saw one mint and it succeeded.
     assert sandbox.world.mints_accepted["dev"] == 1
 
@@ -247,4 +248,4 @@ async def test_system_token_refused_by_the_gateway_is_read_again(
     async with minter_for(sandbox, tmp_path, events=events, system_token=forged) as (m, site):
         token = await m.token_for(site, pattern_account(3))
     assert sandbox.world.user_tokens[token].account_id == pattern_account(3)
-    assert [e["reason"] for e in events.named("mint.retry")] == ["system token rejected"]
+    assert [e.reason for e in events.of(MintRetry)] == ["system token rejected"]

@@ -7,6 +7,25 @@ from pathlib import Path
 import pytest
 
 from runner.config import Config, EnvironmentConfig, RunnerSettings, SystemTokenSource
+from runner.events import (
+    ItemBlocked,
+    ItemDone,
+    ItemFailed,
+    ItemSkipped,
+    ItemUncertain,
+    JiraCall,
+    JiraRateLimited,
+    JiraRetry,
+    MintContextRefused,
+    MintOk,
+    MintRateLimited,
+    MintRetry,
+    MintUserRefused,
+    Pause,
+    Resume,
+    SystemTokenOk,
+    SystemTokenWaiting,
+)
 from runner.progress import MintBudget, RunStats
 from runner.progress import stats as stats_module
 from tests.fakes import EPOCH, FakeClock
@@ -17,16 +36,18 @@ def make_stats(clock: FakeClock, **kwargs: object) -> RunStats:
 
 
 def item(stats: RunStats, state: str, site: str = "alpha", reason: str | None = None) -> None:
-    stats.event(f"item.{state}", site=site, account="acc", row=1, action="myself", reason=reason)
+    cls = {"done": ItemDone, "failed": ItemFailed, "skipped": ItemSkipped,
+           "blocked": ItemBlocked, "uncertain": ItemUncertain}[state]
+    stats.event(cls(site=site, account="acc", row="1", action="myself", reason=reason))
 
 
 def test_counts_items_by_state_and_site() -> None:
-    """Each item.* event counts once, overall and for its site; other events don't count."""
+    """Each item event counts once, overall and for its site; other events don't count."""
     stats = make_stats(FakeClock(), total=10)
     for state, site in [("done", "alpha"), ("done", "beta"), ("failed", "alpha"),
                         ("skipped", "beta"), ("blocked", "alpha"), ("uncertain", "alpha")]:
         item(stats, state, site, reason=None if state == "done" else "why")
-    stats.event("item.started", site="alpha")
+    stats.event(MintOk(environment="prod", site="alpha", account="acc"))
     assert stats.counts.as_dict() == {
         "done": 2, "failed": 1, "skipped": 1, "blocked": 1, "uncertain": 1,
     }
@@ -87,9 +108,9 @@ def test_mints_counted_per_bucket_against_the_budget_window() -> None:
         buckets={"dev": "shared", "prod": "shared"},
     )
     for env in ("dev", "prod", "prod"):
-        stats.event("mint.ok", environment=env, site="alpha", account="acc")
+        stats.event(MintOk(environment=env, site="alpha", account="acc"))
         clock.advance(1.0)
-    stats.event("mint.ok", environment="other", site="alpha", account="acc")
+    stats.event(MintOk(environment="other", site="alpha", account="acc"))
     assert stats.mints == {"shared": 3, "other": 1}
     assert stats.mints_in_window("shared") == 2  # the first one is 3 s old: out of the window
     clock.advance(5.0)
@@ -109,8 +130,8 @@ def test_from_config_knows_buckets_and_budgets() -> None:
     }
     config = Config(path=Path("c.toml"), runner=RunnerSettings(), environments=envs, sites={})
     stats = RunStats.from_config(config, total=5)
-    stats.event("mint.ok", environment="dev")
-    stats.event("mint.ok", environment="prod")
+    stats.event(MintOk(environment="dev", site="a", account="acc"))
+    stats.event(MintOk(environment="prod", site="a", account="acc"))
     assert stats.mints == {"one": 2}
     assert stats.budgets == {"one": MintBudget(100, 6.0), "solo": MintBudget(1000, 60.0)}
     assert stats.total == 5
@@ -119,14 +140,14 @@ def test_from_config_knows_buckets_and_budgets() -> None:
 def test_rate_limits_counted_by_scope_kind_and_reason() -> None:
     """429s are counted by (scope kind, reason): mint shapes and Jira RateLimit-Reasons."""
     stats = make_stats(FakeClock())
-    stats.event("mint.rate_limited", bucket="prod", until=EPOCH + 5, shape="retry_after")
-    stats.event("mint.rate_limited", bucket="prod", until=EPOCH + 5, shape="graphql")
+    stats.event(MintRateLimited(bucket="prod", until=EPOCH + 5, shape="retry_after"))
+    stats.event(MintRateLimited(bucket="prod", until=EPOCH + 5, shape="graphql"))
     for _ in range(2):
-        stats.event("jira.rate_limited", site="alpha", scope="burst:alpha GET /myself",
-                    reason="jira-burst-based", until=EPOCH + 1)
-    stats.event("jira.rate_limited", site="alpha", scope="issue:alpha/KEY-1",
-                reason="jira-per-issue-on-write", until=EPOCH + 2)
-    stats.event("jira.rate_limited", site="beta", scope="", reason=None, until=None)
+        stats.event(JiraRateLimited(site="alpha", scope="burst:alpha GET /myself",
+                    reason="jira-burst-based", until=EPOCH + 1))
+    stats.event(JiraRateLimited(site="alpha", scope="issue:alpha/KEY-1",
+                reason="jira-per-issue-on-write", until=EPOCH + 2))
+    stats.event(JiraRateLimited(site="beta", scope="", reason=None, until=None))
     assert stats.rate_limits == {
         ("mint", "retry_after"): 1,
         ("mint", "graphql"): 1,
@@ -140,17 +161,17 @@ def test_pauses_are_active_until_their_deadline_or_resume() -> None:
     """A pause shows until its POSIX deadline passes or a resume names its scope."""
     clock = FakeClock()
     stats = make_stats(clock)
-    stats.event("pause", scope="quota:global", reason="jira-quota-global-based", until=EPOCH + 10)
-    stats.event("jira.rate_limited", site="alpha", scope="burst:alpha GET /x",
-                reason="jira-burst-based", until=EPOCH + 2)
-    stats.event("system_token.waiting", environment="prod", reason="expired")
+    stats.event(Pause(scope="quota:global", reason="jira-quota-global-based", until=EPOCH + 10))
+    stats.event(JiraRateLimited(site="alpha", scope="burst:alpha GET /x",
+                reason="jira-burst-based", until=EPOCH + 2))
+    stats.event(SystemTokenWaiting(environment="prod", reason="expired"))
     assert [p.scope for p in stats.active_pauses()] == [
         "burst:alpha GET /x", "quota:global", "system_token:prod",
     ]
     clock.advance(3.0)
     assert [p.kind for p in stats.active_pauses()] == ["quota", "system_token"]
-    stats.event("resume", scope="quota:global")
-    stats.event("system_token.ok", environment="prod", expires_at=EPOCH + 3600)
+    stats.event(Resume(scope="quota:global"))
+    stats.event(SystemTokenOk(environment="prod", expires_at=EPOCH + 3600))
     assert stats.active_pauses() == []
     assert stats.pause_count == {
         ("quota", "jira-quota-global-based"): 1,
@@ -163,12 +184,12 @@ def test_a_pause_extended_while_active_counts_once() -> None:
     """Several 429s on a scope that is already paused extend that pause, not the count."""
     clock = FakeClock()
     stats = make_stats(clock)
-    stats.event("mint.rate_limited", bucket="prod", until=EPOCH + 5, shape="reset")
-    stats.event("mint.rate_limited", bucket="prod", until=EPOCH + 8, shape="reset")
+    stats.event(MintRateLimited(bucket="prod", until=EPOCH + 5, shape="reset"))
+    stats.event(MintRateLimited(bucket="prod", until=EPOCH + 8, shape="reset"))
     (pause,) = stats.active_pauses()
     assert pause.until == EPOCH + 8
     clock.advance(9.0)
-    stats.event("mint.rate_limited", bucket="prod", until=EPOCH + 20, shape="reset")
+    stats.event(MintRateLimited(bucket="prod", until=EPOCH + 20, shape="reset"))
     assert sum(stats.pause_count.values()) == 2
 
 
@@ -176,14 +197,14 @@ def test_refusals_blocked_environments_and_retries() -> None:
     """Refused users, blocked environments, retries and Jira status classes are counted."""
     stats = make_stats(FakeClock())
     for account in ("x", "y"):
-        stats.event("mint.user_refused", environment="prod", site="a", account=account,
-                    reason="deactivated")
-    stats.event("mint.context_refused", environment="prod", aris=("ari:cloud:jira:c:workspace/c",),
-                message="Could not load permissions")
-    stats.event("mint.retry", environment="prod", reason="503", attempt=1)
-    stats.event("jira.retry", site="a", template="/x", reason="timeout", attempt=2)
+        stats.event(MintUserRefused(environment="prod", site="a", account=account,
+                    reason="deactivated"))
+    stats.event(MintContextRefused(environment="prod", aris=("ari:cloud:jira:c:workspace/c",),
+                message="Could not load permissions"))
+    stats.event(MintRetry(environment="prod", reason="503", attempt=1))
+    stats.event(JiraRetry(site="a", template="/x", reason="timeout", attempt=2))
     for status in (200, 201, 404):
-        stats.event("jira.call", site="a", method="GET", template="/x", status=status)
+        stats.event(JiraCall(site="a", method="GET", template="/x", status=status))
     assert stats.refused_users == {"deactivated": 2}
     assert stats.blocked_environments == {"prod": "Could not load permissions"}
     assert stats.retries == {("mint", "503"): 1, ("jira", "timeout"): 1}
@@ -200,7 +221,7 @@ def test_notable_keeps_the_last_few_interesting_events() -> None:
     assert [note.text.split("reason=")[1] for note in stats.notable] == [
         "reason 2", "reason 3", "reason 4",
     ]
-    stats.event("mint.context_refused", environment="prod", aris=("ari:a", "ari:b"), message="m")
+    stats.event(MintContextRefused(environment="prod", aris=("ari:a", "ari:b"), message="m"))
     assert stats.notable[-1].text == "environment=prod aris=ari:a,ari:b"
 
 

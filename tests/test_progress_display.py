@@ -14,6 +14,16 @@ import structlog
 from rich.console import Console
 from structlog.testing import LogCapture, capture_logs
 
+from runner.events import (
+    ItemBlocked,
+    ItemDone,
+    ItemFailed,
+    ItemSkipped,
+    JiraRateLimited,
+    MintContextRefused,
+    MintOk,
+    MintRateLimited,
+)
 from runner.logs import configure_logging, get_logger, register_secret
 from runner.progress import LiveView, MintBudget, PlainProgress, RunStats, Summary, open_progress
 from tests.fakes import FakeClock
@@ -61,16 +71,16 @@ def stats(clock: FakeClock) -> RunStats:
     )
     for n in range(30):
         clock.advance(1.0)
-        s.event("mint.ok", environment="prod-env", site="alpha", account=f"a{n}")
-        s.event("item.done", site="alpha" if n % 2 else "beta", account=f"a{n}", row=n,
-                action="myself")
-    s.event("item.failed", site="alpha", account="a1", row=1, action="comment.add",
-            reason="400 Field 'summary' is required")
-    s.event("jira.rate_limited", site="alpha", scope="burst:alpha GET /rest/api/3/myself",
-            reason="jira-burst-based", until=clock.wall() + 5)
-    s.event("mint.rate_limited", bucket="prod", until=clock.wall() + 2, shape="retry_after")
-    s.event("mint.context_refused", environment="dev", aris=("ari:cloud:jira:c:workspace/c",),
-            message="Could not load permissions for app user")
+        s.event(MintOk(environment="prod-env", site="alpha", account=f"a{n}"))
+        s.event(ItemDone(site="alpha" if n % 2 else "beta", account=f"a{n}", row=str(n),
+                action="myself"))
+    s.event(ItemFailed(site="alpha", account="a1", row="1", action="comment.add",
+            reason="400 Field 'summary' is required"))
+    s.event(JiraRateLimited(site="alpha", scope="burst:alpha GET /rest/api/3/myself",
+            reason="jira-burst-based", until=clock.wall() + 5))
+    s.event(MintRateLimited(bucket="prod", until=clock.wall() + 2, shape="retry_after"))
+    s.event(MintContextRefused(environment="dev", aris=("ari:cloud:jira:c:workspace/c",),
+            message="Could not load permissions for app user"))
     return s
 
 
@@ -101,7 +111,7 @@ def test_live_view_redacts_what_it_shows(stats: RunStats) -> None:
     """A registered token that slipped into an event's reason is not shown on screen."""
     token = "tok-" + secrets.token_urlsafe(20)
     register_secret(token)
-    stats.event("item.failed", site="alpha", account="a", row=2, action="x", reason=f"bad {token}")
+    stats.event(ItemFailed(site="alpha", account="a", row="2", action="x", reason=f"bad {token}"))
     console = _console()
     console.print(LiveView(stats, console=console, title=f"run {token}").render())
     text = console.export_text()
@@ -122,10 +132,10 @@ async def test_live_view_refreshes_on_a_timer_and_shows_the_end(
             tg.create_task(view.run())
             await out.when_contains("done 30").wait()
             for n in range(5):
-                stats.event("item.done", site="alpha", account="b", row=100 + n, action="myself")
+                stats.event(ItemDone(site="alpha", account="b", row=str(100 + n), action="myself"))
             await out.when_contains("done 35").wait()
-            stats.event("item.skipped", site="alpha", account="c", row=200, action="x",
-                        reason="user deactivated")
+            stats.event(ItemSkipped(site="alpha", account="c", row="200", action="x",
+                        reason="user deactivated"))
             view.stop()
     assert sys.stdout is original_stdout  # the live display gave stdout back
     text = console.export_text()
@@ -141,8 +151,8 @@ async def test_live_view_cancelled_still_restores_the_terminal(stats: RunStats) 
         async with asyncio.TaskGroup() as tg:
             running = tg.create_task(view.run())
             await out.when_contains("done 30").wait()
-            stats.event("item.blocked", site="alpha", account="d", row=300, action="x",
-                        reason="environment blocked")
+            stats.event(ItemBlocked(site="alpha", account="d", row="300", action="x",
+                        reason="environment blocked"))
             running.cancel()
     assert sys.stdout is original_stdout
     assert "blocked 1" in out.getvalue()
@@ -191,7 +201,7 @@ async def test_plain_progress_logs_every_interval(
         async with asyncio.TaskGroup() as tg:
             tg.create_task(progress.run())
             await state["event"].wait()
-            stats.event("item.done", site="alpha", account="z", row=999, action="myself")
+            stats.event(ItemDone(site="alpha", account="z", row="999", action="myself"))
             progress.stop()
     events = [entry["event"] for entry in capture.entries]
     assert len(events) >= 4 and set(events) == {"runner.progress"}
@@ -229,7 +239,7 @@ def test_summary_ranks_the_top_reasons(clock: FakeClock) -> None:
     stats = RunStats(total=None, clock=clock.monotonic, wall=clock.wall)
     for reason, n in [("rare", 1), ("common", 5), ("middle", 3)]:
         for _ in range(n):
-            stats.event("item.failed", site="a", account="x", row=1, action="y", reason=reason)
+            stats.event(ItemFailed(site="a", account="x", row="1", action="y", reason=reason))
     text = Summary.render(stats, top=2)
     assert "top 2 of items not done" in text
     lines = text.splitlines()
@@ -244,8 +254,8 @@ def test_summary_contains_no_registered_secret(stats: RunStats) -> None:
     """A registered token in a reason or a blocked environment's message is redacted."""
     token = "tok-" + secrets.token_urlsafe(20)
     register_secret(token)
-    stats.event("item.failed", site="alpha", account="a", row=3, action="x", reason=token)
-    stats.event("mint.context_refused", environment="stage", aris=(), message=f"m {token}")
+    stats.event(ItemFailed(site="alpha", account="a", row="3", action="x", reason=token))
+    stats.event(MintContextRefused(environment="stage", aris=(), message=f"m {token}"))
     text = Summary.render(stats)
     assert token not in text
     assert "[REDACTED]" in text

@@ -10,6 +10,16 @@ from typing import Any
 
 import pytest
 
+from runner.events import (
+    ItemDone,
+    ItemFailed,
+    ItemSkipped,
+    ItemUncertain,
+    JiraCall,
+    JiraRateLimited,
+    MintContextRefused,
+    MintOk,
+)
 from runner.logs import register_secret
 from runner.progress import MintBudget, RunStats
 from runner.report import SCHEMA, ReportItem, RunInfo, write_report, write_report_async
@@ -24,16 +34,16 @@ def stats() -> RunStats:
                  wall=clock.wall)
     for n in range(3):
         clock.advance(2.0)
-        s.event("item.done", site="alpha", account=f"a{n}", row=n, action="myself")
-    s.event("mint.ok", environment="prod", site="alpha", account="a0")
-    s.event("mint.ok", environment="prod", site="alpha", account="a1")
-    s.event("item.failed", site="alpha", account="a1", row=3, action="comment.add",
-            reason="404 Issue does not exist")
-    s.event("item.skipped", site="beta", account="a2", row=4, action="myself",
-            reason="user deactivated")
-    s.event("jira.rate_limited", site="alpha", scope="quota:global",
-            reason="jira-quota-global-based", until=EPOCH + 3600)
-    s.event("jira.call", site="alpha", method="GET", template="/myself", status=200)
+        s.event(ItemDone(site="alpha", account=f"a{n}", row=str(n), action="myself"))
+    s.event(MintOk(environment="prod", site="alpha", account="a0"))
+    s.event(MintOk(environment="prod", site="alpha", account="a1"))
+    s.event(ItemFailed(site="alpha", account="a1", row="3", action="comment.add",
+            reason="404 Issue does not exist"))
+    s.event(ItemSkipped(site="beta", account="a2", row="4", action="myself",
+            reason="user deactivated"))
+    s.event(JiraRateLimited(site="alpha", scope="quota:global",
+            reason="jira-quota-global-based", until=EPOCH + 3600))
+    s.event(JiraCall(site="alpha", method="GET", template="/myself", status=200))
     clock.advance(4.0)
     s.finish()
     return s
@@ -104,9 +114,9 @@ def test_report_contains_no_secret(stats: RunStats, tmp_path: Path) -> None:
     """Registered tokens and credential-shaped values never reach the report file."""
     token = "tok-" + secrets.token_urlsafe(24)
     register_secret(token)
-    stats.event("item.uncertain", site="alpha", account="a", row=9, action="issue.create",
-                reason=f"timeout, sent with {token}")
-    stats.event("mint.context_refused", environment="prod", aris=(), message=f"refused {token}")
+    stats.event(ItemUncertain(site="alpha", account="a", row="9", action="issue.create",
+                reason=f"timeout, sent with {token}"))
+    stats.event(MintContextRefused(environment="prod", aris=(), message=f"refused {token}"))
     items = [ReportItem("uncertain", "alpha", "a", 9, "issue.create", f"timeout {token}",
                         detail={"headers": {"Authorization": "Bearer abc"}, "token": "x1"})]
     path = write_report(tmp_path / "r.json", stats, RunInfo(f"run {token}", "j"), items)

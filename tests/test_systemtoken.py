@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 from runner.budgets import ManualClock
 from runner.config import SystemTokenSource
 from runner.errors import SystemTokenError
+from runner.events import SystemTokenOk, SystemTokenWaiting
 from runner.systemtoken import SystemTokenProvider
 from tests.fakes import Events
 
@@ -33,7 +34,7 @@ async def test_env_source_and_opaque_token(monkeypatch: pytest.MonkeyPatch) -> N
     events = Events()
     p = provider(SystemTokenSource(env="FORGE_TEST_SYSTEM_TOKEN"), ManualClock(), events)
     assert await p.get() == "opaque-system-token-value"
-    assert ("system_token.ok", {"environment": "dev", "expires_at": None}) in events.seen
+    assert ("dev", None) in [(e.environment, e.expires_at) for e in events.of(SystemTokenOk)]
 
 
 async def test_file_source_relative_to_cwd(tmp_path: Path) -> None:
@@ -85,7 +86,7 @@ async def test_expired_token_waits_for_a_fresh_one(tmp_path: Path) -> None:
     p = provider(SystemTokenSource(file=path, max_wait_s=600.0), clock, events)
     with capture_logs() as logs:
         assert await p.get() == fresh
-    assert events.count("system_token.waiting") == 1
+    assert events.count(SystemTokenWaiting) == 1
     waiting = [e for e in logs if e["event"] == "runner.system_token.waiting"]
     assert waiting and "expired" in waiting[0]["reason"]
 
@@ -104,7 +105,7 @@ async def test_no_valid_token_waits_then_fails(tmp_path: Path) -> None:
     with pytest.raises(SystemTokenError) as caught:
         await p.get()
     assert clock.now() - t0 == pytest.approx(120.0)
-    assert events.count("system_token.waiting") >= 3  # polled with backoff, said so each time
+    assert events.count(SystemTokenWaiting) >= 3  # polled with backoff, said so each time
     assert stale not in str(caught.value)
     t1 = clock.now()
     with pytest.raises(SystemTokenError):
@@ -128,7 +129,7 @@ async def test_invalidate_forces_a_reread_and_never_reuses_the_refused_token(
     assert await p.get() == refused
     p.invalidate(refused)
     assert await p.get() == replacement
-    assert events.count("system_token.waiting") == 1
+    assert events.count(SystemTokenWaiting) == 1
 
 
 async def test_failing_command_never_shows_its_output(tmp_path: Path) -> None:

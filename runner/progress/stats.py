@@ -2,10 +2,9 @@
 
 The live view, the plain progress lines, the summary and the JSON report all read one
 ``RunStats``. It holds counts, not items: memory stays flat however long the job is (the report
-streams failed items from the journal instead). Events and their fields are listed in
-``runner.events``.
+streams failed items from the journal instead). Events are the classes of ``runner.events``.
 
-Scopes in ``pause``/``resume``/``jira.rate_limited`` are strings; their kind is the text before
+Scopes in ``Pause``/``Resume``/``JiraRateLimited`` are strings; their kind is the text before
 the first ``:`` (``burst:alpha GET /rest/api/3/issue`` -> ``burst``). Minting pauses use the
 scope ``mint:<bucket>`` and a missing system token ``system_token:<environment>``.
 """
@@ -18,6 +17,28 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from runner.events import (
+    Event,
+    ItemBlocked,
+    ItemDone,
+    ItemEvent,
+    ItemFailed,
+    ItemUncertain,
+    JiraCall,
+    JiraRateLimited,
+    JiraRetry,
+    MintContextRefused,
+    MintOk,
+    MintRateLimited,
+    MintRetry,
+    MintUserRefused,
+    Resume,
+    SystemTokenOk,
+    SystemTokenWaiting,
+)
+from runner.events import Pause as PauseEvent
+from runner.events_legacy import as_event
+
 if TYPE_CHECKING:
     from runner.config import Config
 
@@ -25,22 +46,20 @@ Clock = Callable[[], float]
 
 ITEM_STATES = ("done", "failed", "skipped", "blocked", "uncertain")
 # Events worth showing in the "recent" list; item.done and jira.call would drown the rest.
-NOTABLE = frozenset(
-    {
-        "mint.rate_limited",
-        "mint.user_refused",
-        "mint.context_refused",
-        "mint.retry",
-        "system_token.waiting",
-        "system_token.ok",
-        "jira.rate_limited",
-        "jira.retry",
-        "pause",
-        "resume",
-        "item.failed",
-        "item.blocked",
-        "item.uncertain",
-    }
+NOTABLE: tuple[type[Event], ...] = (
+    MintRateLimited,
+    MintUserRefused,
+    MintContextRefused,
+    MintRetry,
+    SystemTokenWaiting,
+    SystemTokenOk,
+    JiraRateLimited,
+    JiraRetry,
+    PauseEvent,
+    Resume,
+    ItemFailed,
+    ItemBlocked,
+    ItemUncertain,
 )
 # Distinct failure reasons kept; beyond this (Jira messages naming each issue...) they are
 # counted under OTHER_REASON so memory does not follow job size.
@@ -107,8 +126,8 @@ def scope_kind(scope: str) -> str:
     return scope.split(":", 1)[0]
 
 
-def _reason(value: Any) -> str:
-    text = str(value) if value is not None else "(no reason given)"
+def _reason(value: str | None) -> str:
+    text = value if value is not None else "(no reason given)"
     return text if len(text) <= MAX_REASON_LENGTH else text[: MAX_REASON_LENGTH - 1] + "…"
 
 
@@ -175,54 +194,51 @@ class RunStats:
             self.ended = self._clock()
             self.ended_at = self._wall()
 
-    def event(self, name: str, /, **fields: Any) -> None:
+    def event(self, ev: Event | str, /, **fields: Any) -> None:
+        ev = as_event(ev, fields)  # TEMPORARY: old-style calls (runner.events_legacy)
         now = self._clock()
-        if name.startswith("item."):
-            self._item(name[5:], fields, now)
-        elif name == "mint.ok":
-            self._mint(fields, now)
-        elif name == "mint.rate_limited":
-            bucket = str(fields.get("bucket", "?"))
-            shape = str(fields.get("shape", "?"))
-            self.rate_limits["mint", shape] += 1
-            self._pause(f"mint:{bucket}", f"rate limited ({shape})", fields.get("until"))
-        elif name == "mint.user_refused":
-            self.refused_users[_reason(fields.get("reason"))] += 1
-        elif name == "mint.context_refused":
-            env = str(fields.get("environment", "?"))
-            self.blocked_environments[env] = _reason(fields.get("message"))
-        elif name in ("mint.retry", "jira.retry"):
-            self.retries[name.split(".")[0], _reason(fields.get("reason"))] += 1
-        elif name == "jira.call":
-            self.jira_calls[_status_class(fields.get("status"))] += 1
-        elif name == "jira.rate_limited":
-            scope = str(fields.get("scope") or f"site:{fields.get('site', '?')}")
-            reason = str(fields.get("reason") or "unknown")
-            self.rate_limits[scope_kind(scope), reason] += 1
-            self._pause(scope, reason, fields.get("until"))
-        elif name == "pause":
-            scope = str(fields.get("scope", "?"))
-            self._pause(scope, str(fields.get("reason")), fields.get("until"))
-        elif name == "resume":
-            self._pauses.pop(str(fields.get("scope", "?")), None)
-        elif name == "system_token.waiting":
-            env = str(fields.get("environment", "?"))
-            self._pause(f"system_token:{env}", str(fields.get("reason") or "waiting"), None)
-        elif name == "system_token.ok":
-            self._pauses.pop(f"system_token:{fields.get('environment', '?')}", None)
-        if name in NOTABLE:
-            self.notable.append(Notable(self._wall(), name, _describe(name, fields)))
+        match ev:
+            case ItemEvent():
+                self._item(ev, now)
+            case MintOk():
+                self._mint(ev.environment, now)
+            case MintRateLimited():
+                self.rate_limits["mint", ev.shape] += 1
+                self._pause(f"mint:{ev.bucket}", f"rate limited ({ev.shape})", ev.until)
+            case MintUserRefused():
+                self.refused_users[_reason(ev.reason)] += 1
+            case MintContextRefused():
+                self.blocked_environments[ev.environment] = _reason(ev.message)
+            case MintRetry():
+                self.retries["mint", _reason(ev.reason)] += 1
+            case JiraRetry():
+                self.retries["jira", _reason(ev.reason)] += 1
+            case JiraCall():
+                self.jira_calls[f"{ev.status // 100}xx"] += 1
+            case JiraRateLimited():
+                scope = ev.scope or f"site:{ev.site}"
+                reason = ev.reason or "unknown"
+                self.rate_limits[scope_kind(scope), reason] += 1
+                self._pause(scope, reason, ev.until)
+            case PauseEvent():
+                self._pause(ev.scope, ev.reason, ev.until)
+            case Resume():
+                self._pauses.pop(ev.scope, None)
+            case SystemTokenWaiting():
+                scope = f"system_token:{ev.environment}"
+                self._pause(scope, ev.reason or "waiting", None)
+            case SystemTokenOk():
+                self._pauses.pop(f"system_token:{ev.environment}", None)
+        if isinstance(ev, NOTABLE):
+            self.notable.append(Notable(self._wall(), ev.name, _describe(ev)))
 
-    def _item(self, state: str, fields: Mapping[str, Any], now: float) -> None:
-        if state not in ITEM_STATES:
-            return
-        self.counts.add(state)
-        site = str(fields.get("site", "?"))
-        self.sites.setdefault(site, Counts()).add(state)
-        if state != "done":
-            key = (state, _reason(fields.get("reason")))
+    def _item(self, ev: ItemEvent, now: float) -> None:
+        self.counts.add(ev.state)
+        self.sites.setdefault(ev.site, Counts()).add(ev.state)
+        if not isinstance(ev, ItemDone):
+            key = (ev.state, _reason(ev.reason))
             if key not in self.reasons and len(self.reasons) >= MAX_REASONS:
-                key = (state, OTHER_REASON)
+                key = (ev.state, OTHER_REASON)
             self.reasons[key] += 1
         self._count_finished(now)
 
@@ -238,8 +254,7 @@ class RunStats:
         while self._rate and self._rate[0][0] < now - self.rate_window_s:
             self._rate.popleft()
 
-    def _mint(self, fields: Mapping[str, Any], now: float) -> None:
-        env = str(fields.get("environment", "?"))
+    def _mint(self, env: str, now: float) -> None:
         bucket = self._buckets.get(env, env)
         self.mints[bucket] += 1
         recent = self._recent_mints.setdefault(bucket, deque())
@@ -251,8 +266,7 @@ class RunStats:
         while recent and recent[0] <= now - window:
             recent.popleft()
 
-    def _pause(self, scope: str, reason: str, until: Any) -> None:
-        deadline = float(until) if isinstance(until, int | float) else None
+    def _pause(self, scope: str, reason: str, deadline: float | None) -> None:
         current = self._pauses.get(scope)
         if current is None or not self._active(current):
             self.pause_count[scope_kind(scope), reason] += 1
@@ -318,15 +332,12 @@ class RunStats:
         return [(state, reason, count) for (state, reason), count in self.reasons.most_common(n)]
 
 
-def _status_class(status: Any) -> str:
-    return f"{status // 100}xx" if isinstance(status, int) else str(status)
-
-
-def _describe(name: str, fields: Mapping[str, Any]) -> str:
+def _describe(ev: Event) -> str:
     """One line for the "recent" list. Fields never hold tokens (runner.events), and every
     writer redacts anyway."""
+    fields = ev.fields()
     keys = ("environment", "bucket", "site", "scope", "account", "action", "reason", "shape")
     parts = [f"{k}={fields[k]}" for k in keys if fields.get(k) not in (None, "")]
-    if name == "mint.context_refused" and fields.get("aris"):
-        parts.append("aris=" + ",".join(str(a) for a in fields["aris"]))
+    if isinstance(ev, MintContextRefused) and ev.aris:
+        parts.append("aris=" + ",".join(ev.aris))
     return " ".join(parts)

@@ -28,7 +28,21 @@ from runner.budgets import Clock
 from runner.config import Config, SiteConfig
 from runner.engine import Engine
 from runner.errors import JobChangedError, RunLockedError
-from runner.events import NullObserver, Observer
+from runner.events import (
+    Emitter,
+    NullObserver,
+    Observer,
+    RemoteRunAlreadyDone,
+    RemoteRunCrashed,
+    RemoteRunFinished,
+    RemoteRunLocked,
+    RemoteRunResumed,
+    RemoteRunStarted,
+    RemoteRunTemplateChanged,
+    TriggerAccepted,
+    TriggerDuplicate,
+    TriggerOverlap,
+)
 from runner.job import Job, check_rows
 from runner.journal import SqliteJournal
 from runner.journal.base import RunHandle, RunState
@@ -36,8 +50,6 @@ from runner.journal.rules import job_identity
 from runner.remote.nightly import JobTemplate, job_config, journal_identity
 from runner.remote.settings import ServeConfig, ServeRoute
 from runner.shutdown import Shutdown
-
-log = structlog.get_logger("runner.remote.triggers")
 
 # How many recent runs the journal is asked about after a restart.
 RECENT_RUNS = 1000
@@ -89,6 +101,7 @@ class TriggerDesk:
         self._token_url = token_url
         self._secret = secret
         self._observer: Observer = observer or NullObserver()
+        self._emit = Emitter(self._observer)
         self._accepted: dict[tuple[str, str], float] = {}
         self._active: dict[tuple[str, str], _Active] = {}
         self._bucket_locks: dict[str, asyncio.Lock] = {}
@@ -102,15 +115,15 @@ class TriggerDesk:
         now = self._clock.now()
         last = self._accepted.get(key)
         if last is not None and now - last < route.dedup_window_s:
-            log.info("runner.remote.trigger.duplicate", route=route.path, site=site.name,
-                     accepted_s_ago=round(now - last, 1))
+            self._emit(TriggerDuplicate(route=route.path, site=site.name,
+                                        accepted_s_ago=round(now - last, 1)))
             return Decision.DUPLICATE
         if key in self._active:
-            log.warning("runner.remote.trigger.overlap", route=route.path, site=site.name)
+            self._emit(TriggerOverlap(route=route.path, site=site.name))
             return Decision.RUNNING
         self._accepted[key] = now
         self._active[key] = _Active()
-        log.info("runner.remote.trigger.accepted", route=route.path, site=site.name)
+        self._emit(TriggerAccepted(route=route.path, site=site.name))
         return Decision.ACCEPTED
 
     def stop(self) -> None:
@@ -128,7 +141,7 @@ class TriggerDesk:
                 outcome = await self._run(route, site, active.shutdown)
         except Exception as exc:
             # One site's failure must not take the server down; it is logged with its reason.
-            log.exception("runner.remote.run.crashed", error=type(exc).__name__)
+            self._emit(RemoteRunCrashed(error=type(exc).__name__))
             outcome = RunOutcome(route.path, site.name, None, None, f"crashed: {exc}")
         finally:
             self._active.pop(key, None)
@@ -156,22 +169,21 @@ class TriggerDesk:
             identity = journal_identity(template.path, site.name)
             fresh = await self._fresh(identity, route)
             if fresh is None:
-                log.info("runner.remote.run.already_done", job=job.name)
+                self._emit(RemoteRunAlreadyDone(job=job.name))
                 return RunOutcome(route.path, site.name, None, None, "already done")
             try:
                 handle = await self._open(job.name, identity, job, config, fresh)
             except RunLockedError as exc:
-                log.warning("runner.remote.run.locked", job=job.name, holder=exc.holder)
+                self._emit(RemoteRunLocked(job=job.name, holder=exc.holder))
                 return RunOutcome(route.path, site.name, exc.run_id, 4, "locked elsewhere")
             await self._journal.set_total(handle.run_id, checked.items)
-            verb = "resumed" if handle.resumed else "started"
-            log.info(f"runner.remote.run.{verb}", run=handle.run_id, job=job.name,
-                     items=checked.items)
+            opened = RemoteRunResumed if handle.resumed else RemoteRunStarted
+            self._emit(opened(run=handle.run_id, job=job.name, items=checked.items))
             engine = Engine(config, job, self._journal, observer=self._observer,
                             clock=self._clock, shutdown=shutdown)
             result = await engine.run(handle)
-        log.info("runner.remote.run.finished", run=result.run_id, job=job.name,
-                 state=str(result.state), exit_code=result.exit_code)
+        self._emit(RemoteRunFinished(run=result.run_id, job=job.name, state=str(result.state),
+                                     exit_code=result.exit_code))
         return RunOutcome(route.path, site.name, result.run_id, result.exit_code,
                           str(result.state), handle.resumed)
 
@@ -195,6 +207,6 @@ class TriggerDesk:
                                                 config.fingerprint, job.text, fresh=fresh)
         except JobChangedError:
             # The template changed since the cut-short run: that run is history.
-            log.warning("runner.remote.run.template_changed", job=name)
+            self._emit(RemoteRunTemplateChanged(job=name))
             return await self._journal.open_run(name, identity, job.fingerprint,
                                                 config.fingerprint, job.text, fresh=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from runner.config import load_config
+from runner.events import SystemTokenWaiting
 from runner.journal import SqliteJournal
 from runner.logs import configure_logging
 from runner.remote.nightly import journal_identity
@@ -34,7 +35,6 @@ USERS = 6
 SITES = ("acme", "globex", "initech")
 REFRESH = ForgeTrigger(key="refresh", path="/forge/refresh", interval="hour", spread_s=120.0)
 NIGHTLY = ForgeTrigger(key="nightly-sync", path="/forge/nightly-sync", interval="day")
-
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ interval = "day"
         }
 
     # Tokens expired during the runs and fresh ones from the hourly trigger took over.
-    assert recorder.named("system_token.waiting"), "no run outlived its token"
+    assert recorder.of(SystemTokenWaiting), "no run outlived its token"
     refreshes = [d for d in forge.deliveries if d.what == REFRESH.key and d.status == 200]
     assert {d.site for d in refreshes} == set(SITES)
     assert len(refreshes) >= 2 * len(SITES)

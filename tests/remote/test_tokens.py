@@ -13,6 +13,7 @@ from aiohttp import web
 from runner.budgets import ManualClock
 from runner.config import SystemTokenSource, load_config
 from runner.errors import ConfigError, SystemTokenError
+from runner.events import SystemTokenWaiting
 from runner.remote.loopback import build_token_app
 from runner.remote.tokens import TokenStore
 from runner.systemtoken import SystemTokenProvider
@@ -104,7 +105,7 @@ async def test_provider_reads_the_serve_process(token_url: tuple[str, TokenStore
     events = Events()
 
     def second_wait_brings_a_token() -> None:
-        if events.count("system_token.waiting") == 2:
+        if events.count(SystemTokenWaiting) == 2:
             store.offer(INST, system_jwt(9000))
 
     events.on_waiting = second_wait_brings_a_token
