@@ -12,6 +12,7 @@ import pytest
 from runner.budgets import ManualClock
 from runner.budgets.jira import JiraPacer, Taken
 from runner.config import JiraBudgets
+from runner.events import Pause, Resume
 from runner.jira import JiraRequest
 from runner.ratelimit import Scope, parse_rate_limit
 from runner.sandbox.jira.limits import iso_time
@@ -26,8 +27,8 @@ LOOSE = JiraBudgets(quota_points=1_000_000, quota_window_s=WINDOW, burst_get_pos
                     burst_put_delete=10_000, per_issue_2s=10_000, per_issue_30s=10_000)
 
 
-def scopes(events: Events, name: str) -> list[str]:
-    return [f["scope"] for f in events.named(name)]
+def scopes(events: Events, kind: type[Pause | Resume]) -> list[str]:
+    return [e.scope for e in events.of(kind)]
 
 
 def get_issue(key: str = "MIG-1", cost: int = 1) -> JiraRequest:
@@ -126,8 +127,8 @@ async def test_a_cancelled_waiter_leaves_no_pause_behind() -> None:
             await asyncio.sleep(0)
         assert not task.done()
         task.cancel()
-    assert scopes(events, "pause") == ["quota:global"]
-    assert scopes(events, "resume") == ["quota:global"]
+    assert scopes(events, Pause) == ["quota:global"]
+    assert scopes(events, Resume) == ["quota:global"]
 
 
 async def test_a_permit_given_back_returns_what_it_took() -> None:
@@ -184,7 +185,7 @@ async def test_a_quota_429_holds_every_call_until_the_reset() -> None:
     pacer.observe("acme", get_issue(), 429, info)
     await pacer.acquire("globex", get_issue())
     assert START + WINDOW <= clock.now() < START + WINDOW + 0.1
-    assert "quota:global" in scopes(events, "pause")
+    assert "quota:global" in scopes(events, Pause)
 
 
 async def test_a_tenant_quota_429_holds_only_that_site() -> None:
@@ -268,10 +269,10 @@ async def test_long_holds_are_announced_as_pauses_with_their_scope() -> None:
     pacer, events = pacer_for(budgets, clock, issue_guard_s=0.0)
     await acquire_all(pacer, clock, [("acme", put_property())] * 3)
     burst = f"burst:acme:PUT {PROPERTY_T}"
-    paused = scopes(events, "pause")
+    paused = scopes(events, Pause)
     assert set(paused) <= {burst, "issue:acme:MIG-1"} and paused
-    assert sorted(scopes(events, "resume")) == sorted(set(paused))
-    assert all(f["until"] > START for n, f in events.seen if n == "pause")
+    assert sorted(scopes(events, Resume)) == sorted(set(paused))
+    assert all(e.until > START for e in events.of(Pause))
 
 
 async def test_short_waits_are_not_pauses() -> None:

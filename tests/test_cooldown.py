@@ -7,6 +7,7 @@ import time
 
 from runner.budgets import SystemClock
 from runner.budgets.cooldown import Cooldowns
+from runner.events import Pause, Resume
 from runner.ratelimit import Scope
 from tests.fakes import Events, FakeClock
 
@@ -57,10 +58,8 @@ async def test_later_until_wins() -> None:
     assert cd.blocked_until([ISSUE_A]) == 1010.0
     cd.block(ISSUE_A, 1020.0, "jira-per-issue-on-write")
     assert cd.blocked_until([ISSUE_A]) == 1020.0
-    assert [(n, f["until"]) for n, f in rec.seen if n == "pause"] == [
-        ("pause", 1010.0), ("pause", 1020.0)
-    ]
-    assert rec.seen[0][1]["scope"] == "issue:acme:MIG-1"
+    assert [e.until for e in rec.of(Pause)] == [1010.0, 1020.0]
+    assert rec.of(Pause)[0].scope == "issue:acme:MIG-1"
 
 
 async def test_a_pause_extended_during_the_wait_is_honoured() -> None:
@@ -98,7 +97,7 @@ async def test_expired_pause_is_resumed_and_forgotten() -> None:
     clock.t = 1001.5
     assert cd.blocked_until([BURST_A]) is None
     assert cd.active() == {}
-    assert rec.seen[-1] == ("resume", {"scope": str(BURST_A)})
+    assert rec.seen[-1] == Resume(scope=str(BURST_A))
 
 
 async def test_real_clock_waiters_release_together_after_the_pause() -> None:

@@ -12,6 +12,7 @@ from runner.budgets import ManualClock
 from runner.budgets.mint import MintBucket, MintBuckets
 from runner.config import EnvironmentConfig, SystemTokenSource
 from runner.errors import ConfigError
+from runner.events import Pause, Resume
 from tests.fakes import Events, all_tasks_blocked
 
 
@@ -154,10 +155,10 @@ async def test_pause_holds_every_acquirer_and_later_pause_wins() -> None:
     assert bucket.paused_until == t0 + 7.0
     starts = await starts_of(bucket, clock, 3)
     assert min(starts) >= t0 + 7.0
-    pauses = events.named("pause")
-    assert [p["until"] for p in pauses] == [t0 + 5.0, t0 + 7.0]
-    assert all(p["scope"] == "mint:dev" for p in pauses)
-    assert events.named("resume") == [{"scope": "mint:dev"}]
+    pauses = events.of(Pause)
+    assert [p.until for p in pauses] == [t0 + 5.0, t0 + 7.0]
+    assert all(p.scope == "mint:dev" for p in pauses)
+    assert events.of(Resume) == [Resume(scope="mint:dev")]
 
 
 def env(name: str, bucket: str = "", limit: int = 1000, window: float = 60.0) -> EnvironmentConfig:

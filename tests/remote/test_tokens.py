@@ -113,7 +113,7 @@ async def test_provider_reads_the_serve_process(token_url: tuple[str, TokenStore
                                    poll_initial_s=1, poll_max_s=1)
     token = await provider.get()
     assert token == store.token(INST).token  # type: ignore[union-attr]
-    reasons = [str(f["reason"]) for f in events.named("system_token.waiting")]
+    reasons = [e.reason for e in events.of(SystemTokenWaiting)]
     assert len(reasons) == 2 and "holds no token yet" in reasons[0]
 
 
