@@ -54,6 +54,9 @@ LOCK_GRACE_S = 40.0
 PAGE_SIZE = 500
 
 Synchronous = Literal["FULL", "NORMAL"]
+# Who commits item marks: the writer thread (group commit with everything else) or a child
+# process (``Committer``); to be settled by bench/throughput.py.
+MarksBy = Literal["thread", "committer"]
 
 
 class SqliteJournal(ItemMarks):
@@ -75,7 +78,10 @@ class SqliteJournal(ItemMarks):
         synchronous: Synchronous = "FULL",
         create: bool = True,
         clock: Callable[[], float] = time.time,
+        marks: MarksBy = "committer",
     ):
+        if marks not in ("thread", "committer"):
+            raise ValueError(f"marks must be thread or committer, not {marks!r}")
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         self.path = Path(path)
@@ -84,8 +90,10 @@ class SqliteJournal(ItemMarks):
         self._clock = clock
         self._writer: DbThread | None = None
         self._reader: DbThread | None = None
-        # Item marks go to their own process, started when a run is opened for work.
-        self._committer = Committer(str(self.path), synchronous)
+        # Item marks go to their own process, started when a run is opened for work, or to
+        # the writer thread (None).
+        self._committer = (Committer(str(self.path), synchronous) if marks == "committer"
+                           else None)
         # Runs this journal opened, with their job locks; changed only by the writer thread.
         self._held: dict[str, JobLock] = {}
 
@@ -106,7 +114,8 @@ class SqliteJournal(ItemMarks):
         self._reader = DbThread("journal-reader", self._connect_reader)
 
     async def close(self) -> None:
-        await self._committer.stop()
+        if self._committer is not None:
+            await self._committer.stop()
         writer, reader = self._writer, self._reader
         self._writer = self._reader = None
         if writer is not None:
@@ -145,12 +154,16 @@ class SqliteJournal(ItemMarks):
     @property
     def batches(self) -> tuple[int, int]:
         """Item marks' (commits, marks) so far: marks / commits is the group-commit factor."""
-        return (self._committer.batches, self._committer.operations)
+        if self._committer is not None:
+            return (self._committer.batches, self._committer.operations)
+        if self._writer is None:
+            return (0, 0)
+        return (self._writer.batches, self._writer.operations)
 
     @property
     def committer_pid(self) -> int | None:
         """The committer process's ID while a run is open (benchmarks place it on a core)."""
-        return self._committer.pid
+        return None if self._committer is None else self._committer.pid
 
     # -- runs (writer thread) -----------------------------------------------------------------
 
@@ -216,8 +229,9 @@ class SqliteJournal(ItemMarks):
             if lock is not None:
                 lock.release()
             raise
-        fd = None if lock is None else lock.fileno()
-        await self._committer.start(hold=[] if fd is None else [fd])
+        if self._committer is not None:
+            fd = None if lock is None else lock.fileno()
+            await self._committer.start(hold=[] if fd is None else [fd])
         return handle
 
     async def claim(self, run_id: str, row_keys: Sequence[str]) -> Sequence[str]:
@@ -275,6 +289,9 @@ class SqliteJournal(ItemMarks):
         # Redacted here, before it leaves this process.
         mark = q.Mark.of(run_id, item, state, clean_text(reason, MAX_REASON_CHARS),
                          clean_text(detail, MAX_DETAIL_CHARS), result, self._clock())
+        if self._committer is None:
+            # Marks adjacent in a batch become one statement (``q.mark_items``).
+            return self._write().submit_grouped(q.mark_items, mark)
         return self._committer.submit(mark)
 
     # -- reads (reader thread) ----------------------------------------------------------------
