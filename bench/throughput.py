@@ -55,8 +55,7 @@ LOOPBACK_RATE = 1000.0  # SQLite items/s with Jira on loopback
 # The journals compared: name -> a fresh journal on a file of the folder.
 JOURNALS: dict[str, Callable[[Path], Journal]] = {
     "memory": lambda _: MemoryJournal(),
-    "sqlite": lambda path: SqliteJournal(path, marks="thread"),
-    "committer": lambda path: SqliteJournal(path, marks="committer"),
+    "sqlite": SqliteJournal,
 }
 BASE = "memory"
 KEPT = "sqlite"  # the design the targets are for

@@ -140,15 +140,15 @@ async def test_group_commit_wakes_every_waiter(
     async with open_sqlite() as journal:
         handle = await journal.open_run("migration", str(job_file), "job-1", "config-1", "t")
         run = handle.run_id
-        await journal.mark_started(run, item(1000))  # the committer is up and has written
+        await journal.mark_started(run, item(1000))  # the writer is connected and has written
         commits_before = journal.batches[0]
-        # Another connection holds the write lock: the committer's next transaction waits.
+        # Another connection holds the write lock: the writer's next transaction waits.
         blocker = sqlite3.connect(journal_file, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")
         try:
             waiters = [asyncio.ensure_future(journal.mark_started(run, item(n)))
                        for n in range(200)]
-            for _ in range(5):  # turns of the loop: the marks go down the pipe
+            for _ in range(5):  # turns of the loop: the marks reach the writer's queue
                 await asyncio.sleep(0)
             assert not any(w.done() for w in waiters)
             assert _read_state(journal_file, item(0).row_key) is None
