@@ -21,8 +21,9 @@ memory; at 0 ms at least 1,000 SQLite items/s. The exit code is 1 when one is mi
 ``--pin`` (Linux, two CPUs or more) puts the engine alone on the first allowed CPU and the
 sandbox on the second; by default the kernel places every process.
 
-Printed: items per second of every round, and per latency and concurrency the median of each
-journal and its ratio to memory's.
+Printed: items per second of every round (with the SQLite writer's writes per commit, the
+group-commit factor), and per latency and concurrency the median of each journal and its ratio
+to memory's.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class Round:
     journal: str
     items: int
     wall_s: float
+    # The SQLite writer's group-commit factor (writes per commit); None in memory.
+    per_commit: float | None = None
 
     @property
     def rate(self) -> float:
@@ -80,10 +83,14 @@ async def one_round(name: str, journal: Journal, config: Config, job: Job, total
         start = time.perf_counter()
         result = await Engine(config, job, journal).run(handle)
         wall = time.perf_counter() - start
+        per_commit = None
+        if isinstance(journal, SqliteJournal):
+            commits, writes = journal.batches
+            per_commit = writes / max(commits, 1)
     done = result.counts.get(ItemState.DONE, 0)
     if done != total:
         raise SystemExit(f"{name}: {done} of {total} items done ({dict(result.counts)})")
-    return Round(name, total, wall)
+    return Round(name, total, wall, per_commit)
 
 
 async def one_latency(folder: Path, args: argparse.Namespace, latency_ms: float,
@@ -116,9 +123,11 @@ async def one_latency(folder: Path, args: argparse.Namespace, latency_ms: float,
                 for name in names[shift:] + names[:shift]:
                     journal = JOURNALS[name](here / f"round-{concurrency}-{n}-{name}.db")
                     rounds.append(await one_round(name, journal, config, job, total))
+                    got = rounds[-1]
+                    factor = "" if got.per_commit is None else (
+                        f", {got.per_commit:.1f} writes per commit")
                     print(f"  concurrency {concurrency:>3} round {n + 1} {name:<10}"
-                          f"{rounds[-1].rate:>8,.0f} items/s ({rounds[-1].wall_s:.1f} s)",
-                          flush=True)
+                          f"{got.rate:>8,.0f} items/s ({got.wall_s:.1f} s{factor})", flush=True)
             medians[concurrency] = {
                 name: statistics.median(r.rate for r in rounds if r.journal == name)
                 for name in names
