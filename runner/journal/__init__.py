@@ -1,8 +1,8 @@
 """The durable journal: every run and the state of each of its items, so a run resumes anywhere.
 
-``SqliteJournal`` is the default (one file, WAL, group commit, item marks committed by a child
-process); ``MemoryJournal`` has the same interface without durability (benchmarks).
-``Journal`` is the interface both implement.
+``SqliteJournal`` is the default (one file, WAL, group commit on a writer thread);
+``MemoryJournal`` has the same interface without durability (benchmarks). ``Journal`` is the
+interface both implement.
 """
 
 from typing import TYPE_CHECKING

@@ -10,10 +10,9 @@ hosts (PostgreSQL) needs leases instead; the journal interface leaves room for t
 The lock is per job (its resolved path), not per run: two cron starts of a job that has no run
 yet would otherwise both create one.
 
-The journal's committer process inherits the lock's open file (``fileno``), so a runner that
-dies mid-commit leaves the job locked until that last commit has landed and the committer has
-exited: a resumed run never reads the journal while a dead run's write is still arriving.
-``holder_is_gone`` tells that case (the holder's pid is dead, on this host) from a live run.
+Only the runner's own process holds the lock (its file is opened ``O_CLOEXEC``, so no child
+inherits it), and the journal writes from a thread of that process: when the lock is free, no
+write of a dead run can still be arriving (SQLite rolled back whatever transaction it had open).
 """
 
 from __future__ import annotations
@@ -22,8 +21,6 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import re
-import socket
 from pathlib import Path
 
 
@@ -66,27 +63,9 @@ class JobLock:
             return "another process"
         return text or "another process"
 
-    @staticmethod
-    def holder_is_gone(path: Path) -> bool:
-        """Whether the recorded holder is a process of this host that has exited."""
-        found = re.fullmatch(r"pid (\d+) on (.+)", JobLock.holder(path))
-        if found is None or found.group(2) != socket.gethostname():
-            return False
-        try:
-            os.kill(int(found.group(1)), 0)
-        except ProcessLookupError:
-            return True
-        except OSError:  # alive, another user's
-            return False
-        return False
-
     @property
     def held(self) -> bool:
         return self._fd is not None
-
-    def fileno(self) -> int | None:
-        """The locked open file, for a helper process to hold the lock along with this one."""
-        return self._fd
 
     def release(self) -> None:
         # The file stays: removing it would let a waiter lock an unlinked inode while a third

@@ -1,7 +1,7 @@
 """The SQLite journal's statements, as functions of a connection (run in the journal's threads).
 
 Each function does one thing a journal method needs; the transaction around it is the caller's
-(the writer thread's or the committer's transaction, or the reader thread's snapshot).
+(the writer thread's transaction, or the reader thread's snapshot).
 """
 
 from __future__ import annotations
@@ -201,7 +201,8 @@ def mark_items(conn: sqlite3.Connection, marks: Sequence[Mark]) -> list[JournalE
     chunks = _distinct_chunks(marks)
     if len(chunks) == 1:
         return _upsert(conn, chunks[0])
-    # Several statements: a savepoint keeps them all-or-none, as the committer expects.
+    # Several statements: a savepoint keeps them all-or-none, as the writer thread expects
+    # of a grouped call (``DbThread.submit_grouped``).
     conn.execute("SAVEPOINT marks")
     try:
         out = [error for chunk in chunks for error in _upsert(conn, chunk)]

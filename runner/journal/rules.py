@@ -14,6 +14,7 @@ from typing import Any
 
 from runner.errors import JobChangedError, JournalError
 from runner.journal.base import REQUEUEABLE_STATES, ItemState, RunRecord, RunState
+from runner.logs import redact, redact_value
 
 # Reasons are counted by `status`; details are for one item. Both stay short so a journal of a
 # million failures stays small and a report readable.
@@ -112,8 +113,6 @@ def clean_text(text: str | None, limit: int) -> str | None:
     """``text`` with secrets hidden, cut to ``limit`` characters; None for empty."""
     if not text:
         return None
-    from runner.logs import redact  # here: the journal's committer process never needs it
-
     cleaned = redact(text)
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
 
@@ -122,8 +121,6 @@ def clean_result(result: Mapping[str, Any] | None) -> str | None:
     """``result`` as compact JSON with secrets hidden; refuses anything large."""
     if result is None:
         return None
-    from runner.logs import redact_value  # here: the journal's committer process never needs it
-
     try:
         encoded = json.dumps(redact_value(dict(result)), separators=(",", ":"), sort_keys=True)
     except (TypeError, ValueError) as exc:

@@ -1,10 +1,10 @@
 """The default journal: one SQLite file in WAL mode, written with group commit.
 
-Item marks, two per item and on every item's path, go to a committer process (``Committer``)
-that commits whatever has arrived in one transaction and answers each mark only after its
-COMMIT. Everything else (runs, the job lock, requeues) goes to a writer thread (``DbThread``),
-batched the same way; reads go to a second thread with its own connection, which WAL lets read
-while the others write. A job is run by one process at a time (``JobLock``).
+Every write (item marks, runs, requeues) goes to a writer thread (``DbThread``) that commits
+whatever has arrived in one transaction and answers each write only after its COMMIT; the item
+marks of a batch are one statement. Reads go to a second thread with its own connection, which
+WAL lets read while the writer writes. A job is run by one process at a time (``JobLock``), and
+each run this process opens holds its own job's lock.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from runner.journal.base import (
     RunRecord,
     RunState,
 )
-from runner.journal.committer import Committer
 from runner.journal.dbthread import DbThread
 from runner.journal.lock import JobLock, lock_path
 from runner.journal.marks import ItemMarks
@@ -45,10 +44,6 @@ from runner.journal.rules import (
     this_holder,
 )
 from runner.journal.schema import ensure_schema
-
-# How long a run waits for the committer of a run that died (a commit of its may wait for the
-# database up to the committer's busy timeout, 30 s).
-LOCK_GRACE_S = 40.0
 
 # Items per page when streaming records (report, retry --failed).
 PAGE_SIZE = 500
@@ -84,8 +79,6 @@ class SqliteJournal(ItemMarks):
         self._clock = clock
         self._writer: DbThread | None = None
         self._reader: DbThread | None = None
-        # Item marks go to their own process, started when a run is opened for work.
-        self._committer = Committer(str(self.path), synchronous)
         # Runs this journal opened, with their job locks; changed only by the writer thread.
         self._held: dict[str, JobLock] = {}
 
@@ -106,7 +99,6 @@ class SqliteJournal(ItemMarks):
         self._reader = DbThread("journal-reader", self._connect_reader)
 
     async def close(self) -> None:
-        await self._committer.stop()
         writer, reader = self._writer, self._reader
         self._writer = self._reader = None
         if writer is not None:
@@ -144,13 +136,11 @@ class SqliteJournal(ItemMarks):
 
     @property
     def batches(self) -> tuple[int, int]:
-        """Item marks' (commits, marks) so far: marks / commits is the group-commit factor."""
-        return (self._committer.batches, self._committer.operations)
-
-    @property
-    def committer_pid(self) -> int | None:
-        """The committer process's ID while a run is open (benchmarks place it on a core)."""
-        return self._committer.pid
+        """The writer's (commits, writes) so far: writes / commits is the group-commit factor
+        (item marks are most writes: two per item, against a few per run)."""
+        if self._writer is None:
+            return (0, 0)
+        return (self._writer.batches, self._writer.operations)
 
     # -- runs (writer thread) -----------------------------------------------------------------
 
@@ -165,7 +155,7 @@ class SqliteJournal(ItemMarks):
         fresh: bool = False,
     ) -> RunHandle:
         ident = job_identity(job_path)
-        lock = await asyncio.to_thread(self._take_lock, ident)
+        lock = await asyncio.to_thread(self._try_lock, ident)
 
         def op(conn: sqlite3.Connection) -> RunHandle:
             if lock is None:
@@ -193,7 +183,7 @@ class SqliteJournal(ItemMarks):
 
     async def resume(self, run_id: str) -> RunHandle:
         job = (await self._read().call(lambda conn: self._run(conn, run_id))).job_path
-        lock = await asyncio.to_thread(self._take_lock, job)
+        lock = await asyncio.to_thread(self._try_lock, job)
 
         def op(conn: sqlite3.Connection) -> RunHandle:
             if lock is None:
@@ -208,17 +198,13 @@ class SqliteJournal(ItemMarks):
     async def _open_with(
         self, lock: JobLock | None, op: Callable[[sqlite3.Connection], RunHandle]
     ) -> RunHandle:
-        """Run ``op`` (which records ``lock`` as held), then start the committer holding the
-        lock too; the lock is released if ``op`` fails."""
+        """Run ``op`` (which records ``lock`` as held); the lock is released if ``op`` fails."""
         try:
-            handle = await self._write().call(op)
+            return await self._write().call(op)
         except BaseException:
             if lock is not None:
                 lock.release()
             raise
-        fd = None if lock is None else lock.fileno()
-        await self._committer.start(hold=[] if fd is None else [fd])
-        return handle
 
     async def claim(self, run_id: str, row_keys: Sequence[str]) -> Sequence[str]:
         # The job lock makes this process the run's only worker: every row is ours.
@@ -272,10 +258,11 @@ class SqliteJournal(ItemMarks):
         result: str | None = None,
     ) -> asyncio.Future[None]:
         self._check_held(run_id)
-        # Redacted here, before it leaves this process.
+        # Redacted here, on the event loop's side, so the writer thread only writes.
         mark = q.Mark.of(run_id, item, state, clean_text(reason, MAX_REASON_CHARS),
                          clean_text(detail, MAX_DETAIL_CHARS), result, self._clock())
-        return self._committer.submit(mark)
+        # Marks adjacent in a batch become one statement (``q.mark_items``).
+        return self._write().submit_grouped(q.mark_items, mark)
 
     # -- reads (reader thread) ----------------------------------------------------------------
 
@@ -309,29 +296,14 @@ class SqliteJournal(ItemMarks):
 
     # -- helpers (in the threads) -------------------------------------------------------------
 
-    def _take_lock(self, ident: str) -> JobLock | None:
-        """The job's lock, or None while another process holds it.
+    def _try_lock(self, ident: str) -> JobLock | None:
+        """The job's lock, or None while another open file holds it (another process, or
+        another run of this one).
 
-        Taken before any transaction of ours: a runner that died mid-commit leaves its
-        committer finishing that transaction and holding the lock, and our write lock would
-        keep that commit from landing. Such a lock (its holder's pid is gone) is waited for.
+        Taken before any transaction of ours. A run that died left nothing to wait for: its
+        writer thread died with it, and SQLite rolled back the transaction it had open.
         """
-        path = lock_path(self.path, ident)
-        lock = JobLock.try_acquire(path, this_holder())
-        if lock is not None or not JobLock.holder_is_gone(path):
-            return lock
-        import structlog  # here: the committer process imports this module, and starts faster
-
-        structlog.get_logger("runner.journal").info(
-            "runner.journal.lock_wait", holder=JobLock.holder(path),
-            why="that run exited; its journal committer is finishing a commit",
-        )
-        deadline = time.monotonic() + LOCK_GRACE_S
-        while lock is None and time.monotonic() < deadline:
-            # Polled: nothing signals that another process's flock went away.
-            time.sleep(0.02)
-            lock = JobLock.try_acquire(path, this_holder())
-        return lock
+        return JobLock.try_acquire(lock_path(self.path, ident), this_holder())
 
     def _run(self, conn: sqlite3.Connection, run_id: str) -> RunRecord:
         run = q.get_run(conn, run_id)

@@ -110,8 +110,8 @@ class Process:
             os.kill(self.proc.pid, signum)
 
     def signal_group(self, signum: int) -> None:
-        """Signal the runner and every process it started (its journal's committer): as when
-        the machine is lost, nothing of the run gets to finish anything."""
+        """Signal the runner's whole process group (it and anything it started): as when the
+        machine is lost, nothing of the run gets to finish anything."""
         if self.proc.returncode is None:
             os.killpg(self.proc.pid, signum)
 

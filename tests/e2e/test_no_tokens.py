@@ -53,7 +53,7 @@ def _leaks(files: Mapping[str, bytes], secrets: list[str]) -> list[str]:
 
 async def test_no_token_in_journal_wal_output_or_reports(tmp_path: Path,
                                                          sandbox: RunningSandbox) -> None:
-    """After a run killed mid-way with its journal's committer (their WAL left behind, as when
+    """After a run killed mid-way with its whole process group (its WAL left behind, as when
     the machine is lost) and resumed to the end with a report, none of the tokens the sandbox
     issued, nor the system token, is in any file written."""
     rehearsal = Rehearsal.start(tmp_path, sandbox)

@@ -19,7 +19,8 @@ from runner.journal import ItemRef, ItemState, SqliteJournal
 MakeItem = Callable[..., ItemRef]
 
 # A process that opens the job's run, journals one item done and one started, says so, then
-# either kills itself at once (SIGKILL: no cleanup, no atexit, no flush) or waits to be killed.
+# either kills itself at once (SIGKILL: no cleanup, no atexit, no flush) or waits to be killed;
+# with "done", at a line on its input it queues the started item's done first, and says so.
 CHILD = """
 import asyncio, os, signal, sys
 from runner.journal import ItemRef, SqliteJournal
@@ -38,6 +39,10 @@ async def main():
     if then == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    if then == "done":
+        journal.submit_done(handle.run_id, ItemRef("row-2", 0, "acme", "acc-2", "comment.add"))
+        print("queued", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
 asyncio.run(main())
 """
@@ -109,6 +114,38 @@ async def test_a_second_process_is_refused_until_the_first_dies(
             await proc.wait()
 
 
+async def test_a_run_killed_with_a_write_pending_resumes_at_once_without_it(
+    child_script: Path, journal_file: Path, job_file: Path
+) -> None:
+    """A runner killed while its ``done`` waits for the database (another connection holds
+    the write lock) leaves nothing to wait for: its writer died with it, so the next run
+    takes the job at once and reads the item as last committed (``started``)."""
+    proc, run_id, _ = await _spawn(child_script, journal_file, job_file, "done")
+    blocker = sqlite3.connect(journal_file, isolation_level=None)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        blocker.execute("BEGIN IMMEDIATE")
+        proc.stdin.write(b"go\n")
+        await proc.stdin.drain()
+        assert await asyncio.wait_for(proc.stdout.readline(), 60) == b"queued\n"
+        proc.kill()
+        await asyncio.wait_for(proc.wait(), 60)
+        blocker.execute("ROLLBACK")
+        async with SqliteJournal(journal_file) as journal:
+            # Far below the 40 s the committer's grace wait took when its holder was gone.
+            async with asyncio.timeout(10):
+                handle = await journal.open_run("migration", str(job_file), "job-1",
+                                                "config-1", "text")
+            assert (handle.run_id, handle.resumed) == (run_id, True)
+            got = await journal.states(run_id, ["row-2"])
+            assert (got["row-2#0"].state, got["row-2#0"].attempts) == (ItemState.STARTED, 1)
+    finally:
+        blocker.close()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 async def test_mark_returns_only_after_commit(
     journal_file: Path, open_sqlite: Callable[[], SqliteJournal], item: MakeItem,
     job_file: Path,
@@ -140,15 +177,15 @@ async def test_group_commit_wakes_every_waiter(
     async with open_sqlite() as journal:
         handle = await journal.open_run("migration", str(job_file), "job-1", "config-1", "t")
         run = handle.run_id
-        await journal.mark_started(run, item(1000))  # the committer is up and has written
+        await journal.mark_started(run, item(1000))  # the writer is connected and has written
         commits_before = journal.batches[0]
-        # Another connection holds the write lock: the committer's next transaction waits.
+        # Another connection holds the write lock: the writer's next transaction waits.
         blocker = sqlite3.connect(journal_file, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")
         try:
             waiters = [asyncio.ensure_future(journal.mark_started(run, item(n)))
                        for n in range(200)]
-            for _ in range(5):  # turns of the loop: the marks go down the pipe
+            for _ in range(5):  # turns of the loop: the marks reach the writer's queue
                 await asyncio.sleep(0)
             assert not any(w.done() for w in waiters)
             assert _read_state(journal_file, item(0).row_key) is None

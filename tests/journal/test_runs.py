@@ -140,3 +140,28 @@ async def test_one_open_run_per_job(journal: Journal, open_job: OpenJob) -> None
         await journal.resume(run)
     await journal.finish_run(run, RunState.INTERRUPTED)
     assert await open_job(journal) == run
+
+
+async def test_each_run_a_process_opens_holds_its_own_job_lock(
+    journal_file: Path, tmp_path: Path, job_text: str
+) -> None:
+    """Two runs of two jobs opened on one journal (as `serve` opens every triggered run) are
+    each refused to another opener of the same file, and finishing one frees only that job."""
+    jobs = [tmp_path / "first.toml", tmp_path / "second.toml"]
+    for path in jobs:
+        path.write_text(job_text)
+    async with SqliteJournal(journal_file) as journal, SqliteJournal(journal_file) as other:
+        runs = [await journal.open_run(p.stem, str(p), "j", "c", job_text) for p in jobs]
+        for path, handle in zip(jobs, runs, strict=True):
+            with pytest.raises(RunLockedError) as refused:
+                await other.open_run(path.stem, str(path), "j", "c", job_text)
+            assert refused.value.run_id == handle.run_id
+            with pytest.raises(RunLockedError):
+                await other.resume(handle.run_id)
+
+        await journal.finish_run(runs[0].run_id, RunState.INTERRUPTED)
+        again = await other.open_run("first", str(jobs[0]), "j", "c", job_text)
+        assert again.run_id == runs[0].run_id and again.resumed
+        with pytest.raises(RunLockedError):
+            await other.open_run("second", str(jobs[1]), "j", "c", job_text)
+        await journal.mark_started(runs[1].run_id, ItemRef("row-1", 0, "acme", "5ca1ab1e", "a"))
