@@ -52,13 +52,13 @@ from typing import Any
 import aiohttp
 from aiolimiter import AsyncLimiter
 
-from runner.config import Config, load_config
-from runner.engine import Engine
-from runner.gateway import MUTATION
-from runner.job import load_job
+from runner.config.configfile import Config, load_config
+from runner.engine.engine import Engine
+from runner.job.jobfile import load_job
+from runner.job.plan import Plan, make_plan
 from runner.journal import ItemState, SqliteJournal
-from runner.logs import configure_logging
-from runner.plan import Plan, make_plan
+from runner.logs.setup import configure_logging
+from runner.minting.gateway import MUTATION
 from runner.progress import RunStats
 from runner.sandbox.app import RunningSandbox, serve
 from runner.sandbox.config import (

@@ -32,16 +32,16 @@ import aiohttp
 from aiolimiter import AsyncLimiter
 
 from runner.budgets.mint import MintBuckets
-from runner.config import (
+from runner.config.configfile import (
     Config,
     EnvironmentConfig,
     RunnerSettings,
     SiteConfig,
     SystemTokenSource,
 )
-from runner.gateway import MUTATION
-from runner.logs import configure_logging
-from runner.minting import Minter
+from runner.logs.setup import configure_logging
+from runner.minting.gateway import MUTATION
+from runner.minting.minter import Minter
 from runner.sandbox.app import RunningSandbox, serve
 from runner.sandbox.config import MintLimit, SandboxConfig
 from runner.sandbox.systemtokens import issue_system_token

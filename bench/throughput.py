@@ -43,11 +43,11 @@ from pathlib import Path
 # Run as `python bench/throughput.py`: this folder is on sys.path, memory.py beside it.
 from memory import Sandbox, runner_toml, write_csv
 
-from runner.config import Config, load_config
-from runner.engine import Engine
-from runner.job import Job, load_job
+from runner.config.configfile import Config, load_config
+from runner.engine.engine import Engine
+from runner.job.jobfile import Job, load_job
 from runner.journal import ItemState, Journal, MemoryJournal, SqliteJournal
-from runner.logs import configure_logging
+from runner.logs.setup import configure_logging
 from runner.sandbox.testing import MIGRATION_ACTIONS
 
 WAN_RATIO = 0.95  # SQLite / memory with Jira 100 ms (any latency > 0) away

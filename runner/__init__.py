@@ -36,27 +36,27 @@ from runner.errors import (
 )
 
 if TYPE_CHECKING:
-    from runner.config import Config, load_config
-    from runner.engine import Engine, RunResult
+    from runner.config.configfile import Config, load_config
+    from runner.engine.engine import Engine, RunResult
     from runner.events import Observer
-    from runner.job import Job, Row, load_job
+    from runner.job.jobfile import Job, Row, load_job
+    from runner.job.plan import Plan, make_plan
     from runner.journal import Journal, MemoryJournal, SqliteJournal
-    from runner.plan import Plan, make_plan
 
 _LAZY = {
-    "Config": "runner.config",
-    "load_config": "runner.config",
-    "Engine": "runner.engine",
-    "RunResult": "runner.engine",
+    "Config": "runner.config.configfile",
+    "load_config": "runner.config.configfile",
+    "Engine": "runner.engine.engine",
+    "RunResult": "runner.engine.engine",
     "Observer": "runner.events",
-    "Job": "runner.job",
-    "Row": "runner.job",
-    "load_job": "runner.job",
+    "Job": "runner.job.jobfile",
+    "Row": "runner.job.jobfile",
+    "load_job": "runner.job.jobfile",
     "Journal": "runner.journal",
     "MemoryJournal": "runner.journal",
     "SqliteJournal": "runner.journal",
-    "Plan": "runner.plan",
-    "make_plan": "runner.plan",
+    "Plan": "runner.job.plan",
+    "make_plan": "runner.job.plan",
 }
 
 __all__ = [

@@ -1,12 +1,12 @@
 """TEMPORARY: old-style ``observer.event(name, **fields)`` calls, turned into typed Events.
 
-runner/calls.py, runner/minting.py, runner/budgets/* and runner/rowworker.py still report with
-a name and keyword fields (and log separately). Until they emit ``runner.events`` classes, every
-observer passes what it is given through ``as_event`` first. The table lists every name those
-files emit; each old call's keywords are the class's field names, so converting a call is
-mechanical: ``observer.event("mint.ok", environment=e, ...)`` becomes
-``self._emit(MintOk(environment=e, ...))`` (with the log line's extra fields), and its separate
-log line goes. Delete this module with the last old-style call.
+runner/jira/executor.py, runner/minting/minter.py, runner/budgets/* and
+runner/engine/rowworker.py still report with a name and keyword fields (and log separately).
+Until they emit ``runner.events`` classes, every observer passes what it is given through
+``as_event`` first. The table lists every name those files emit; each old call's keywords are
+the class's field names, so converting a call is mechanical: ``observer.event("mint.ok",
+environment=e, ...)`` becomes ``self._emit(MintOk(environment=e, ...))`` (with the log line's
+extra fields), and its separate log line goes. Delete this module with the last old-style call.
 """
 
 from __future__ import annotations
@@ -36,20 +36,20 @@ from runner.events import (
 LEGACY: dict[str, type[Event]] = {
     cls.name: cls
     for cls in (
-        # runner/minting.py
+        # runner/minting/minter.py
         MintOk,
         MintRateLimited,
         MintUserRefused,
         MintContextRefused,
         MintRetry,
-        # runner/calls.py
+        # runner/jira/executor.py
         JiraCall,
         JiraRateLimited,
         JiraRetry,
         # runner/budgets/cooldown.py, jira.py, mint.py
         Pause,
         Resume,
-        # runner/rowworker.py (f"item.{state}" for skipped and blocked)
+        # runner/engine/rowworker.py (f"item.{state}" for skipped and blocked)
         ItemDone,
         ItemFailed,
         ItemSkipped,

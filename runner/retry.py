@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from runner.budgets import Clock
-from runner.config import RetryPolicy
+from runner.config.configfile import RetryPolicy
 
 _rng = random.Random()
 

@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from runner.config.tables import Table
 from runner.errors import SystemTokenError
-from runner.logs import register_secret
-from runner.tables import Table
+from runner.logs.redact import register_secret
 
 PATH = "/system-token"
 SECRET_HEADER = "X-Forge-Runner-Secret"

@@ -13,7 +13,8 @@ from structlog.testing import capture_logs
 
 from runner.events import Emitter, Event, ItemFailed, MintOk, SystemTokenWaiting
 from runner.events_legacy import LEGACY, as_event
-from runner.logs import REDACTED, configure_logging, register_secret
+from runner.logs.redact import REDACTED, register_secret
+from runner.logs.setup import configure_logging
 from tests.fakes import Events
 
 RUNNER = Path(__file__).resolve().parents[1] / "runner"

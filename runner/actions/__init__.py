@@ -29,7 +29,7 @@ from runner.actions.builtins import (
 from runner.actions.params import Params
 from runner.actions.raw import PythonAction, RequestAction, load_python_action
 from runner.actions.transition import IssueTransition
-from runner.tables import Table
+from runner.config.tables import Table
 
 BUILTINS = {
     cls.name: cls

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any, Protocol
 
-from runner.jira import JiraRequest
-from runner.sources import Row
-from runner.templates import JsonTemplate, Template, TemplateError, path_segment
+from runner.jira.client import JiraRequest
+from runner.job.sources import Row
+from runner.job.templates import JsonTemplate, Template, TemplateError, path_segment
 
 # The entity property every create carries, so a create whose outcome is unknown can be found
 # (by `issue.property[forge-runner.item].item = "<item key>"`) before it is sent again.

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from runner.accounts import account_id_problem
 from runner.actions.base import (
     API,
     IDENTITY_OBJECT_COST,
@@ -31,11 +30,12 @@ from runner.actions.params import (
     optional_adf_param,
     started_param,
 )
-from runner.jira import JiraRequest
-from runner.templates import JsonTemplate, Template
+from runner.jira.client import JiraRequest
+from runner.job.accounts import account_id_problem
+from runner.job.templates import JsonTemplate, Template
 
 if TYPE_CHECKING:
-    from runner.sources import Row
+    from runner.job.sources import Row
 
 ISSUE = f"{API}/issue/{{issueIdOrKey}}"
 

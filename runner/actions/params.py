@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from runner.actions.adf import EXPECTED as ADF_EXPECTED
+from runner.actions.adf import adf_problem, is_empty, text_to_adf
 from runner.actions.base import RenderError, fill
-from runner.adf import EXPECTED as ADF_EXPECTED
-from runner.adf import adf_problem, is_empty, text_to_adf
-from runner.tables import MISSING, Table, describe
-from runner.templates import JsonTemplate, Template, TemplateError
+from runner.config.tables import MISSING, Table, describe
+from runner.job.templates import JsonTemplate, Template, TemplateError
 
 TEMPLATE = "a template: text with {column} placeholders"
 

@@ -28,12 +28,12 @@ from runner.actions.base import (
     item_property,
 )
 from runner.actions.params import Params
-from runner.jira import JiraRequest
-from runner.tables import Table, describe
-from runner.templates import JsonTemplate, Template, TemplateError, path_segment
+from runner.config.tables import Table, describe
+from runner.jira.client import JiraRequest
+from runner.job.templates import JsonTemplate, Template, TemplateError, path_segment
 
 if TYPE_CHECKING:
-    from runner.sources import Row
+    from runner.job.sources import Row
 
 METHODS = ("GET", "POST", "PUT", "DELETE")
 ISSUE = f"{API}/issue/{{issueIdOrKey}}"

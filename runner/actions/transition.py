@@ -28,11 +28,11 @@ from runner.actions.base import (
 )
 from runner.actions.params import Params
 from runner.errors import ActionError
-from runner.jira import JiraRequest, Resolve
-from runner.templates import JsonTemplate, Template
+from runner.jira.client import JiraRequest, Resolve
+from runner.job.templates import JsonTemplate, Template
 
 if TYPE_CHECKING:
-    from runner.sources import Row
+    from runner.job.sources import Row
 
 TEMPLATE = f"{API}/issue/{{issueIdOrKey}}/transitions"
 READ_COST = REQUEST_COST + CORE_OBJECT_COST

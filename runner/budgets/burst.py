@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import math
 
-from runner.config import JiraBudgets
-from runner.ratelimit import Scope
+from runner.config.configfile import JiraBudgets
+from runner.jira.ratelimit import Scope
 
 DEFAULT_CAPACITY_S = 0.5
 DEFAULT_REGROW_PER_S = 1.0

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from runner.budgets import Clock, SystemClock
 from runner.events import NullObserver, Observer
-from runner.ratelimit import Scope, with_parents
+from runner.jira.ratelimit import Scope, with_parents
 
 
 class Cooldowns:

@@ -41,10 +41,10 @@ from runner.budgets.cooldown import Cooldowns
 from runner.budgets.perissue import DEFAULT_GUARD_S, IssueWrites
 from runner.budgets.permit import Pause, Permit, held_scopes, wait_out
 from runner.budgets.quota import DEFAULT_BURST, DEFAULT_MARGIN, PointsQuota
-from runner.config import JiraBudgets
+from runner.config.configfile import JiraBudgets
 from runner.events import NullObserver, Observer
-from runner.jira import JiraRequest
-from runner.ratelimit import (
+from runner.jira.client import JiraRequest
+from runner.jira.ratelimit import (
     REASON_BURST,
     REASON_QUOTA_GLOBAL,
     REASON_QUOTA_TENANT,

@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from runner.budgets import Clock, SystemClock
-from runner.config import EnvironmentConfig
+from runner.config.configfile import EnvironmentConfig
 from runner.errors import ConfigError
 from runner.events import NullObserver, Observer
 

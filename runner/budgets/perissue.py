@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Hashable
 
-from runner.config import JiraBudgets
+from runner.config.configfile import JiraBudgets
 
 DEFAULT_GUARD_S = 0.25
 

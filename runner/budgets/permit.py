@@ -22,8 +22,8 @@ from typing import Protocol
 from runner.budgets import Clock
 from runner.budgets.cooldown import Cooldowns
 from runner.events import Observer
-from runner.jira import JiraRequest
-from runner.ratelimit import RateLimitInfo, Scope, request_scopes, with_parents
+from runner.jira.client import JiraRequest
+from runner.jira.ratelimit import RateLimitInfo, Scope, request_scopes, with_parents
 
 
 class PastDeadline(Exception):

@@ -31,8 +31,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from runner.actions.base import CORE_OBJECT_COST, REQUEST_COST
-from runner.jira import JiraRequest
-from runner.ratelimit import Scope
+from runner.jira.client import JiraRequest
+from runner.jira.ratelimit import Scope
 
 # Kept out of the pacing: estimate errors and the app's other traffic spend from it.
 DEFAULT_MARGIN = 0.02

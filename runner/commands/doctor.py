@@ -20,15 +20,15 @@ from contextlib import AsyncExitStack
 from typing import Any, TextIO
 
 from runner.commands import DEFAULT_CONFIG
-from runner.config import Config, load_config
-from runner.doctor import check_user, resolve
+from runner.config.configfile import Config, load_config
+from runner.doctor.manifest import load_manifest
+from runner.doctor.manifest_check import check_manifest, passed, render
+from runner.doctor.scopes import scopes_needed
+from runner.doctor.user import check_user, resolve
 from runner.errors import ExitCode, InputError
-from runner.job import load_job
-from runner.logs import configure_logging
-from runner.manifest import load_manifest
-from runner.manifest_check import check_manifest, passed, render
+from runner.job.jobfile import load_job
+from runner.logs.setup import configure_logging
 from runner.sandbox.config import SandboxConfig, sandbox_config
-from runner.scopes import scopes_needed
 
 
 def add_parser(subparsers: Any) -> None:

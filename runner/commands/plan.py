@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from runner.commands import DEFAULT_CONFIG
-from runner.config import load_config
-from runner.job import load_job
-from runner.plan import Plan, make_plan
+from runner.config.configfile import load_config
+from runner.job.jobfile import load_job
+from runner.job.plan import Plan, make_plan
 
 
 def add_parser(subparsers: Any) -> None:

@@ -23,19 +23,20 @@ from typing import Any
 from rich.console import Console
 
 from runner.aio import single_error
-from runner.config import Config, load_config
-from runner.engine import FINAL, Engine, RunResult
+from runner.config.configfile import Config, load_config
+from runner.engine.engine import FINAL, Engine, RunResult
+from runner.engine.shutdown import Shutdown
 from runner.errors import ExitCode, RunLockedError
-from runner.job import Job, load_job
+from runner.job.jobfile import Job, load_job
+from runner.job.plan import make_plan
 from runner.journal import SqliteJournal
 from runner.journal.base import RunHandle
-from runner.logs import LogFormat, configure_logging, redact
-from runner.plan import make_plan
+from runner.logs.redact import redact
+from runner.logs.setup import LogFormat, configure_logging
 from runner.progress import RunStats, Summary, open_progress
+from runner.progress.report import RunInfo, write_report_async
 from runner.remote.settings import serve_config
-from runner.report import RunInfo, write_report_async
 from runner.sandbox.config import SandboxConfig, sandbox_config
-from runner.shutdown import Shutdown
 
 DEFAULT_CONFIG = "forge-runner.toml"
 

@@ -18,11 +18,11 @@ from typing import Any
 from rich.console import Console
 
 from runner.commands.run import DEFAULT_CONFIG
-from runner.config import Config, load_config
-from runner.logs import LogFormat, configure_logging
+from runner.config.configfile import Config, load_config
+from runner.engine.shutdown import Shutdown
+from runner.logs.setup import LogFormat, configure_logging
 from runner.remote.server import serve_remote
 from runner.remote.settings import require_serve_config
-from runner.shutdown import Shutdown
 
 
 def add_parser(sub: Any) -> None:

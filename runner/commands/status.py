@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from runner.config import RunnerSettings
+from runner.config.configfile import RunnerSettings
 from runner.errors import ExitCode, JournalError
 from runner.journal import ItemState, RunCounts, RunRecord, RunState, SqliteJournal
 
@@ -61,7 +61,9 @@ def journal_path(args: argparse.Namespace) -> Path:
     if args.journal is not None:
         return Path(args.journal)
     if args.config is not None:
-        from runner.config import load_config  # the whole config is checked, as for `run`
+        from runner.config.configfile import (
+            load_config,  # the whole config is checked, as for `run`
+        )
 
         return Path(load_config(args.config).runner.journal)
     return RunnerSettings().journal

@@ -14,7 +14,7 @@ from typing import Any
 
 from runner.errors import JobChangedError, JournalError
 from runner.journal.base import REQUEUEABLE_STATES, ItemState, RunRecord, RunState
-from runner.logs import redact, redact_value
+from runner.logs.redact import redact, redact_value
 
 # Reasons are counted by `status`; details are for one item. Both stay short so a journal of a
 # million failures stays small and a report readable.

@@ -21,7 +21,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from runner.logs import get_logger, redact
+from runner.logs.redact import redact
+from runner.logs.setup import get_logger
 from runner.progress import fmt
 from runner.progress.stats import ITEM_STATES, RunStats
 

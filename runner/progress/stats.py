@@ -40,7 +40,7 @@ from runner.events import Pause as PauseEvent
 from runner.events_legacy import as_event
 
 if TYPE_CHECKING:
-    from runner.config import Config
+    from runner.config.configfile import Config
 
 Clock = Callable[[], float]
 

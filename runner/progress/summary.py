@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from runner.logs import redact
+from runner.logs.redact import redact
 from runner.progress import fmt
 from runner.progress.stats import ITEM_STATES, RunStats
 

@@ -25,7 +25,7 @@ import aiohttp
 import jwt
 import structlog
 
-from runner.ari import AriError, validate_ari
+from runner.config.ari import AriError, validate_ari
 from runner.errors import InvocationTokenError
 
 log = structlog.get_logger("runner.remote.fit")

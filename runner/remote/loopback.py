@@ -14,8 +14,8 @@ import hmac
 
 from aiohttp import web
 
-from runner.logs import register_secret
-from runner.remote.tokens import TokenStore
+from runner.logs.redact import register_secret
+from runner.remote.installation_tokens import TokenStore
 from runner.tokenroute import PATH, SECRET_HEADER, is_loopback
 
 

@@ -18,13 +18,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from runner.ari import AriError, validate_ari
-from runner.config import Config, SiteConfig, SystemTokenSource
+from runner.config.ari import AriError, validate_ari
+from runner.config.configfile import Config, SiteConfig, SystemTokenSource
 from runner.errors import JobError
-from runner.job import Job, load_job
+from runner.job.jobfile import Job, load_job
+from runner.job.sources import SITE_COLUMN, Row, Source
+from runner.remote.installation_tokens import Installation
 from runner.remote.settings import ServeConfig
-from runner.remote.tokens import Installation
-from runner.sources import SITE_COLUMN, Row, Source
 
 
 def site_for(config: Config, serve: ServeConfig, inst: Installation) -> SiteConfig:

@@ -31,15 +31,15 @@ from aiohttp import web
 
 from runner.aio import to_the_end
 from runner.budgets import Clock, SystemClock
-from runner.config import Config
+from runner.config.configfile import Config
 from runner.errors import ConfigError, InvocationTokenError
 from runner.events import Observer
 from runner.journal import SqliteJournal
 from runner.remote.fit import FitVerifier, JwksCache
+from runner.remote.installation_tokens import Installation, TokenStore
 from runner.remote.loopback import build_token_app
 from runner.remote.nightly import JobTemplate, site_for
 from runner.remote.settings import ServeConfig, ServeRoute, require_serve_config
-from runner.remote.tokens import Installation, TokenStore
 from runner.remote.triggers import Decision, TriggerDesk
 
 log = structlog.get_logger("runner.remote.server")

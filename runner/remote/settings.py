@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from runner.ari import AriError, validate_ari
-from runner.config import Config, EnvironmentConfig
+from runner.config.ari import AriError, validate_ari
+from runner.config.configfile import Config, EnvironmentConfig
+from runner.config.tables import Table, describe
 from runner.errors import ConfigError
-from runner.tables import Table, describe
 from runner.tokenroute import SecretRef, secret_ref
 
 DEFAULT_JWKS_URL = "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json"

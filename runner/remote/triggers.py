@@ -25,8 +25,9 @@ from enum import StrEnum
 import structlog
 
 from runner.budgets import Clock
-from runner.config import Config, SiteConfig
-from runner.engine import Engine
+from runner.config.configfile import Config, SiteConfig
+from runner.engine.engine import Engine
+from runner.engine.shutdown import Shutdown
 from runner.errors import JobChangedError, RunLockedError
 from runner.events import (
     Emitter,
@@ -43,13 +44,12 @@ from runner.events import (
     TriggerDuplicate,
     TriggerOverlap,
 )
-from runner.job import Job, check_rows
+from runner.job.jobfile import Job, check_rows
 from runner.journal import SqliteJournal
 from runner.journal.base import RunHandle, RunState
 from runner.journal.rules import job_identity
 from runner.remote.nightly import JobTemplate, job_config, journal_identity
 from runner.remote.settings import ServeConfig, ServeRoute
-from runner.shutdown import Shutdown
 
 # How many recent runs the journal is asked about after a restart.
 RECENT_RUNS = 1000

@@ -19,7 +19,7 @@ from runner.errors import ConfigError
 
 if TYPE_CHECKING:
     # For the annotation only: signing a sandbox token loads nothing of the runner's config.
-    from runner.config import Config
+    from runner.config.configfile import Config
 
 UserState = Literal["active", "deactivated", "no_access"]
 MintAlgorithm = Literal["sliding", "fixed", "token_bucket"]

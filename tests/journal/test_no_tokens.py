@@ -11,7 +11,7 @@ from pathlib import Path
 import jwt
 
 from runner.journal import ItemRef, SqliteJournal
-from runner.logs import register_secret
+from runner.logs.redact import register_secret
 
 
 def _system_token() -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from runner.config import load_config
+from runner.config.configfile import load_config
 from runner.remote.server import serve_remote
 from runner.sandbox.testing import StartSandbox, pattern_account
 from tests.remote.helpers import APP_ID, forge_of, forge_sandbox_config, write_serve_config

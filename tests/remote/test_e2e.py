@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from runner.config import load_config
+from runner.config.configfile import load_config
 from runner.events import SystemTokenWaiting
 from runner.journal import SqliteJournal
-from runner.logs import configure_logging
+from runner.logs.setup import configure_logging
 from runner.remote.nightly import journal_identity
 from runner.remote.server import serve_remote
 from runner.sandbox.config import Faults, ForgeTrigger

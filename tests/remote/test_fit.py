@@ -14,7 +14,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from runner.config import load_config
+from runner.config.configfile import load_config
 from runner.remote.server import RunningRemote, serve_remote
 from runner.sandbox.app import RunningSandbox
 from runner.sandbox.forge import ForgePlatform

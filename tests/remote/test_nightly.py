@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from runner.config import load_config
+from runner.config.configfile import load_config
 from runner.errors import ConfigError, JobError
-from runner.job import check_rows
+from runner.job.jobfile import check_rows
+from runner.remote.installation_tokens import Installation
 from runner.remote.nightly import JobTemplate, job_config, journal_identity, site_for
 from runner.remote.settings import INTERVALS, serve_config
-from runner.remote.tokens import Installation
 
 REPO = Path(__file__).resolve().parents[2]
 CLOUD = "0f1e2d3c-4b5a-4697-8877-665544332211"

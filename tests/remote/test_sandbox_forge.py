@@ -13,7 +13,7 @@ import jwt
 import pytest
 from aiohttp import web
 
-from runner.config import load_config
+from runner.config.configfile import load_config
 from runner.remote.settings import serve_config
 from runner.sandbox.config import ForgeTrigger, load_sandbox_config, sandbox_config
 from runner.sandbox.systemtokens import verify_system_token

@@ -11,12 +11,12 @@ import pytest
 from aiohttp import web
 
 from runner.budgets import ManualClock
-from runner.config import SystemTokenSource, load_config
+from runner.config.configfile import SystemTokenSource, load_config
 from runner.errors import ConfigError, SystemTokenError
 from runner.events import SystemTokenWaiting
+from runner.minting.system_tokens import SystemTokenProvider
+from runner.remote.installation_tokens import TokenStore
 from runner.remote.loopback import build_token_app
-from runner.remote.tokens import TokenStore
-from runner.systemtoken import SystemTokenProvider
 from runner.tokenroute import SECRET_HEADER, SecretRef
 from tests.fakes import Events
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import aiohttp
 
-from runner.config import Config, load_config
+from runner.config.configfile import Config, load_config
 from runner.journal import SqliteJournal
 from runner.remote.nightly import journal_identity
 from runner.remote.server import RunningRemote, serve_remote

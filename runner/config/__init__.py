@@ -1,0 +1,1 @@
+"""Configuration: the config file's TOML read into frozen values, checked at load."""

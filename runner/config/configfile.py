@@ -1,0 +1,388 @@
+"""Configuration: a TOML file -> frozen dataclasses, checked at load (``load_config``).
+
+Secrets never live in the file: a system token comes from an environment variable, a file or a
+command (``SystemTokenSource``). An error names the file, the key's path and what was expected.
+
+The ``[sandbox]`` and ``[serve]`` tables belong to the simulator and the remote endpoint: they
+are kept as read (``sandbox_table``, ``serve_table``) and parsed by their own packages
+(``runner.sandbox.config.sandbox_config``, ``runner.remote.settings.serve_config``), so the core
+imports neither.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from runner.config.ari import AriError, validate_ari
+from runner.config.tables import MISSING, Table, describe
+from runner.errors import ConfigError
+from runner.tokenroute import SecretRef, loopback_url_problem, secret_ref
+
+DEFAULT_GATEWAY_URL = "https://api.atlassian.com/graphql"
+DEFAULT_API_BASE_URL = "https://api.atlassian.com/ex/jira/{cloud_id}"
+DEFAULT_CONTEXT_ARI = "ari:cloud:jira:{cloud_id}:workspace/{cloud_id}"
+
+
+@dataclass(frozen=True)
+class SystemTokenSource:
+    """Where an environment's system token comes from: exactly one of env, file, command, serve.
+
+    ``serve`` is the loopback URL of a ``forge-runner serve`` process on this host, which keeps
+    the freshest token of each installation; ``installation_id`` says whose, and the shared
+    secret is read from ``serve_secret`` (an environment variable or a file)."""
+
+    env: str | None = None
+    file: Path | None = None
+    command: tuple[str, ...] | None = None
+    serve: str | None = None
+    installation_id: str | None = None
+    serve_secret: SecretRef | None = None
+    # Only ever set in memory, by the serve process for its own jobs; never read from a file.
+    serve_secret_value: str | None = field(default=None, repr=False, compare=False)
+    # Work waits this long for a valid system token before the environment is blocked.
+    max_wait_s: float = 600.0
+    # Relative files and commands run from here (the config file's folder).
+    cwd: Path = Path(".")
+
+
+@dataclass(frozen=True)
+class EnvironmentConfig:
+    """One app environment = one OAuth client."""
+
+    name: str
+    app_id: str
+    system_token: SystemTokenSource
+    gateway_url: str = DEFAULT_GATEWAY_URL
+    mint_bucket: str = ""  # "" means the environment's own name
+    mint_limit: int = 1000
+    mint_window_s: float = 60.0
+
+    @property
+    def bucket(self) -> str:
+        return self.mint_bucket or self.name
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """One Jira installation. ``api_base_url`` and ``context_ari`` have ``{cloud_id}`` filled."""
+
+    name: str
+    cloud_id: str
+    installation_id: str
+    environment: str
+    api_base_url: str
+    context_ari: str
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """One retry vocabulary for minting and Jira calls. 429s never spend ``attempts``."""
+
+    attempts: int = 5
+    wait_initial_s: float = 1.0
+    wait_max_s: float = 60.0
+    wait_jitter_s: float = 1.0
+    deadline_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class JiraBudgets:
+    """Jira's limits as the runner paces them (atlassian-facts.md section 3)."""
+
+    quota_points: int = 65000
+    quota_window_s: float = 3600.0
+    burst_get_post: int = 100
+    burst_put_delete: int = 50
+    per_issue_2s: int = 20
+    per_issue_30s: int = 100
+
+
+@dataclass(frozen=True)
+class GatewayMessages:
+    """Regexes that classify a gateway's HTTP-200 failure message. The real texts are
+    undocumented (a guess), so they are configuration."""
+
+    context_refused: tuple[str, ...] = (r"Could not load permissions for app user",)
+    user_refused: tuple[str, ...] = (
+        r"deactivated",
+        r"does not have access",
+        r"not found",
+        r"cannot be impersonated",
+        r"anonymous",
+    )
+    rate_limited: tuple[str, ...] = (r"rate limit", r"too many requests")
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    concurrency: int = 16
+    journal: Path = Path("forge-runner.db")
+    # Seconds between a request leaving and giving up on its answer.
+    request_timeout_s: float = 30.0
+    # A user token is refreshed this long before its expiry.
+    token_refresh_margin_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    runner: RunnerSettings
+    environments: Mapping[str, EnvironmentConfig]
+    sites: Mapping[str, SiteConfig]
+    retry_mint: RetryPolicy = RetryPolicy()
+    retry_jira: RetryPolicy = RetryPolicy(wait_initial_s=2.0, deadline_s=36000.0)
+    jira_budgets: JiraBudgets = JiraBudgets()
+    gateway_messages: GatewayMessages = GatewayMessages()
+    # The [sandbox] and [serve] tables as read, for their packages to parse; None when absent.
+    sandbox_table: Mapping[str, Any] | None = None
+    serve_table: Mapping[str, Any] | None = None
+    # sha256 of the file's bytes: a resumed run checks it did not change.
+    fingerprint: str = field(default="")
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and check a config file. ConfigError names the file, the key's path and what was
+    expected; unknown keys are errors; relative paths resolve against the file's folder."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError("(file)", "a readable config file", exc.strerror or str(exc),
+                          file=path) from None
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError("(file)", "valid TOML", str(exc), file=path) from None
+
+    def error(key: str, expected: str, found: str) -> ConfigError:
+        return ConfigError(key, expected, found, file=path)
+
+    base = path.resolve().parent
+    root = Table(doc, "", error)
+    runner = _runner(root.table("runner"), base)
+    environments = {
+        name: _environment(name, t, base) for name, t in root.tables("environments")
+    }
+    sites = {name: _site(name, t, environments) for name, t in root.tables("sites")}
+    retry = root.table("retry")
+    retry_mint = _retry(retry.table("mint"), Config.retry_mint)
+    retry_jira = _retry(retry.table("jira"), Config.retry_jira)
+    retry.done()
+    budgets = _budgets(root.table("jira_budgets"))
+    messages = _messages(root.table("gateway_messages"))
+    _check_shared_buckets(environments, error)
+    sandbox = MappingProxyType(root.table("sandbox").data) if "sandbox" in root else None
+    serve = MappingProxyType(root.table("serve").data) if "serve" in root else None
+    root.done()
+    return Config(
+        path=path,
+        runner=runner,
+        environments=environments,
+        sites=sites,
+        retry_mint=retry_mint,
+        retry_jira=retry_jira,
+        jira_budgets=budgets,
+        gateway_messages=messages,
+        sandbox_table=sandbox,
+        serve_table=serve,
+        fingerprint=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def _check_shared_buckets(environments: Mapping[str, EnvironmentConfig],
+                          error: Callable[[str, str, str], ConfigError]) -> None:
+    """Environments naming one mint bucket must state one budget: it is one OAuth client's
+    limit, and two budgets for it can't both be right."""
+    first: dict[str, EnvironmentConfig] = {}
+    for env in environments.values():
+        owner = first.setdefault(env.bucket, env)
+        if (owner.mint_limit, owner.mint_window_s) != (env.mint_limit, env.mint_window_s):
+            raise error(
+                f"environments.{env.name}.mint_limit",
+                f"the budget of shared bucket {env.bucket!r} as environments.{owner.name} "
+                f"states it ({owner.mint_limit} per {owner.mint_window_s:g} s)",
+                f"{env.mint_limit} per {env.mint_window_s:g} s",
+            )
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _url(t: Table, name: str, default: str, cloud_id: str | None = None) -> str:
+    value: str = t.nonempty(name, default)
+    filled = value.replace("{cloud_id}", cloud_id) if cloud_id is not None else value
+    allowed = " with at most the {cloud_id} placeholder" if cloud_id is not None else ""
+    if not re.fullmatch(r"https?://[^\s{}]+", filled):
+        raise t.error(name, f"an http:// or https:// URL{allowed}", describe(value))
+    return filled.rstrip("/")
+
+
+def _runner(t: Table, base: Path) -> RunnerSettings:
+    d = RunnerSettings()
+    settings = RunnerSettings(
+        concurrency=t.integer("concurrency", d.concurrency, minimum=1),
+        journal=_resolve(base, t.nonempty("journal", str(d.journal), expected="a file path")),
+        request_timeout_s=t.number("request_timeout_s", d.request_timeout_s, positive=True),
+        token_refresh_margin_s=t.number(
+            "token_refresh_margin_s", d.token_refresh_margin_s, minimum=0
+        ),
+    )
+    t.done()
+    return settings
+
+
+def _ari(t: Table, name: str, product: str, type: str | None) -> str:
+    value: str = t.string(name)
+    try:
+        validate_ari(value, product=product, type=type)
+    except AriError as exc:
+        raise t.error(name, f"an ARI of the form {exc.expected}", describe(value)) from None
+    return value
+
+
+def _token_source(t: Table, base: Path) -> SystemTokenSource:
+    expected = "exactly one of env, file, command or serve (where the token comes from)"
+    if "token" in t:
+        # Said plainly: a token in a config file ends up in backups and version control.
+        raise t.error("token", expected, "a token in the file (secrets never live in the config)")
+    given = [k for k in ("env", "file", "command", "serve") if k in t]
+    if len(given) != 1:
+        found = "none of them" if not given else " and ".join(given)
+        raise t.make_error(t.path, expected, found)
+    env = t.nonempty("env", None, expected="an environment variable name")
+    file = t.nonempty("file", None, expected="a file path")
+    command = t.strings("command", None, nonempty=True)
+    serve: str | None = t.nonempty("serve", None, expected="the serve process's loopback URL")
+    installation_id = None
+    secret = None
+    if serve is not None:
+        problem = loopback_url_problem(serve)
+        if problem:
+            # The token travels only over loopback: never to another address.
+            raise t.error("serve", "an http://127.0.0.1:PORT URL (loopback only)",
+                          f"{serve!r}: {problem}")
+        installation_id = _ari(t, "installation_id", "ecosystem", "installation")
+        secret = secret_ref(t, base, required=True)
+    source = SystemTokenSource(
+        env=env,
+        file=_resolve(base, file) if file is not None else None,
+        command=command,
+        serve=serve.rstrip("/") if serve is not None else None,
+        installation_id=installation_id,
+        serve_secret=secret,
+        max_wait_s=t.number("max_wait_s", SystemTokenSource.max_wait_s, minimum=0),
+        cwd=base,
+    )
+    t.done()
+    return source
+
+
+def _environment(name: str, t: Table, base: Path) -> EnvironmentConfig:
+    d = EnvironmentConfig
+    env = EnvironmentConfig(
+        name=name,
+        app_id=_ari(t, "app_id", "ecosystem", "app"),
+        system_token=_token_source(t.table("system_token", required=True), base),
+        gateway_url=_url(t, "gateway_url", d.gateway_url),
+        mint_bucket=t.string("mint_bucket", d.mint_bucket),
+        mint_limit=t.integer("mint_limit", d.mint_limit, minimum=1),
+        mint_window_s=t.number("mint_window_s", d.mint_window_s, positive=True),
+    )
+    t.done()
+    return env
+
+
+def _site(name: str, t: Table, environments: Mapping[str, EnvironmentConfig]) -> SiteConfig:
+    cloud_id: str = t.string("cloud_id", expected="the site's cloud ID")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", cloud_id):
+        raise t.error("cloud_id", "the site's cloud ID (a UUID)", describe(cloud_id))
+    only = next(iter(environments)) if len(environments) == 1 else MISSING
+    environment: str = t.nonempty("environment", only, expected="an environment's name")
+    if environment not in environments:
+        known = ", ".join(sorted(environments)) or "none are configured"
+        raise t.error("environment", f"a configured environment ({known})", repr(environment))
+    template: str = t.nonempty("context_ari", DEFAULT_CONTEXT_ARI)
+    context_ari = template.replace("{cloud_id}", cloud_id)
+    try:
+        validate_ari(context_ari)
+    except AriError as exc:
+        raise t.error(
+            "context_ari", f"an ARI of the form {exc.expected} ({{cloud_id}} is filled in)",
+            describe(template),
+        ) from None
+    site = SiteConfig(
+        name=name,
+        cloud_id=cloud_id,
+        installation_id=_ari(t, "installation_id", "ecosystem", "installation"),
+        environment=environment,
+        api_base_url=_url(t, "api_base_url", DEFAULT_API_BASE_URL, cloud_id),
+        context_ari=context_ari,
+    )
+    t.done()
+    return site
+
+
+def _retry(t: Table, d: RetryPolicy) -> RetryPolicy:
+    policy = RetryPolicy(
+        attempts=t.integer("attempts", d.attempts, minimum=1),
+        wait_initial_s=t.number("wait_initial_s", d.wait_initial_s, minimum=0),
+        wait_max_s=t.number("wait_max_s", d.wait_max_s, minimum=0),
+        wait_jitter_s=t.number("wait_jitter_s", d.wait_jitter_s, minimum=0),
+        deadline_s=t.number("deadline_s", d.deadline_s, positive=True),
+    )
+    if policy.wait_max_s < policy.wait_initial_s:
+        raise t.error(
+            "wait_max_s", f"a number >= wait_initial_s ({policy.wait_initial_s})",
+            describe(policy.wait_max_s),
+        )
+    t.done()
+    return policy
+
+
+def _budgets(t: Table) -> JiraBudgets:
+    d = JiraBudgets()
+    budgets = JiraBudgets(
+        quota_points=t.integer("quota_points", d.quota_points, minimum=1),
+        quota_window_s=t.number("quota_window_s", d.quota_window_s, positive=True),
+        burst_get_post=t.integer("burst_get_post", d.burst_get_post, minimum=1),
+        burst_put_delete=t.integer("burst_put_delete", d.burst_put_delete, minimum=1),
+        per_issue_2s=t.integer("per_issue_2s", d.per_issue_2s, minimum=1),
+        per_issue_30s=t.integer("per_issue_30s", d.per_issue_30s, minimum=1),
+    )
+    t.done()
+    return budgets
+
+
+def _messages(t: Table) -> GatewayMessages:
+    d = GatewayMessages()
+
+    def patterns(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        values: tuple[str, ...] = t.strings(name, default)
+        for i, value in enumerate(values):
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise t.make_error(
+                    f"{t.key(name)}[{i}]", "a regular expression", f"{value!r} ({exc})"
+                ) from None
+        return values
+
+    messages = GatewayMessages(
+        context_refused=patterns("context_refused", d.context_refused),
+        user_refused=patterns("user_refused", d.user_refused),
+        rate_limited=patterns("rate_limited", d.rate_limited),
+    )
+    t.done()
+    return messages

@@ -1,0 +1,330 @@
+"""One row's actions, in order, as its user: journal, mint, call, classify, journal.
+
+For each action still to do:
+- the environment is blocked, or the user can't be impersonated: the item is ``blocked`` or
+  ``skipped`` with the reason, and so is the rest of the row;
+- a create that was ``started`` or ``uncertain`` before (a crash, an unanswered create) is
+  looked for first (``runner.recovery``): found -> ``done``; surely missing -> sent; unknown ->
+  stays ``uncertain``;
+- otherwise: journaled ``started`` (durable) before the request leaves, then ``done`` (with the
+  IDs created), ``failed`` (Jira's reason) or ``uncertain`` before the next action starts.
+While the run drains, no next action is started.
+
+``done`` is queued without waiting for its commit: the journal makes writes durable in the
+order they were made, and the user's next ``started`` is queued after it and awaited before
+that request leaves, so the ``done`` is durable by then. The two share one commit, where
+waiting for each would cost a commit apiece on every item (see ``bench/throughput.py``). The
+journal's future for that ``done`` is kept: the row's next send checks it (already settled,
+so it costs no wait), and ``settle`` awaits whatever is still open at the end of the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import structlog
+
+from runner.actions import Action, PythonAction
+from runner.config.configfile import Config, SiteConfig
+from runner.engine.shutdown import Shutdown
+from runner.errors import (
+    ActionError,
+    BlockedEnvironmentError,
+    JiraCallError,
+    JournalError,
+    SystemTokenError,
+    TransportError,
+    UserRefusedError,
+)
+from runner.events import Observer
+from runner.jira.client import JiraRequest
+from runner.jira.executor import CallExecutor, CallResult, Done, Failed, OnSend, Uncertain
+from runner.jira.recovery import Found, Missing, find_created
+from runner.jira.userclient import UserJira
+from runner.job.jobfile import Job, Row
+from runner.journal import Journal
+from runner.journal.base import ItemRef, ItemState, item_key
+from runner.minting.minter import Minter
+
+log = structlog.get_logger("runner.engine")
+
+RESULT_KEYS = ("id", "key")
+
+
+class _Dropped(Exception):
+    """A drain dropped this item before anything of it was sent."""
+
+
+class _Flight:
+    """One item being worked on: journaled ``started`` at its first send; on the wire or not.
+
+    A drain drops items that are only waiting (for a token, a permit, a pause): nothing of
+    theirs was sent since they were last journaled. Once an item's first request is about to
+    leave it is ``sending`` until its outcome is journaled, and is not dropped meanwhile.
+    """
+
+    def __init__(self, ref: ItemRef, window: asyncio.Timeout,
+                 previous_done: asyncio.Future[object] | None) -> None:
+        self.ref = ref
+        self.window = window  # expired at once to cancel the item's wait
+        self.previous_done = previous_done  # the row's last ``done``, to check before sending
+        self.started = False
+        self.sending = False
+        self.dropped = False
+
+    def drop(self) -> None:
+        self.dropped = True
+        self.window.reschedule(asyncio.get_running_loop().time())
+
+
+@dataclass(frozen=True)
+class Todo:
+    action: Action | PythonAction
+    prior: ItemState  # its state in the journal before this run touched it
+
+
+def result_of(body: Any) -> dict[str, Any] | None:
+    """What Jira returned that matters later: the IDs and keys of what was created."""
+    if isinstance(body, Mapping):
+        kept = {k: body[k] for k in RESULT_KEYS if isinstance(body.get(k), str | int)}
+        return kept or None
+    return None
+
+
+class RowWorker:
+    def __init__(
+        self,
+        config: Config,
+        job: Job,
+        journal: Journal,
+        run_id: str,
+        executor: CallExecutor,
+        minters: Mapping[str, Minter],
+        *,
+        observer: Observer,
+        shutdown: Shutdown,
+        deadline: float,
+    ) -> None:
+        self.config = config
+        self.job = job
+        self.journal = journal
+        self.run_id = run_id
+        self.executor = executor
+        self.minters = minters
+        self.observer = observer
+        self.shutdown = shutdown
+        self.deadline = deadline
+        self._flights: set[_Flight] = set()
+        # ``done`` writes queued and not yet known to be durable, and the first that failed.
+        self._unsettled: set[asyncio.Future[object]] = set()
+        self._last_done: dict[str, asyncio.Future[object]] = {}  # by row key
+        self._journal_failure: BaseException | None = None
+        shutdown.on_drain(self._drop_waiting)
+
+    def check_journal(self) -> None:
+        """Raise ``JournalError`` if a ``done`` could not be journaled: nothing more is sent."""
+        if self._journal_failure is not None:
+            raise JournalError(f"an item's done could not be journaled: {self._journal_failure}")
+
+    async def settle(self) -> None:
+        """Return once every ``done`` queued so far is durable; raise if one failed."""
+        if self._unsettled:
+            await asyncio.wait(set(self._unsettled))
+        self.check_journal()
+
+    def _drop_waiting(self) -> None:
+        for flight in list(self._flights):
+            if not flight.sending:
+                flight.drop()
+
+    async def _on_send(self, flight: _Flight) -> None:
+        """Right before a request of ``flight`` leaves: journal ``started`` (durable before
+        effect), unless a drain dropped it or a ``done`` failed to be journaled."""
+        self.check_journal()
+        if flight.dropped:
+            raise _Dropped  # dropped as it woke: stop before anything is journaled
+        # On the wire from here: a drain arriving while ``started`` is being journaled must not
+        # cancel it, or the item would stay ``started`` with nothing sent (and a create that
+        # can't be looked up would become ``uncertain`` on resume).
+        flight.sending = True
+        if not flight.started:
+            await self.journal.mark_started(self.run_id, flight.ref)
+            flight.started = True
+        previous, flight.previous_done = flight.previous_done, None
+        if previous is not None:
+            await previous  # durable already: queued before the ``started`` just awaited
+
+    async def process(self, row: Row, todo: list[Todo]) -> None:
+        site = self.config.sites[row.site]
+        minter = self.minters[site.environment]
+        with structlog.contextvars.bound_contextvars(site=site.name, account=row.account_id,
+                                                     row=row.key):
+            for index, step in enumerate(todo):
+                if self.shutdown.draining:
+                    return
+                ref = ItemRef(row.key, step.action.index, row.site, row.account_id,
+                              step.action.name)
+                if minter.blocked is not None:
+                    # Blocked at its first refusal: the rest is blocked without a mint.
+                    await self._close_rest(("blocked", "environment blocked"), row, todo[index:])
+                    return
+                try:
+                    async with asyncio.timeout(None) as window:
+                        flight = _Flight(ref, window, self._last_done.pop(row.key, None))
+                        self._flights.add(flight)
+                        try:
+                            await self._one(site, row, step, ref, flight)
+                        finally:
+                            self._flights.discard(flight)
+                except _Dropped:
+                    return
+                except TimeoutError:
+                    if window.expired():
+                        return  # dropped by a drain while it waited
+                    raise
+                except UserRefusedError as exc:
+                    await self._close_rest(("skipped", exc.reason), row, todo[index:])
+                    return
+                except BlockedEnvironmentError:
+                    await self._close_rest(("blocked", "environment blocked"), row, todo[index:])
+                    return
+                except SystemTokenError as exc:
+                    await self._close_rest(("blocked", exc.reason), row, todo[index:])
+                    return
+
+    async def _close_rest(self, why: tuple[str, str], row: Row, rest: list[Todo]) -> None:
+        state, reason = why
+        for step in rest:
+            ref = ItemRef(row.key, step.action.index, row.site, row.account_id, step.action.name)
+            if state == "skipped":
+                await self.journal.mark_skipped(self.run_id, ref, reason)
+            else:
+                await self.journal.mark_blocked(self.run_id, ref, reason)
+            self.observer.event(f"item.{state}", site=row.site, account=row.account_id,
+                                row=row.key, action=step.action.name, reason=reason)
+
+    async def _one(
+        self, site: SiteConfig, row: Row, step: Todo, ref: ItemRef, flight: _Flight
+    ) -> None:
+        action = step.action
+        key = item_key(row.key, action.index)
+        if isinstance(action, PythonAction):
+            if step.prior in (ItemState.STARTED, ItemState.UNCERTAIN) and not action.idempotent:
+                await self._uncertain(ref, "a non-idempotent Python action may have run")
+                return
+            await self._on_send(flight)  # the job's own code: let it finish on a drain
+            await self._python(site, row, action, ref)
+            return
+        try:
+            request = action.render(row, key)
+        except Exception as exc:  # rows were checked before the run; a failure here is data
+            await self._failed(ref, "render", str(exc))
+            return
+        if step.prior in (ItemState.STARTED, ItemState.UNCERTAIN) and action.creates is not None:
+            verdict = await find_created(self._sender(site, row), site, action.creates, request,
+                                         key)
+            if isinstance(verdict, Found):
+                self._done(ref, dict(verdict.result))
+                return
+            if not isinstance(verdict, Missing):
+                await self._uncertain(ref, f"not sent again: {verdict.reason}")
+                return
+        elif step.prior is ItemState.UNCERTAIN:
+            await self._uncertain(ref, "outcome unknown; not sent again")
+            return
+        outcome = await self._send(site, row, request, partial(self._on_send, flight))
+        # A drain does not drop an item once sent (``sending``): its outcome is journaled, and
+        # ``process`` starts no next item.
+        await self._record(ref, outcome)
+
+    def _sender(self, site: SiteConfig, row: Row) -> Any:
+        async def send(request: JiraRequest) -> CallResult:
+            return await self._send(site, row, request)
+
+        return send
+
+    async def _send(
+        self, site: SiteConfig, row: Row, request: JiraRequest, on_send: OnSend | None = None
+    ) -> CallResult:
+        """Send ``request``, first its resolving read when it has one (a transition by name)."""
+        if request.resolve is not None:
+            first = await self.executor.execute(site, row.account_id, request.resolve.request,
+                                                deadline=self.deadline, on_send=on_send)
+            if not isinstance(first, Done):
+                return first
+            try:
+                request = request.resolve.complete(first.response.body)
+            except ActionError as exc:
+                return Failed(exc.reason)
+        return await self.executor.execute(site, row.account_id, request, deadline=self.deadline,
+                                           on_send=on_send)
+
+    async def _python(self, site: SiteConfig, row: Row, action: PythonAction, ref: ItemRef) -> None:
+        jira = UserJira(self.executor, site, row.account_id, deadline=self.deadline)
+        try:
+            value = await action.func(jira, row)
+        except (UserRefusedError, BlockedEnvironmentError, SystemTokenError):
+            raise
+        except JiraCallError as exc:
+            await self._failed(ref, str(exc), "")
+            return
+        except TransportError as exc:
+            await self._uncertain(ref, exc.reason)
+            return
+        except Exception as exc:  # the job's own code: its failure is the item's, not the run's
+            await self._failed(ref, f"python: {type(exc).__name__}", str(exc))
+            return
+        self._done(ref, value if isinstance(value, dict) else None)
+
+    async def _record(self, ref: ItemRef, outcome: CallResult) -> None:
+        if isinstance(outcome, Done):
+            self._done(ref, result_of(outcome.response.body))
+        elif isinstance(outcome, Uncertain):
+            await self._uncertain(ref, outcome.reason)
+        else:
+            await self._failed(ref, outcome.reason, "; ".join(outcome.messages))
+
+    def _done(self, ref: ItemRef, result: dict[str, Any] | None) -> None:
+        """Queue ``done`` (see the module's docstring); the event follows once it is durable."""
+        future = _future(self.journal.submit_done(self.run_id, ref, result))
+        self._unsettled.add(future)
+        self._last_done[ref.row_key] = future
+        future.add_done_callback(partial(self._done_settled, ref))
+
+    def _done_settled(self, ref: ItemRef, future: asyncio.Future[object]) -> None:
+        self._unsettled.discard(future)
+        if self._last_done.get(ref.row_key) is future:
+            del self._last_done[ref.row_key]
+        failure = None if future.cancelled() else future.exception()
+        if failure is not None:
+            log.error("runner.journal.failed", row=ref.row_key, action=ref.action,
+                      error=str(failure))
+            if self._journal_failure is None:
+                self._journal_failure = failure
+            return
+        self.observer.event("item.done", site=ref.site, account=ref.account_id, row=ref.row_key,
+                            action=ref.action)
+
+    async def _failed(self, ref: ItemRef, reason: str, detail: str) -> None:
+        await self.journal.mark_failed(self.run_id, ref, reason, detail=detail)
+        log.info("runner.item.failed", action=ref.action, reason=reason, detail=detail)
+        self.observer.event("item.failed", site=ref.site, account=ref.account_id,
+                            row=ref.row_key, action=ref.action, reason=reason)
+
+    async def _uncertain(self, ref: ItemRef, reason: str) -> None:
+        await self.journal.mark_uncertain(self.run_id, ref, reason)
+        log.warning("runner.item.uncertain", action=ref.action, reason=reason)
+        self.observer.event("item.uncertain", site=ref.site, account=ref.account_id,
+                            row=ref.row_key, action=ref.action, reason=reason)
+
+
+def _future(done: Awaitable[object]) -> asyncio.Future[object]:
+    """The journal's handle on a queued ``done``: a future it settles at the commit. A coroutine
+    would do nothing until awaited, so it is refused rather than spawned as a loose task."""
+    if not isinstance(done, asyncio.Future):
+        raise TypeError(f"submit_done returned {type(done).__name__}, not a future")
+    return done

@@ -1,0 +1,1 @@
+"""Jira REST: the client and its wire values, the call executor, rate-limit headers, recovery."""

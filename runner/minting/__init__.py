@@ -1,0 +1,1 @@
+"""User tokens: the gateway client, each environment's minter, the token cache, system tokens."""
