@@ -1,11 +1,10 @@
 """The Jira REST client, and what an answer means for the caller.
 
 ``JiraClient.send`` makes one request as one user and returns what came back; it never retries
-or sleeps (that is the caller's policy, ``runner.jira.executor``). Failing to get an answer at all is a
-``TransportError`` (``RequestNotSentError`` when the connection was never made, so nothing was
-sent). ``classify`` turns an answer into an ``Outcome``: ok, rate-limited (with the scope that
-was limited), unauthorized, permanent or transient.
-"""
+or sleeps (that is the caller's policy, ``runner.jira.executor``). Failing to get an answer at
+all is a ``TransportError`` (``RequestNotSentError`` when the connection was never made, so
+nothing was sent). ``classify`` turns an answer into an ``Outcome``: ok, rate-limited (with the
+scope that was limited), unauthorized, permanent or transient. """
 
 from __future__ import annotations
 
