@@ -102,19 +102,25 @@ class ManifestError(FieldError):
 
 
 class JobChangedError(InputError):
-    """The job changed since its unfinished run started: resuming would mix two different jobs.
+    """The job changed since its latest run started: picking it up would mix two different jobs.
 
     ``changes`` summarises what changed (a unified diff of the job text, shortened).
     """
 
-    def __init__(self, job_path: Path | str, run_id: str, changes: str):
+    def __init__(self, job_path: Path | str, run_id: str, changes: str, *,
+                 finished: bool = False):
         self.job_path = job_path
         self.run_id = run_id
         self.changes = changes
-        super().__init__(
-            f"{job_path}: the job changed since its unfinished run {run_id} started; restore it, "
-            f"or pass --fresh to start a new run.\n{changes}"
-        )
+        if finished:
+            # Its done items would not be done again under a changed job: say what --fresh costs.
+            what = (f"the job changed since its run {run_id}, which finished; restore it to "
+                    f"add rows to that run, or pass --fresh to start a new run that does every "
+                    f"row again (its creates too).")
+        else:
+            what = (f"the job changed since its unfinished run {run_id} started; restore it, "
+                    f"or pass --fresh to start a new run.")
+        super().__init__(f"{job_path}: {what}\n{changes}")
 
 
 class RunNotFoundError(InputError):

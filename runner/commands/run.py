@@ -2,10 +2,11 @@
 
 Order of work: load the config and the job, check every row (nothing is sent before all is
 checked: a bad file exits 2), open or resume the run in the journal (a job already running
-elsewhere exits 4), serve the embedded sandbox when the config asks for it, run the engine with
-a live view or plain progress lines, print the summary, write the report, exit with the run's
-code (0 done, 1 items failed, 3 an environment blocked, 130 interrupted by SIGINT, 143 by
-SIGTERM).
+elsewhere exits 4; a finished run is taken up again for rows added since, and says "nothing to
+do" when there are none; ``--fresh`` first says how many creates it will send again), serve
+the embedded sandbox when the config asks for it, run the engine with a live view or plain
+progress lines, print the summary, write the report, exit with the run's code (0 done, 1 items
+failed, 3 an environment blocked, 130 interrupted by SIGINT, 143 by SIGTERM).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import asyncio
 import functools
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,7 @@ from runner.errors import ExitCode, RunLockedError
 from runner.job.jobfile import Job, load_job
 from runner.job.plan import make_plan
 from runner.journal import SqliteJournal
-from runner.journal.base import RunHandle
+from runner.journal.base import REQUEUEABLE_STATES, ItemState, RunHandle, RunRecord
 from runner.logs.redact import redact
 from runner.logs.setup import LogFormat, configure_logging
 from runner.progress import RunStats, Summary, open_progress
@@ -57,15 +60,18 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(sub: Any) -> None:
-    run = sub.add_parser("run", help="run a job (resumes its unfinished run)",
+    run = sub.add_parser("run", help="run a job (resumes its unfinished run; repeats nothing)",
                          description="Run a job: check it, then do every item, journaled. "
-                         "Running the same job again resumes its unfinished run.")
+                         "Running the same job again resumes its unfinished run; once it "
+                         "finished, it does only rows added to the source since (none: "
+                         "'nothing to do', exit 0).")
     run.add_argument("job", type=Path, help="the job file (TOML)")
     add_common(run)
     run.add_argument("--dry-run", action="store_true",
                      help="check the config, the job and every row; send nothing")
     run.add_argument("--fresh", action="store_true",
-                     help="start a new run even if the job has an unfinished one")
+                     help="start over: a new run that does every row again, creates too "
+                     "(it first says how many creates the job's last run did)")
     run.set_defaults(func=lambda a: _main(a, mode="run"))
 
     resume = sub.add_parser("resume", help="resume a run by its ID")
@@ -89,8 +95,6 @@ def _main(args: argparse.Namespace, *, mode: str) -> int:
     sandbox = sandbox_config(config)
     serve_config(config)
     if args.concurrency:
-        from dataclasses import replace
-
         config = replace(config, runner=replace(config.runner, concurrency=args.concurrency))
     console = Console(stderr=False)
     log_format: LogFormat = args.log_format or ("console" if console.is_terminal else "plain")
@@ -163,8 +167,12 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
 
             served = await stack.enter_async_context(serve(sandbox))
             console.print(f"sandbox: serving {served.url} for this run")
-        verb = "resuming" if handle.resumed else "starting"
-        console.print(f"{verb} run [bold]{handle.run_id}[/] of {job.name}: {total} items")
+        if handle.extends is not None:
+            console.print(f"run [bold]{handle.run_id}[/] of {job.name} {_finished(handle.extends)}"
+                          f"; looking for rows added since: {total} items")
+        else:
+            verb = "resuming" if handle.resumed else "starting"
+            console.print(f"{verb} run [bold]{handle.run_id}[/] of {job.name}: {total} items")
         stats = RunStats.from_config(config)
         prior = (await journal.counts(handle.run_id)).by_state
         # A resumed run shows progress over what is left, not over the whole job.
@@ -174,10 +182,17 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
         stats.finish()
         # The plan's bound is for the whole job: a resumed run has less left to do.
         bound = None if handle.resumed else plan.shortest_s
-        console.print(Summary.render(stats, lower_bound_s=bound))
-        for env, diagnostic in result.blocked.items():
-            console.print(f"[red]environment {env} is blocked[/]\n{redact(diagnostic)}")
-        console.print(_closing(result))
+        idle = handle.extends is not None and _touched(prior) == _touched(result.counts)
+        if idle and not result.interrupted:
+            # A finished job run again (a retry from cron, "did it work?"): nothing was sent.
+            assert handle.extends is not None
+            console.print(_nothing_to_do(handle.extends, job.name))
+            result = replace(result, counts={}, blocked={})
+        else:
+            console.print(Summary.render(stats, lower_bound_s=bound))
+            for env, diagnostic in result.blocked.items():
+                console.print(f"[red]environment {env} is blocked[/]\n{redact(diagnostic)}")
+            console.print(_closing(result, fresh=bool(getattr(args, "fresh", False))))
         if args.report:
             info = RunInfo(run_id=result.run_id, job=job.name, config=str(config.path),
                            exit_code=result.exit_code, lower_bound_s=bound)
@@ -189,6 +204,9 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
 async def _open(journal: SqliteJournal, job: Job, config: Config, args: argparse.Namespace,
                 mode: str) -> RunHandle:
     if mode == "run":
+        if args.fresh:
+            # On stderr, with the other cautions, before anything is opened or sent.
+            print(await _fresh_warning(journal, job), file=sys.stderr)
         return await journal.open_run(job.name, str(job.path), job.fingerprint, config.fingerprint,
                                       job.text, fresh=args.fresh)
     if mode == "retry":
@@ -218,8 +236,48 @@ async def _engine_run(config: Config, job: Job, journal: SqliteJournal, handle: 
     return result
 
 
-def _closing(result: RunResult) -> str:
+async def _fresh_warning(journal: SqliteJournal, job: Job) -> str:
+    """What ``--fresh`` will do again: the creates done by the run a plain rerun would pick
+    up (creates are the job's non-idempotent actions: sent again, they make a second one)."""
+    latest = await journal.latest_run(str(job.path))
+    if latest is None:
+        return f"--fresh: {job.name} has no earlier run; starting its first"
+    done = await journal.done_by_action(latest.run_id)
+    creates = [(a.name, done.get(a.index, 0)) for a in job.actions if not a.idempotent]
+    total = sum(n for _, n in creates)
+    which = ", ".join(f"{name} {n}" for name, n in creates if n)
+    return (f"--fresh: starting over; run {latest.run_id} ({latest.state}) did {total} "
+            f"create(s){f' ({which})' if which else ''}: this run sends them again")
+
+
+def _touched(counts: Mapping[ItemState, int]) -> dict[ItemState, int]:
+    """The counts of items the journal holds (pending ones are the job's size, not work)."""
+    return {s: n for s, n in counts.items() if s is not ItemState.PENDING and n}
+
+
+def _finished(run: RunRecord) -> str:
+    when = (time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(run.ended_at))
+            if run.ended_at is not None else "at an unknown time")
+    counts = ", ".join(f"{n} {state}" for state, n in _touched(run.counts).items()) or "no items"
+    return f"finished {when} ({counts})"
+
+
+def _nothing_to_do(run: RunRecord, job: str) -> str:
+    line = (f"nothing to do: every row of {job} was done by run {run.run_id}, "
+            f"{_finished(run)}; nothing was sent. `--fresh` starts over.")
+    failed = sum(run.counts.get(s, 0) for s in REQUEUEABLE_STATES)
+    if failed:
+        line += (f" Its {failed} failed, skipped or blocked item(s): "
+                 f"`forge-runner retry {run.run_id} --failed`.")
+    return line
+
+
+def _closing(result: RunResult, *, fresh: bool = False) -> str:
     code = result.exit_code
+    if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED) and fresh:
+        # Running the same --fresh command again would start yet another run.
+        return (f"run {result.run_id} interrupted; resume it with `forge-runner resume "
+                f"{result.run_id}` (or the same command without --fresh)")
     if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
         return (f"run {result.run_id} interrupted; run the same command again to resume "
                 f"(or: forge-runner resume {result.run_id})")

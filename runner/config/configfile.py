@@ -128,6 +128,9 @@ class RunnerSettings:
     request_timeout_s: float = 30.0
     # A user token is refreshed this long before its expiry.
     token_refresh_margin_s: float = 300.0
+    # Search (``search/jql``) lags behind writes: a create it does not find within this many
+    # seconds of the item's start may still exist, so it is looked for again, not sent again.
+    search_settle_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,7 @@ def _runner(t: Table, base: Path) -> RunnerSettings:
         token_refresh_margin_s=t.number(
             "token_refresh_margin_s", d.token_refresh_margin_s, minimum=0
         ),
+        search_settle_s=t.number("search_settle_s", d.search_settle_s, minimum=0),
     )
     t.done()
     return settings

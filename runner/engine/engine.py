@@ -202,7 +202,8 @@ class Engine:
                 record = records.get(item_key(row.key, action.index))
                 prior = record.state if record is not None else ItemState.PENDING
                 if prior not in FINAL:
-                    todo.append(Todo(action, prior))
+                    since = record.updated_at if record is not None else None
+                    todo.append(Todo(action, prior, since))
             if todo:
                 out.append((row, todo))
         return out

@@ -5,7 +5,8 @@ For each action still to do:
   ``skipped`` with the reason, and so is the rest of the row;
 - a create that was ``started`` or ``uncertain`` before (a crash, an unanswered create) is
   looked for first (``runner.recovery``): found -> ``done``; surely missing -> sent; unknown ->
-  stays ``uncertain``;
+  stays ``uncertain``; not found by search too soon after the item's start (search lags
+  behind writes) -> the item waits out ``[runner] search_settle_s`` and is looked for again;
 - otherwise: journaled ``started`` (durable) before the request leaves, then ``done`` (with the
   IDs created), ``failed`` (Jira's reason) or ``uncertain`` before the next action starts.
 While the run drains, no next action is started.
@@ -21,7 +22,8 @@ so it costs no wait), and ``settle`` awaits whatever is still open at the end of
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -43,7 +45,7 @@ from runner.errors import (
 from runner.events import Observer
 from runner.jira.client import JiraRequest
 from runner.jira.executor import CallExecutor, CallResult, Done, Failed, OnSend, Uncertain
-from runner.jira.recovery import Found, Missing, find_created
+from runner.jira.recovery import Found, Missing, Verdict, find_created, too_early
 from runner.jira.userclient import UserJira
 from runner.job.jobfile import Job, Row
 from runner.journal import Journal
@@ -85,6 +87,8 @@ class _Flight:
 class Todo:
     action: Action | PythonAction
     prior: ItemState  # its state in the journal before this run touched it
+    # When the journal last recorded it (its start, for one a crash left ``started``).
+    since: float | None = None
 
 
 def result_of(body: Any) -> dict[str, Any] | None:
@@ -108,6 +112,7 @@ class RowWorker:
         observer: Observer,
         shutdown: Shutdown,
         deadline: float,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.job = job
@@ -118,6 +123,7 @@ class RowWorker:
         self.observer = observer
         self.shutdown = shutdown
         self.deadline = deadline
+        self.wall = wall  # the journal's clock: what ``Todo.since`` is measured on
         self._flights: set[_Flight] = set()
         # ``done`` writes queued and not yet known to be durable, and the first that failed.
         self._unsettled: set[asyncio.Future[object]] = set()
@@ -225,8 +231,7 @@ class RowWorker:
             await self._failed(ref, "render", str(exc))
             return
         if step.prior in (ItemState.STARTED, ItemState.UNCERTAIN) and action.creates is not None:
-            verdict = await find_created(self._sender(site, row), site, action.creates, request,
-                                         key)
+            verdict = await self._look_up(site, row, step, request, key)
             if isinstance(verdict, Found):
                 self._done(ref, dict(verdict.result))
                 return
@@ -240,6 +245,23 @@ class RowWorker:
         # A drain does not drop an item once sent (``sending``): its outcome is journaled, and
         # ``process`` starts no next item.
         await self._record(ref, outcome)
+
+    async def _look_up(
+        self, site: SiteConfig, row: Row, step: Todo, request: JiraRequest, key: str
+    ) -> Verdict:
+        """Look for the create; a "missing" from search too soon after the item's start is
+        looked for again once search has had time to index it. The wait is the item's alone
+        (other users' rows go on), and a drain ends it with nothing sent."""
+        settle_s = self.config.runner.search_settle_s
+        while True:
+            verdict = await find_created(self._sender(site, row), site, step.action.creates,
+                                         request, key)
+            wait = too_early(verdict, step.since, self.wall(), settle_s)
+            if wait <= 0:
+                return verdict
+            log.info("runner.item.recheck_later", action=step.action.name, wait_s=round(wait, 1),
+                     reason="not found by search yet; search lags behind writes")
+            await asyncio.sleep(wait)
 
     def _sender(self, site: SiteConfig, row: Row) -> Any:
         async def send(request: JiraRequest) -> CallResult:

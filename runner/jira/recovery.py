@@ -11,6 +11,11 @@ item is ``uncertain``; on resume it is looked for, as the same user and inside t
 ``Found`` means it exists (the item is done, with what was created); ``Missing`` means it
 surely does not (it may be sent); ``Unknown`` means the look-up itself failed or the action
 can't be looked up (a raw POST, a Python action): the item stays uncertain for a person.
+
+Search is eventually consistent ("Recent updates might not be immediately visible", says the
+spec of ``search/jql``), where a list of an issue's comments or worklogs is read from the issue
+itself. So an issue not found by search is ``Missing(by_search=True)``, and ``too_early`` says
+how long to wait before that is sure: an issue created moments ago may not be indexed yet.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ class Found:
 
 @dataclass(frozen=True)
 class Missing:
-    pass
+    # Not found by search, which lags behind writes: sure only once the create is old enough.
+    by_search: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,18 @@ def _carries(entity: Mapping[str, Any], item_key: str) -> bool:
         if isinstance(value, Mapping) and value.get("item") == item_key:
             return True
     return False
+
+
+def too_early(verdict: Verdict, started_at: float | None, now: float, settle_s: float) -> float:
+    """Seconds to wait before ``verdict`` can be trusted as missing; 0 when it can now.
+
+    ``started_at`` is when the item was last journaled (its start, or later): its create left
+    no earlier, so search has had at least ``now - started_at`` seconds to index it. Unknown
+    (None) counts as long ago: there is nothing to wait for.
+    """
+    if not isinstance(verdict, Missing) or not verdict.by_search or started_at is None:
+        return 0.0
+    return max(0.0, started_at + settle_s - now)
 
 
 def _jql_string(value: str) -> str:
@@ -93,7 +111,7 @@ async def _find_issue(send: Sender, item_key: str) -> Verdict:
         return Unknown(f"search failed: {getattr(answer, 'reason', 'unreadable answer')}")
     issues = answer.response.body.get("issues") or []
     if not issues:
-        return Missing()
+        return Missing(by_search=True)
     first = issues[0]
     return Found({"id": str(first.get("id", "")), "key": str(first.get("key", ""))})
 

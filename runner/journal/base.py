@@ -41,7 +41,8 @@ class RunState(StrEnum):
     RUNNING = "running"
     # Stopped by a signal or a crash; the next run of the same job resumes it.
     INTERRUPTED = "interrupted"
-    # Every item reached a final state (some may have failed).
+    # Every item reached a final state (some may have failed). The next run of the same job
+    # takes it up again for rows added to the source since, and repeats none of its items.
     FINISHED = "finished"
     # Stopped by an error before its items were all handled (e.g. an environment blocked).
     FAILED = "failed"
@@ -151,10 +152,13 @@ class RunHandle:
     """A run opened for work by this process (its lock is held until ``finish_run``)."""
 
     run: RunRecord
-    # True when an unfinished run was picked up again rather than created.
+    # True when an earlier run was picked up again rather than created.
     resumed: bool
     # The config file changed since the run last ran (allowed; the engine may say so).
     config_changed: bool = False
+    # When the run picked up had finished: that run as it was then (when, what it did). Only
+    # rows it has no items for are left to do.
+    extends: RunRecord | None = None
 
     @property
     def run_id(self) -> str:
@@ -208,11 +212,13 @@ class Journal(Protocol):
         *,
         fresh: bool = False,
     ) -> RunHandle:
-        """Resume the job's latest run if it did not finish, else start a new one.
+        """Pick the job's latest run up again, else start a new one.
 
-        Raises ``RunLockedError`` when another process is running this job, and
-        ``JobChangedError`` when the unfinished run was started from a different job (unless
-        ``fresh``, which always starts a new run).
+        An unfinished run is resumed; a finished one is extended (``RunHandle.extends``): its
+        done items stay done, so running a finished job again repeats nothing and does only
+        rows added since. ``fresh`` always starts a new run. Raises ``RunLockedError`` when
+        another process is running this job, and ``JobChangedError`` when the latest run was
+        started from a different job file (unless ``fresh``).
         """
         ...
 
@@ -292,6 +298,14 @@ class Journal(Protocol):
         ...
 
     async def get_run(self, run_id: str) -> RunRecord: ...
+
+    async def latest_run(self, job_path: str) -> RunRecord | None:
+        """The job's newest run (the one ``open_run`` would pick up), or None."""
+        ...
+
+    async def done_by_action(self, run_id: str) -> Mapping[int, int]:
+        """The run's done items counted by action index (what ``fresh`` would send again)."""
+        ...
 
     async def counts(self, run_id: str) -> RunCounts: ...
 

@@ -80,9 +80,11 @@ class MemoryJournal(ItemMarks):
             fresh=fresh,
         ):
             changed = latest.config_fingerprint != config_fingerprint
+            extends = (self._with_counts(latest.run_id)
+                       if latest.state is RunState.FINISHED else None)
             self._set_running(latest.run_id, config_fingerprint=config_fingerprint)
             self._held[latest.run_id] = ident
-            return RunHandle(self._with_counts(latest.run_id), True, changed)
+            return RunHandle(self._with_counts(latest.run_id), True, changed, extends)
         now = self._clock()
         run_id = new_run_id(now)
         while run_id in self._runs:
@@ -207,6 +209,19 @@ class MemoryJournal(ItemMarks):
     async def get_run(self, run_id: str) -> RunRecord:
         self._get(run_id)
         return self._with_counts(run_id)
+
+    async def latest_run(self, job_path: str) -> RunRecord | None:
+        latest = self._latest(job_identity(job_path))
+        return None if latest is None else self._with_counts(latest.run_id)
+
+    async def done_by_action(self, run_id: str) -> Mapping[int, int]:
+        self._get(run_id)
+        out: Counter[int] = Counter()
+        for actions in self._items[run_id].values():
+            for index, record in actions.items():
+                if record.state is ItemState.DONE:
+                    out[index] += 1
+        return dict(out)
 
     async def runs(self, limit: int = 20) -> Sequence[RunRecord]:
         return [self._with_counts(run_id) for run_id in self._order[::-1][:limit]]

@@ -118,6 +118,17 @@ def requeue(
     return moved
 
 
+def done_by_action(conn: sqlite3.Connection, run_id: str) -> dict[int, int]:
+    return {
+        index: n
+        for index, n in conn.execute(
+            "SELECT action_index, count(*) FROM items WHERE run_id = ? AND state = 'done' "
+            "GROUP BY action_index",
+            (run_id,),
+        )
+    }
+
+
 def run_counts(conn: sqlite3.Connection, run: RunRecord) -> RunCounts:
     by_site: dict[str, dict[ItemState, int]] = {}
     for site, state, n in conn.execute(

@@ -60,15 +60,18 @@ def resumes(
     job_text: str,
     fresh: bool,
 ) -> bool:
-    """Whether ``open_run`` resumes ``latest`` (the job's newest run) rather than starting anew.
+    """Whether ``open_run`` picks ``latest`` (the job's newest run) up again rather than
+    starting anew: always, unless ``fresh``. A finished run is picked up too, so its done items
+    are not sent again; only rows it never saw are left to do.
 
-    Only the newest run counts: once a fresh run has started, older unfinished runs of the same
-    job are history, not work to pick up.
+    Only the newest run counts: once a fresh run has started, older runs of the same job are
+    history, not work to pick up.
     """
-    if fresh or latest is None or latest.state is RunState.FINISHED:
+    if fresh or latest is None:
         return False
     if latest.job_fingerprint != job_fingerprint:
-        raise JobChangedError(job_path, latest.run_id, job_changes(latest.job_text, job_text))
+        raise JobChangedError(job_path, latest.run_id, job_changes(latest.job_text, job_text),
+                              finished=latest.state is RunState.FINISHED)
     return True
 
 

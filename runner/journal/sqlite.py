@@ -170,7 +170,8 @@ class SqliteJournal(ItemMarks):
             ):
                 q.set_running(conn, latest.run_id, this_holder(), config_fingerprint)
                 changed = latest.config_fingerprint != config_fingerprint
-                handle = RunHandle(self._run(conn, latest.run_id), True, changed)
+                extends = latest if latest.state is RunState.FINISHED else None
+                handle = RunHandle(self._run(conn, latest.run_id), True, changed, extends)
             else:
                 run = self._insert_run(
                     conn, job_name, ident, job_fingerprint, config_fingerprint, job_text
@@ -287,6 +288,13 @@ class SqliteJournal(ItemMarks):
 
     async def get_run(self, run_id: str) -> RunRecord:
         return await self._read().call(lambda conn: self._run(conn, run_id))
+
+    async def latest_run(self, job_path: str) -> RunRecord | None:
+        ident = job_identity(job_path)
+        return await self._read().call(lambda conn: q.latest_run(conn, ident))
+
+    async def done_by_action(self, run_id: str) -> Mapping[int, int]:
+        return await self._read().call(lambda conn: q.done_by_action(conn, run_id))
 
     async def runs(self, limit: int = 20) -> Sequence[RunRecord]:
         return await self._read().call(lambda conn: q.latest_runs(conn, limit))

@@ -178,6 +178,9 @@ class SandboxConfig:
     embedded: bool = False
     spec_dir: Path | None = None
     signing_secret: str = field(default="sandbox-only-not-a-secret", repr=False)
+    # Seconds before ``search/jql`` finds an issue created through the API (Jira's search is
+    # eventually consistent); 0 finds it at once.
+    search_lag_s: float = 3.0
     environments: Mapping[str, SandboxEnvironment] = field(default_factory=dict)
     sites: Mapping[str, SandboxSite] = field(default_factory=dict)
     mint_limit: MintLimit = MintLimit()
@@ -291,6 +294,9 @@ def _sandbox(table: Mapping[str, Any], base_dir: Path | None) -> SandboxConfig:
         only_cloud_ids=tuple(faults_t.get("only_cloud_ids", ())),
     )
     forge = _forge(dict(t.pop("forge", {})))
+    lag = t.get("search_lag_s", SandboxConfig.search_lag_s)
+    if isinstance(lag, int | float) and not isinstance(lag, bool) and lag < 0:
+        raise ConfigError("sandbox.search_lag_s", "a number >= 0", repr(lag))
     spec_dir = t.pop("spec_dir", None)
     if spec_dir is not None:
         spec_path = Path(spec_dir)

@@ -75,7 +75,8 @@ def _users(active: tuple[str, ...], deactivated: str, no_access: str) -> tuple[S
 
 
 def make_sandbox_config() -> SandboxConfig:
-    """Environments ``dev`` and ``noimp`` (no impersonation); sites ``acme`` and ``globex``."""
+    """Environments ``dev`` and ``noimp`` (no impersonation); sites ``acme`` and ``globex``;
+    no search lag."""
     acme = SandboxSite(
         name="acme",
         cloud_id=CLOUD_A,
@@ -96,6 +97,8 @@ def make_sandbox_config() -> SandboxConfig:
     )
     return SandboxConfig(
         port=0,
+        # Tests find what they create at once; a test about search lag sets its own.
+        search_lag_s=0.0,
         environments={
             "dev": SandboxEnvironment("dev", client_id="dev"),
             "noimp": SandboxEnvironment("noimp", client_id="noimp", allow_impersonation=False),

@@ -46,11 +46,52 @@ async def test_same_job_again_resumes_its_unfinished_run(
         )
 
 
-async def test_a_finished_run_is_not_resumed(journal: Journal, open_job: OpenJob) -> None:
-    """Once the job's latest run finished, running the job again starts a new run."""
+async def test_a_finished_run_is_taken_up_again_not_repeated(
+    journal: Journal, open_job: OpenJob, job_file: Path, job_text: str, item: MakeItem
+) -> None:
+    """Once the job's latest run finished, running the job again picks that run up (its done
+    items stay done, so nothing is repeated), and the handle holds the run as it finished."""
     first = await open_job(journal)
+    await journal.mark_done(first, item(0))
     await journal.finish_run(first, RunState.FINISHED)
-    assert await open_job(journal) != first
+    handle = await journal.open_run("migration", str(job_file), "job-1", "config-1", job_text)
+    assert (handle.run_id, handle.resumed) == (first, True)
+    assert handle.extends is not None and handle.extends.state is RunState.FINISHED
+    assert handle.extends.ended_at is not None
+    assert handle.extends.counts == {ItemState.DONE: 1}
+    assert (await journal.get_run(first)).state is RunState.RUNNING
+    states = await journal.states(first, [item(0).row_key])
+    assert states[item(0).key].state is ItemState.DONE
+
+
+async def test_a_changed_job_after_a_finished_run_is_refused_unless_fresh(
+    journal: Journal, open_job: OpenJob, job_text: str
+) -> None:
+    """A finished run's job file changed: JobChangedError says the run finished and what
+    --fresh costs (every row again); ``fresh`` starts a new run."""
+    run = await open_job(journal)
+    await journal.finish_run(run, RunState.FINISHED)
+    with pytest.raises(JobChangedError) as caught:
+        await open_job(journal, fingerprint="job-2", text=job_text + "\n# changed\n")
+    assert "which finished" in str(caught.value) and "--fresh" in str(caught.value)
+    assert (await journal.get_run(run)).state is RunState.FINISHED
+    assert await open_job(journal, fingerprint="job-2", fresh=True) != run
+
+
+async def test_latest_run_and_done_by_action(
+    journal: Journal, open_job: OpenJob, job_file: Path, item: MakeItem
+) -> None:
+    """``latest_run`` names the job's newest run (None before any); ``done_by_action`` counts
+    its done items per action index, nothing else."""
+    assert await journal.latest_run(str(job_file)) is None
+    run = await open_job(journal)
+    await journal.mark_done(run, item(0, action=0))
+    await journal.mark_done(run, item(1, action=0))
+    await journal.mark_done(run, item(1, action=1))
+    await journal.mark_failed(run, item(2, action=1), "HTTP 404")
+    latest = await journal.latest_run(str(job_file))
+    assert latest is not None and latest.run_id == run
+    assert await journal.done_by_action(run) == {0: 2, 1: 1}
 
 
 async def test_interrupted_and_failed_runs_are_resumed(journal: Journal, open_job: OpenJob) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
 import pytest
 
+from runner.errors import ConfigError
 from runner.sandbox.app import RunningSandbox
+from runner.sandbox.config import SandboxConfig, load_sandbox_config
 from runner.sandbox.jira.testing import JiraClient, user_token
-from runner.sandbox.testing import ACME_ACTIVE, CLOUD_A
+from runner.sandbox.testing import ACME_ACTIVE, CLOUD_A, FakeClock, StartSandbox
 
 ADA = ACME_ACTIVE[0]
 
@@ -99,3 +102,35 @@ async def test_jql_refusals_are_400(jira: JiraClient) -> None:
         answer = await jira.post("/search/jql", json={"jql": jql})
         assert answer.status == 400, jql
         assert words in answer.body["errorMessages"][0], (jql, answer.body)
+
+
+async def test_search_sees_a_created_issue_only_after_the_lag(
+    sandbox_config: SandboxConfig, start_sandbox: StartSandbox
+) -> None:
+    """With ``search_lag_s`` set, an issue created through the API is found by search only once
+    that many seconds have passed on the sandbox's clock; seeded issues are found at once."""
+    clock = FakeClock()
+    lagging = replace(sandbox_config, search_lag_s=5.0)
+    async with start_sandbox(lagging, clock=clock) as sb, aiohttp.ClientSession() as http:
+        jira = JiraClient(http, sb.jira_base(CLOUD_A), user_token(sb.world, CLOUD_A, ADA))
+        created = await jira.post("/issue", json={
+            "fields": {"project": {"key": "MIG"}, "issuetype": {"name": "Task"},
+                       "summary": "new"},
+            "properties": [{"key": "forge-runner.item", "value": {"item": "r#0"}}],
+        })
+        assert created.status == 201, created.body
+        jql = 'issue.property[forge-runner.item].item = "r#0"'
+        assert await keys(jira, jql) == []
+        assert await keys(jira, "key = MIG-1") == ["MIG-1"]
+        clock.advance(4.9)
+        assert await keys(jira, jql) == []
+        clock.advance(0.1)
+        assert await keys(jira, jql) == [created.body["key"]]
+
+
+def test_a_negative_search_lag_is_a_config_error() -> None:
+    """``[sandbox] search_lag_s`` below 0 is refused naming the key."""
+    with pytest.raises(ConfigError, match=r"sandbox\.search_lag_s"):
+        load_sandbox_config({"search_lag_s": -1})
+    assert load_sandbox_config({}).search_lag_s == 3.0
+    assert load_sandbox_config({"search_lag_s": 0}).search_lag_s == 0

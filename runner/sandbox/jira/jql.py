@@ -4,6 +4,10 @@ Clauses joined by AND, each ``field op value``: fields ``key``/``issuekey``/``id
 ``status``, ``assignee``, ``issue.property[propKey].path.sub``; operators ``=``, ``!=``, ``in``,
 ``not in``; values bare, quoted, or a parenthesised list. ``ORDER BY`` is accepted and ignored
 (results come in creation order). Anything else is a 400, as Jira gives for JQL it can't parse.
+
+Search is eventually consistent, as Jira's spec says of ``search/jql`` ("Recent updates might
+not be immediately visible"): an issue created through the API is found only once
+``[sandbox] search_lag_s`` has passed (seeded issues are found from the start).
 """
 
 from __future__ import annotations
@@ -240,7 +244,8 @@ def search(call: Call) -> Reply:
         wanted = call.csv_param("fields") or ["id"]
         props = call.csv_param("properties")
     test = matcher(call.site, parse(jql), call.caller)
-    found = [issue for issue in call.site.issues.values() if test(issue)]
+    found = [issue for issue in call.site.issues.values()
+             if issue.indexed_at <= call.now and test(issue)]
     start, size = _offset_of(token), max(1, min(size, MAX_RESULTS))
     page = found[start : start + size]
     call.core_reads += len(page)

@@ -60,6 +60,8 @@ class Issue:
     comments: list[Comment] = field(default_factory=list)
     watchers: list[str] = field(default_factory=list)
     worklogs: list[Worklog] = field(default_factory=list)
+    # When search (``search/jql``) first sees the issue: Jira's index lags behind its writes.
+    indexed_at: float = 0.0
 
 
 @dataclass
@@ -105,6 +107,7 @@ class JiraState:
 
     def __init__(self, config: SandboxConfig, now: float) -> None:
         self.sites: dict[str, SiteState] = {}
+        self.search_lag_s = config.search_lag_s
         self._issue_ids = itertools.count(FIRST_ID)
         self._comment_ids = itertools.count(FIRST_ID)
         self._worklog_ids = itertools.count(FIRST_ID)
@@ -146,6 +149,7 @@ class JiraState:
             created=now,
             updated=now,
             reporter=reporter,
+            indexed_at=now + self.search_lag_s,
         )
         site.add(issue)
         return issue
