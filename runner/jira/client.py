@@ -4,7 +4,8 @@
 or sleeps (that is the caller's policy, ``runner.jira.executor``). Failing to get an answer at
 all is a ``TransportError`` (``RequestNotSentError`` when the connection was never made, so
 nothing was sent). ``classify`` turns an answer into an ``Outcome``: ok, rate-limited (with the
-scope that was limited), unauthorized, permanent or transient. """
+scope that was limited), unauthorized, permanent or transient.
+"""
 
 from __future__ import annotations
 
