@@ -34,7 +34,6 @@ from contextlib import asynccontextmanager
 
 from runner.budgets import Clock, SystemClock
 from runner.config.configfile import EnvironmentConfig
-from runner.errors import ConfigError
 from runner.events import NullObserver, Observer
 
 # Default stretch of the pace over the nominal budget: 2% of a window is 1.2 s at Atlassian's
@@ -172,8 +171,8 @@ class MintBuckets:
         self._buckets: dict[str, MintBucket] = {}
 
     def for_environment(self, env: EnvironmentConfig) -> MintBucket:
-        """The bucket ``env`` names, made on first use. Environments sharing a bucket must
-        agree on its budget: two budgets for one OAuth client's limit can't both be right."""
+        """The bucket ``env`` names, made on first use. Environments sharing a bucket agree on
+        its budget: ``load_config`` refuses a config where they don't."""
         bucket = self._buckets.get(env.bucket)
         if bucket is None:
             bucket = MintBucket(
@@ -185,13 +184,6 @@ class MintBuckets:
                 headroom=self._headroom,
             )
             self._buckets[env.bucket] = bucket
-        elif (bucket.limit, bucket.window_s) != (env.mint_limit, env.mint_window_s):
-            raise ConfigError(
-                f"environments.{env.name}.mint_limit",
-                f"the budget of shared bucket {env.bucket!r} "
-                f"({bucket.limit} per {bucket.window_s:g} s)",
-                f"{env.mint_limit} per {env.mint_window_s:g} s",
-            )
         return bucket
 
     def __getitem__(self, name: str) -> MintBucket:
