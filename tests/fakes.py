@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from runner.events import Event, SystemTokenWaiting
-from runner.events_legacy import as_event
 
 E = TypeVar("E", bound=Event)
 
@@ -59,8 +58,7 @@ class Events:
         self.seen: list[Event] = []
         self.on_waiting: Callable[[], object] | None = None
 
-    def event(self, ev: Event | str, /, **fields: Any) -> None:
-        ev = as_event(ev, fields)  # TEMPORARY: old-style calls (runner.events_legacy)
+    def event(self, ev: Event, /) -> None:
         self.seen.append(ev)
         if isinstance(ev, SystemTokenWaiting) and self.on_waiting is not None:
             self.on_waiting()

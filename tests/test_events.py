@@ -8,20 +8,15 @@ import logging
 import re
 from pathlib import Path
 
-import pytest
 from structlog.testing import capture_logs
 
+import runner.events as events_package
 from runner.events import Emitter, Event, ItemFailed, MintOk, SystemTokenWaiting
-from runner.events_legacy import LEGACY, as_event
 from runner.logs.redact import REDACTED, register_secret
 from runner.logs.setup import configure_logging
 from tests.fakes import Events
 
 RUNNER = Path(__file__).resolve().parents[1] / "runner"
-# The parts that still report with observer.event(name, **fields).
-LEGACY_EMITTERS = ["jira/executor.py", "minting/minter.py", "engine/rowworker.py",
-                   "budgets/cooldown.py", "budgets/jira.py", "budgets/mint.py",
-                   "budgets/permit.py"]
 
 
 def test_one_emit_reaches_the_observer_and_the_log() -> None:
@@ -62,23 +57,19 @@ def test_an_emitted_event_is_redacted_in_the_log(restore_logging: None) -> None:
     assert token not in stream.getvalue() and line["reason"] == f"bad {REDACTED}"
 
 
-def test_every_old_style_name_still_emitted_has_a_class() -> None:
-    """Each name calls/minting/budgets/rowworker pass to observer.event maps to its class."""
-    names: set[str] = set()
-    for path in LEGACY_EMITTERS:
-        text = (RUNNER / path).read_text()
-        names |= set(re.findall(r'\.event\(\s*"([a-z_.]+)"', text))
-        if 'event(f"item.{state}"' in text:
-            names |= {"item.skipped", "item.blocked"}
-    assert names and names <= set(LEGACY), sorted(names - set(LEGACY))
-    for name in names:
-        assert issubclass(LEGACY[name], Event) and LEGACY[name].name == name
+def test_no_part_reports_a_fact_by_name() -> None:
+    """No module of runner/ calls observer.event with a name: every fact is an Event class."""
+    old_style = re.compile(r"\.event\(\s*f?[\"']")
+    offenders = [str(path.relative_to(RUNNER)) for path in RUNNER.rglob("*.py")
+                 if old_style.search(path.read_text())]
+    assert not offenders
 
 
-def test_an_old_style_call_becomes_its_typed_event() -> None:
-    """observer.event(name, **fields) reaches observers as the class with those fields."""
-    events = Events()
-    events.event("item.failed", site="a", account="b", row="r1", action="x", reason="why")
-    assert events.seen == [ItemFailed(site="a", account="b", row="r1", action="x", reason="why")]
-    with pytest.raises(ValueError, match=r"item\.started"):
-        as_event("item.started", {})
+def test_every_event_has_its_own_name_listed_in_the_catalogue() -> None:
+    """Each Event class runner.events exports has a distinct name and is in its catalogue."""
+    exported = [getattr(events_package, n) for n in events_package.__all__]
+    classes = [c for c in exported if isinstance(c, type) and issubclass(c, Event) and c.name]
+    names = [cls.name for cls in classes]
+    assert len(classes) > 30 and len(set(names)) == len(names)
+    catalogue = events_package.__doc__ or ""
+    assert [cls.__name__ for cls in classes if cls.__name__ not in catalogue] == []

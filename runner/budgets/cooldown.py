@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from runner.budgets import Clock, SystemClock
-from runner.events import NullObserver, Observer
+from runner.events import Emitter, Observer, Pause, Resume
 from runner.jira.ratelimit import Scope, with_parents
 
 
@@ -21,7 +21,7 @@ class Cooldowns:
 
     def __init__(self, *, clock: Clock | None = None, observer: Observer | None = None) -> None:
         self._clock: Clock = clock or SystemClock()
-        self._observer: Observer = observer or NullObserver()
+        self._emit = Emitter(observer)
         self._until: dict[Scope, tuple[float, str]] = {}
 
     def block(self, scope: Scope, until: float, reason: str) -> None:
@@ -31,7 +31,7 @@ class Cooldowns:
         if current is not None and current[0] >= until:
             return
         self._until[scope] = (until, reason)
-        self._observer.event("pause", scope=str(scope), reason=reason, until=until)
+        self._emit(Pause(scope=str(scope), reason=reason, until=until))
 
     def blocked_until(self, scopes: Iterable[Scope]) -> float | None:
         """The latest time any of ``scopes`` (or a parent) is paused until; None if none is."""
@@ -43,7 +43,7 @@ class Cooldowns:
                 continue
             if entry[0] <= now:
                 del self._until[scope]
-                self._observer.event("resume", scope=str(scope))
+                self._emit(Resume(scope=str(scope)))
                 continue
             latest = entry[0] if latest is None else max(latest, entry[0])
         return latest

@@ -26,8 +26,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
-import structlog
-
 from runner.budgets import Clock, SystemClock
 from runner.budgets.burst import (
     DEFAULT_CAPACITY_S,
@@ -42,7 +40,8 @@ from runner.budgets.perissue import DEFAULT_GUARD_S, IssueWrites
 from runner.budgets.permit import Pause, Permit, held_scopes, wait_out
 from runner.budgets.quota import DEFAULT_BURST, DEFAULT_MARGIN, PointsQuota
 from runner.config.configfile import JiraBudgets
-from runner.events import NullObserver, Observer
+from runner.events import BurstCut, Emitter, Observer, QuotaExhausted, QuotaNearLimit, Resume
+from runner.events import Pause as PauseEvent
 from runner.jira.client import JiraRequest
 from runner.jira.ratelimit import (
     REASON_BURST,
@@ -52,8 +51,6 @@ from runner.jira.ratelimit import (
     RateLimitInfo,
     Scope,
 )
-
-log = structlog.get_logger("runner.budgets")
 
 DEFAULT_PAUSE_AFTER_S = 1.0
 # Readiness within a microsecond counts as now: a wait computed from floats can otherwise come out
@@ -143,7 +140,7 @@ class JiraPacer:
     ) -> None:
         self.budgets = budgets
         self._clock: Clock = clock or SystemClock()
-        self._observer: Observer = observer or NullObserver()
+        self._emit = Emitter(observer)
         self._margin = margin
         self._quota_burst = quota_burst
         self._tenant_points = tenant_points
@@ -164,7 +161,7 @@ class JiraPacer:
         self._quota_lock = _Queue()
         self._paused: set[Scope] = set()
         # What a 429 pauses until its Retry-After; every permit waits these out first.
-        self.pauses = Cooldowns(clock=self._clock, observer=self._observer)
+        self.pauses = Cooldowns(clock=self._clock, observer=observer)
 
     # -- the budgets -----------------------------------------------------------------------------
     def _new_quota(self, scope: Scope, points: int, now: float,
@@ -267,7 +264,7 @@ class JiraPacer:
         wait = until - self._clock.now()
         if wait >= self._pause_after and scope not in self._paused:
             self._paused.add(scope)
-            self._observer.event("pause", scope=str(scope), reason=reason, until=until)
+            self._emit(PauseEvent(scope=str(scope), reason=reason, until=until))
         waited[scope] = waited.get(scope, 0.0) + wait
         await self._clock.sleep(wait)
 
@@ -292,7 +289,7 @@ class JiraPacer:
 
     def _resume(self, scope: Scope) -> None:
         self._paused.discard(scope)
-        self._observer.event("resume", scope=str(scope))
+        self._emit(Resume(scope=str(scope)))
 
     def _queued(self, scope: Scope) -> bool:
         if scope == self.quota.scope:
@@ -353,8 +350,8 @@ class JiraPacer:
         if info.remaining is not None and info.limit == self.quota.points:
             self.quota.report(info.remaining, info.reset_at, now, cost)
         if info.near_limit and self.quota.near_limit(now):
-            log.info("runner.budgets.near_limit", scope=str(self.quota.scope),
-                     remaining=round(self.quota.remaining(now)))
+            self._emit(QuotaNearLimit(scope=str(self.quota.scope),
+                                      remaining=round(self.quota.remaining(now))))
 
     def _quota_for(self, site: str, state: QuotaState, info: RateLimitInfo
                    ) -> PointsQuota | None:
@@ -376,8 +373,7 @@ class JiraPacer:
         if info.reason == REASON_BURST:
             bucket = self.bucket(site, request.method, request.template)
             if bucket.cut(now):
-                log.info("runner.budgets.burst_cut", scope=str(bucket.scope),
-                         rate=round(bucket.rate(now), 3))
+                self._emit(BurstCut(scope=str(bucket.scope), rate=round(bucket.rate(now), 3)))
             return
         quota: PointsQuota | None = None
         if info.reason == REASON_QUOTA_GLOBAL:
@@ -390,5 +386,4 @@ class JiraPacer:
         if until is None and info.retry_after_s is not None:
             until = now + info.retry_after_s
         quota.exhausted(until, now)
-        log.info("runner.budgets.quota_exhausted", scope=str(quota.scope),
-                 reset_at=quota.reset_at)
+        self._emit(QuotaExhausted(scope=str(quota.scope), reset_at=quota.reset_at))

@@ -34,8 +34,7 @@ from contextlib import asynccontextmanager
 
 from runner.budgets import Clock, SystemClock
 from runner.config.configfile import EnvironmentConfig
-from runner.errors import ConfigError
-from runner.events import NullObserver, Observer
+from runner.events import Emitter, Observer, Pause, Resume
 
 # Default stretch of the pace over the nominal budget: 2% of a window is 1.2 s at Atlassian's
 # 1,000/min, far above loopback or WAN jitter, and costs 2% of the budget.
@@ -80,7 +79,7 @@ class MintBucket:
         self.window_s = window_s
         self.interval = window_s * (1.0 + max(0.0, headroom)) / limit
         self._clock: Clock = clock or SystemClock()
-        self._observer: Observer = observer or NullObserver()
+        self._emit = Emitter(observer)
         self._lock = asyncio.Lock()
         self._starts: deque[_Start] = deque(maxlen=limit)
         self._next_slot = -math.inf
@@ -134,7 +133,7 @@ class MintBucket:
             self.started += 1
             if self._pause_announced:
                 self._pause_announced = False
-                self._observer.event("resume", scope=self.scope)
+                self._emit(Resume(scope=self.scope))
             return start
 
     def _window_guard(self) -> float:
@@ -152,7 +151,7 @@ class MintBucket:
             return False
         self._paused_until = until
         self._pause_announced = True
-        self._observer.event("pause", scope=self.scope, reason=reason, until=until)
+        self._emit(Pause(scope=self.scope, reason=reason, until=until))
         return True
 
 
@@ -172,8 +171,8 @@ class MintBuckets:
         self._buckets: dict[str, MintBucket] = {}
 
     def for_environment(self, env: EnvironmentConfig) -> MintBucket:
-        """The bucket ``env`` names, made on first use. Environments sharing a bucket must
-        agree on its budget: two budgets for one OAuth client's limit can't both be right."""
+        """The bucket ``env`` names, made on first use. Environments sharing a bucket agree on
+        its budget: ``load_config`` refuses a config where they don't."""
         bucket = self._buckets.get(env.bucket)
         if bucket is None:
             bucket = MintBucket(
@@ -185,13 +184,6 @@ class MintBuckets:
                 headroom=self._headroom,
             )
             self._buckets[env.bucket] = bucket
-        elif (bucket.limit, bucket.window_s) != (env.mint_limit, env.mint_window_s):
-            raise ConfigError(
-                f"environments.{env.name}.mint_limit",
-                f"the budget of shared bucket {env.bucket!r} "
-                f"({bucket.limit} per {bucket.window_s:g} s)",
-                f"{env.mint_limit} per {env.mint_window_s:g} s",
-            )
         return bucket
 
     def __getitem__(self, name: str) -> MintBucket:

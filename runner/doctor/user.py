@@ -32,7 +32,6 @@ from runner.errors import (
     UserRefusedError,
 )
 from runner.events import Event, SystemTokenOk
-from runner.events_legacy import as_event
 from runner.jira.client import (
     JiraClient,
     JiraRequest,
@@ -110,8 +109,7 @@ class _Events:
     def __init__(self) -> None:
         self.expires_at: float | None = None
 
-    def event(self, ev: Event | str, /, **fields: Any) -> None:
-        ev = as_event(ev, fields)  # TEMPORARY: old-style calls (runner.events_legacy)
+    def event(self, ev: Event, /) -> None:
         if isinstance(ev, SystemTokenOk):
             self.expires_at = ev.expires_at
 

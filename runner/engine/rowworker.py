@@ -9,7 +9,10 @@ For each action still to do:
   behind writes) -> the item waits out ``[runner] search_settle_s`` and is looked for again;
 - otherwise: journaled ``started`` (durable) before the request leaves, then ``done`` (with the
   IDs created), ``failed`` (Jira's reason) or ``uncertain`` before the next action starts.
-While the run drains, no next action is started.
+While the run drains, no next action is started, and an item that is only waiting (for a token,
+a permit, a 429's pause, a backoff before trying again) is cancelled: nothing of it is on the
+wire. It stays as journaled (``started`` once a request of it left), and a resume judges it as
+after a crash: an idempotent item is sent again, a create is looked up first.
 
 ``done`` is queued without waiting for its commit: the journal makes writes durable in the
 order they were made, and the user's next ``started`` is queued after it and awaited before
@@ -42,9 +45,26 @@ from runner.errors import (
     TransportError,
     UserRefusedError,
 )
-from runner.events import Observer
+from runner.events import (
+    Emitter,
+    ItemBlocked,
+    ItemDone,
+    ItemFailed,
+    ItemSkipped,
+    ItemUncertain,
+    JournalFailed,
+    Observer,
+)
 from runner.jira.client import JiraRequest
-from runner.jira.executor import CallExecutor, CallResult, Done, Failed, OnSend, Uncertain
+from runner.jira.executor import (
+    CallExecutor,
+    CallResult,
+    Done,
+    Failed,
+    OnSend,
+    OnWait,
+    Uncertain,
+)
 from runner.jira.recovery import Found, Missing, Verdict, find_created, too_early
 from runner.jira.userclient import UserJira
 from runner.job.jobfile import Job, Row
@@ -58,15 +78,17 @@ RESULT_KEYS = ("id", "key")
 
 
 class _Dropped(Exception):
-    """A drain dropped this item before anything of it was sent."""
+    """A drain dropped this item while nothing of it was on the wire."""
 
 
 class _Flight:
     """One item being worked on: journaled ``started`` at its first send; on the wire or not.
 
-    A drain drops items that are only waiting (for a token, a permit, a pause): nothing of
-    theirs was sent since they were last journaled. Once an item's first request is about to
-    leave it is ``sending`` until its outcome is journaled, and is not dropped meanwhile.
+    A drain drops items that are only waiting (for a token, a permit, a pause, a backoff):
+    nothing of theirs is on the wire. An item is ``sending`` from the moment a request of it
+    is about to leave until the executor waits to try again (``on_wait``) or its outcome is
+    journaled, and is not dropped meanwhile; a drain that came while it was sending drops it
+    as soon as it waits.
     """
 
     def __init__(self, ref: ItemRef, window: asyncio.Timeout,
@@ -121,6 +143,7 @@ class RowWorker:
         self.executor = executor
         self.minters = minters
         self.observer = observer
+        self._emit = Emitter(observer)
         self.shutdown = shutdown
         self.deadline = deadline
         self.wall = wall  # the journal's clock: what ``Todo.since`` is measured on
@@ -152,7 +175,7 @@ class RowWorker:
         effect), unless a drain dropped it or a ``done`` failed to be journaled."""
         self.check_journal()
         if flight.dropped:
-            raise _Dropped  # dropped as it woke: stop before anything is journaled
+            raise _Dropped  # dropped as it woke: stop before anything more is journaled or sent
         # On the wire from here: a drain arriving while ``started`` is being journaled must not
         # cancel it, or the item would stay ``started`` with nothing sent (and a create that
         # can't be looked up would become ``uncertain`` on resume).
@@ -163,6 +186,13 @@ class RowWorker:
         previous, flight.previous_done = flight.previous_done, None
         if previous is not None:
             await previous  # durable already: queued before the ``started`` just awaited
+
+    def _on_wait(self, flight: _Flight) -> None:
+        """A request of ``flight`` is back from the wire and must wait before it is tried
+        again: a drain may drop it now, and one that came while it was sending does."""
+        flight.sending = False
+        if self.shutdown.draining:
+            flight.drop()
 
     async def process(self, row: Row, todo: list[Todo]) -> None:
         site = self.config.sites[row.site]
@@ -210,15 +240,16 @@ class RowWorker:
                 await self.journal.mark_skipped(self.run_id, ref, reason)
             else:
                 await self.journal.mark_blocked(self.run_id, ref, reason)
-            self.observer.event(f"item.{state}", site=row.site, account=row.account_id,
-                                row=row.key, action=step.action.name, reason=reason)
+            cls = ItemSkipped if state == "skipped" else ItemBlocked
+            self._emit(cls(site=row.site, account=row.account_id, row=row.key,
+                           action=step.action.name, reason=reason))
 
     async def _one(
         self, site: SiteConfig, row: Row, step: Todo, ref: ItemRef, flight: _Flight
     ) -> None:
         action = step.action
         key = item_key(row.key, action.index)
-        if isinstance(action, PythonAction):
+        if isinstance(action, PythonAction):  # its calls are the job's: no wait is dropped
             if step.prior in (ItemState.STARTED, ItemState.UNCERTAIN) and not action.idempotent:
                 await self._uncertain(ref, "a non-idempotent Python action may have run")
                 return
@@ -241,9 +272,11 @@ class RowWorker:
         elif step.prior is ItemState.UNCERTAIN:
             await self._uncertain(ref, "outcome unknown; not sent again")
             return
-        outcome = await self._send(site, row, request, partial(self._on_send, flight))
-        # A drain does not drop an item once sent (``sending``): its outcome is journaled, and
-        # ``process`` starts no next item.
+        outcome = await self._send(site, row, request, partial(self._on_send, flight),
+                                   partial(self._on_wait, flight))
+        # Its outcome is journaled whatever a drain says now (``process`` starts no next item):
+        # a ``deadline`` can end a call while it waits, not sending.
+        flight.sending = True
         await self._record(ref, outcome)
 
     async def _look_up(
@@ -270,20 +303,24 @@ class RowWorker:
         return send
 
     async def _send(
-        self, site: SiteConfig, row: Row, request: JiraRequest, on_send: OnSend | None = None
+        self, site: SiteConfig, row: Row, request: JiraRequest, on_send: OnSend | None = None,
+        on_wait: OnWait | None = None,
     ) -> CallResult:
         """Send ``request``, first its resolving read when it has one (a transition by name)."""
         if request.resolve is not None:
             first = await self.executor.execute(site, row.account_id, request.resolve.request,
-                                                deadline=self.deadline, on_send=on_send)
+                                                deadline=self.deadline, on_send=on_send,
+                                                on_wait=on_wait)
             if not isinstance(first, Done):
                 return first
+            if on_wait is not None:
+                on_wait()  # the write waits for its own permit: nothing is on the wire
             try:
                 request = request.resolve.complete(first.response.body)
             except ActionError as exc:
                 return Failed(exc.reason)
         return await self.executor.execute(site, row.account_id, request, deadline=self.deadline,
-                                           on_send=on_send)
+                                           on_send=on_send, on_wait=on_wait)
 
     async def _python(self, site: SiteConfig, row: Row, action: PythonAction, ref: ItemRef) -> None:
         jira = UserJira(self.executor, site, row.account_id, deadline=self.deadline)
@@ -323,25 +360,22 @@ class RowWorker:
             del self._last_done[ref.row_key]
         failure = None if future.cancelled() else future.exception()
         if failure is not None:
-            log.error("runner.journal.failed", row=ref.row_key, action=ref.action,
-                      error=str(failure))
+            self._emit(JournalFailed(row=ref.row_key, action=ref.action, error=str(failure)))
             if self._journal_failure is None:
                 self._journal_failure = failure
             return
-        self.observer.event("item.done", site=ref.site, account=ref.account_id, row=ref.row_key,
-                            action=ref.action)
+        self._emit(ItemDone(site=ref.site, account=ref.account_id, row=ref.row_key,
+                            action=ref.action))
 
     async def _failed(self, ref: ItemRef, reason: str, detail: str) -> None:
         await self.journal.mark_failed(self.run_id, ref, reason, detail=detail)
-        log.info("runner.item.failed", action=ref.action, reason=reason, detail=detail)
-        self.observer.event("item.failed", site=ref.site, account=ref.account_id,
-                            row=ref.row_key, action=ref.action, reason=reason)
+        self._emit(ItemFailed(site=ref.site, account=ref.account_id, row=ref.row_key,
+                              action=ref.action, reason=reason, detail=detail))
 
     async def _uncertain(self, ref: ItemRef, reason: str) -> None:
         await self.journal.mark_uncertain(self.run_id, ref, reason)
-        log.warning("runner.item.uncertain", action=ref.action, reason=reason)
-        self.observer.event("item.uncertain", site=ref.site, account=ref.account_id,
-                            row=ref.row_key, action=ref.action, reason=reason)
+        self._emit(ItemUncertain(site=ref.site, account=ref.account_id, row=ref.row_key,
+                                 action=ref.action, reason=reason))
 
 
 def _future(done: Awaitable[object]) -> asyncio.Future[object]:

@@ -21,16 +21,22 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
-
-import structlog
+from typing import Any, Protocol
 
 from runner.budgets import Clock, SystemClock
 from runner.budgets.permit import Pacer, PastDeadline, Pause
 from runner.budgets.quota import measured_cost
 from runner.config.configfile import RetryPolicy, SiteConfig
 from runner.errors import RequestNotSentError, TransportError
-from runner.events import NullObserver, Observer
+from runner.events import (
+    Emitter,
+    JiraCall,
+    JiraFailed,
+    JiraRateLimited,
+    JiraRetry,
+    JiraUncertain,
+    Observer,
+)
 from runner.jira.client import (
     JiraClient,
     JiraRequest,
@@ -46,9 +52,8 @@ from runner.jira.client import (
 from runner.jira.ratelimit import parse_rate_limit
 from runner.retry import Retry, RetryLoop, rate_limit_delay, retry_delay
 
-log = structlog.get_logger("runner.jira")
-
 OnSend = Callable[[], Awaitable[None]]
+OnWait = Callable[[], None]
 
 
 class TokenProvider(Protocol):
@@ -111,7 +116,7 @@ class CallExecutor:
         self._tokens = tokens
         self._pacer = pacer
         self._policy = policy
-        self._observer: Observer = observer or NullObserver()
+        self._emit = Emitter(observer)
         self._clock: Clock = clock or SystemClock()
         self._rng = rng
 
@@ -123,17 +128,23 @@ class CallExecutor:
         *,
         deadline: float | None = None,
         on_send: OnSend | None = None,
+        on_wait: OnWait | None = None,
     ) -> CallResult:
         """Send ``request`` as ``account_id`` on ``site`` until it is done or can't be.
 
         ``deadline`` (POSIX) is the run's; by default the policy's ``deadline_s`` from now.
         ``on_send`` is awaited right before each send, once the token and the permit are in
         hand: the engine journals the item there (durable before effect); if it raises, nothing
-        is sent and the permit is given back.
+        is sent and the permit is given back. ``on_wait`` is called when, its answer in hand
+        (or none), the request must wait before it is tried again (a backoff, a 429's pause, a
+        fresh mint after a 401): nothing of it is on the wire until the next ``on_send``, so
+        the engine may cancel it there on a drain. Between the two the request is on the wire;
+        a call that returns was on the wire to the end.
         """
         loop = RetryLoop(self._policy, self._clock, deadline=deadline)
         provider = self._tokens[site.environment]
-        ctx = {"site": site.name, "method": request.method, "template": request.template}
+        ctx: dict[str, Any] = {"site": site.name, "method": request.method,
+                               "template": request.template}
         reminted = False
         sends = 0
         while True:
@@ -158,38 +169,35 @@ class CallExecutor:
             else:
                 now = self._clock.now()
                 outcome = classify(request, answer, now, site=site.name)
-                self._observer.event("jira.call", **ctx, status=answer.status)
+                self._emit(JiraCall(**ctx, status=answer.status))
                 status = answer.status
                 if isinstance(outcome, Unauthorized):
                     self._pacer.observe(site.name, request, answer.status,
                                         parse_rate_limit(answer.headers, now))
                     provider.invalidate(site, account_id, token)
                     if reminted:
-                        log.warning("runner.jira.unauthorized", **ctx,
-                                    category=outcome.failure_category)
-                        return Failed("unauthorized", 401, _category(outcome),
-                                      loop.attempts + 1, loop.deferrals)
+                        return self._failed(ctx, Failed("unauthorized", 401, _category(outcome),
+                                                        loop.attempts + 1, loop.deferrals),
+                                            category=outcome.failure_category)
                     reminted = True
-                    self._observer.event("jira.retry", site=site.name,
-                                         template=request.template, reason="unauthorized",
-                                         attempt=sends)
+                    self._emit(JiraRetry(**ctx, reason="unauthorized", attempt=sends))
+                    if on_wait is not None:
+                        on_wait()
                     continue
                 step = self._verdict(site, request, answer, outcome, loop, ctx, now)
             if not isinstance(step, Retry):
                 return step
             refused = loop.admit(step)
             if refused == "attempts":
-                log.warning("runner.jira.failed", **ctx, reason=step.reason,
-                            attempts=loop.attempts)
-                return Failed(f"attempts: {step.reason}", status, (), loop.attempts,
-                              loop.deferrals)
+                return self._failed(ctx, Failed(f"attempts: {step.reason}", status, (),
+                                                loop.attempts, loop.deferrals))
             if refused is not None:
                 break
+            if on_wait is not None:
+                on_wait()
             if step.spends:
-                self._observer.event("jira.retry", site=ctx["site"], template=ctx["template"],
-                                     reason=step.reason, attempt=loop.attempts)
-                log.info("runner.jira.retry", **ctx, reason=step.reason, attempt=loop.attempts,
-                         wait_s=round(step.delay, 3))
+                self._emit(JiraRetry(**ctx, reason=step.reason, attempt=loop.attempts,
+                                     wait_s=round(step.delay, 3)))
                 await self._clock.sleep(step.delay)
             # A deferral sleeps nowhere here: its pause holds the next permit, and every
             # other request of the limited scope with it.
@@ -205,7 +213,7 @@ class CallExecutor:
 
     def _verdict(
         self, site: SiteConfig, request: JiraRequest, response: JiraResponse, outcome: Outcome,
-        loop: RetryLoop, ctx: Mapping[str, str], now: float,
+        loop: RetryLoop, ctx: Mapping[str, Any], now: float,
     ) -> CallResult | Retry:
         """Tell the pacer what Jira said; the call's result, or how to try again."""
         if isinstance(outcome, RateLimited):
@@ -216,11 +224,10 @@ class CallExecutor:
             reason = outcome.reason or ("edge" if outcome.info.edge else "unknown")
             self._pacer.observe(site.name, request, response.status, outcome.info,
                                 pause=Pause(outcome.scope, until, reason))
-            self._observer.event("jira.rate_limited", site=ctx["site"],
-                                 scope=str(outcome.scope), reason=reason, until=until)
-            log.info("runner.jira.rate_limited", **ctx, scope=str(outcome.scope), reason=reason,
-                     retry_after_s=outcome.retry_after_s, reset_at=outcome.reset_at,
-                     wait_s=round(delay, 3), deferrals=loop.deferrals + 1)
+            self._emit(JiraRateLimited(**ctx, scope=str(outcome.scope), reason=reason,
+                                       until=until, retry_after_s=outcome.retry_after_s,
+                                       reset_at=outcome.reset_at, wait_s=round(delay, 3),
+                                       deferrals=loop.deferrals + 1))
             return Retry(delay, reason, spends=False)
         actual = measured_cost(request, response.body) if isinstance(outcome, Ok) else None
         self._pacer.observe(site.name, request, response.status,
@@ -228,10 +235,8 @@ class CallExecutor:
         if isinstance(outcome, Ok):
             return Done(response, loop.attempts + 1, loop.deferrals)
         if isinstance(outcome, Permanent):
-            log.info("runner.jira.failed", **ctx, status=outcome.status,
-                     messages=list(outcome.messages))
-            return Failed(f"http {outcome.status}", outcome.status, outcome.messages,
-                          loop.attempts + 1, loop.deferrals)
+            return self._failed(ctx, Failed(f"http {outcome.status}", outcome.status,
+                                            outcome.messages, loop.attempts + 1, loop.deferrals))
         assert isinstance(outcome, Transient)
         reason = f"http {outcome.status}"
         if not request.idempotent:
@@ -239,14 +244,20 @@ class CallExecutor:
         return Retry(retry_delay(self._policy, loop.attempts + 1,
                                  retry_after_s=outcome.retry_after_s, rng=self._rng), reason)
 
-    def _deadline(self, loop: RetryLoop, ctx: Mapping[str, str]) -> Failed:
-        log.warning("runner.jira.failed", **ctx, reason="deadline", deferrals=loop.deferrals)
-        return Failed("deadline", None, (), loop.attempts, loop.deferrals)
+    def _deadline(self, loop: RetryLoop, ctx: Mapping[str, Any]) -> Failed:
+        return self._failed(ctx, Failed("deadline", None, (), loop.attempts, loop.deferrals))
+
+    def _failed(self, ctx: Mapping[str, Any], failed: Failed, *,
+                category: str | None = None) -> Failed:
+        self._emit(JiraFailed(**ctx, reason=failed.reason, status=failed.status,
+                              messages=failed.messages, attempts=failed.attempts,
+                              deferrals=failed.deferrals, category=category))
+        return failed
 
     def _uncertain(
-        self, reason: str, status: int | None, loop: RetryLoop, ctx: Mapping[str, str]
+        self, reason: str, status: int | None, loop: RetryLoop, ctx: Mapping[str, Any]
     ) -> Uncertain:
-        log.warning("runner.jira.uncertain", **ctx, reason=reason)
+        self._emit(JiraUncertain(**ctx, reason=reason))
         return Uncertain(reason, status, loop.attempts + 1, loop.deferrals)
 
 

@@ -25,7 +25,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
-import structlog
 
 from runner.budgets import Clock, SystemClock
 from runner.budgets.mint import MintBucket, MintBuckets
@@ -36,7 +35,17 @@ from runner.errors import (
     TransportError,
     UserRefusedError,
 )
-from runner.events import NullObserver, Observer
+from runner.events import (
+    Emitter,
+    MintContextRefused,
+    MintFailed,
+    MintOk,
+    MintRetry,
+    MintSystemTokenRejected,
+    MintUserRefused,
+    Observer,
+)
+from runner.events import MintRateLimited as MintRateLimitedEvent
 from runner.logs.redact import register_secret
 from runner.minting.gateway import (
     ContextRefused,
@@ -50,8 +59,6 @@ from runner.minting.gateway import (
 from runner.minting.system_tokens import SystemTokenProvider
 from runner.minting.user_tokens import TokenCache
 from runner.retry import Retry, RetryLoop, rate_limit_delay
-
-log = structlog.get_logger("runner.minting")
 
 _WORKSPACE_ARI = re.compile(r"^ari:cloud:jira:[^:/\s]+:workspace/[^/\s]+$")
 
@@ -78,7 +85,7 @@ class Minter:
         self.bucket = bucket
         self.cache = cache
         self._retry = retry
-        self._observer: Observer = observer or NullObserver()
+        self._emit = Emitter(observer)
         self._clock: Clock = clock or SystemClock()
         self._rng = rng
         # Why the environment is blocked, and users refused: kept as values, not exceptions, so
@@ -156,11 +163,9 @@ class Minter:
             outcome = await self._send(site, account_id)
             now = self._clock.now()
             if isinstance(outcome, Minted):
-                self._observer.event("mint.ok", environment=env, site=site.name,
-                                     account=account_id)
-                log.info("runner.mint.ok", environment=env, site=site.name, account=account_id,
-                         ttl_s=outcome.ttl_s, request_id=outcome.request_id,
-                         trace_id=outcome.trace_id)
+                self._emit(MintOk(environment=env, site=site.name, account=account_id,
+                                  ttl_s=outcome.ttl_s, request_id=outcome.request_id,
+                                  trace_id=outcome.trace_id))
                 return outcome
             if isinstance(outcome, MintRateLimited):
                 self._pause(outcome, now, loop, account_id)
@@ -170,18 +175,16 @@ class Minter:
                     raise SystemTokenError(env, "the gateway refused a freshly read system "
                                            "token too (HTTP 401)")
                 fresh_system_token = True
-                log.warning("runner.mint.system_token_rejected", environment=env,
-                            request_id=outcome.ids.request_id, trace_id=outcome.ids.trace_id)
-                self._observer.event("mint.retry", environment=env,
-                                     reason="system token rejected", attempt=loop.attempts + 1)
+                self._emit(MintSystemTokenRejected(
+                    environment=env, reason="system token rejected", attempt=loop.attempts + 1,
+                    request_id=outcome.ids.request_id, trace_id=outcome.ids.trace_id))
                 continue
             if isinstance(outcome, UserRefused):
                 self._refused[(site.name, account_id)] = (outcome.reason, outcome.ids.request_id)
-                self._observer.event("mint.user_refused", environment=env, site=site.name,
-                                     account=account_id, reason=outcome.reason)
-                log.warning("runner.mint.user_refused", environment=env, site=site.name,
-                            account=account_id, reason=outcome.reason,
-                            request_id=outcome.ids.request_id, trace_id=outcome.ids.trace_id)
+                self._emit(MintUserRefused(environment=env, site=site.name, account=account_id,
+                                           reason=outcome.reason,
+                                           request_id=outcome.ids.request_id,
+                                           trace_id=outcome.ids.trace_id))
                 raise UserRefusedError(account_id, outcome.reason, outcome.ids.request_id)
             if isinstance(outcome, ContextRefused):
                 raise self._block(site, outcome)
@@ -190,14 +193,11 @@ class Minter:
                                      reset_at=None, now=now, attempt=loop.attempts + 1,
                                      rng=self._rng)
             if loop.admit(Retry(delay, outcome.reason)) is not None:
-                log.error("runner.mint.failed", environment=env, site=site.name,
-                          account=account_id, reason=outcome.reason, attempts=loop.attempts)
+                self._emit(MintFailed(environment=env, site=site.name, account=account_id,
+                                      reason=outcome.reason, attempts=loop.attempts))
                 raise outcome
-            self._observer.event("mint.retry", environment=env, reason=outcome.reason,
-                                 attempt=loop.attempts)
-            log.warning("runner.mint.retry", environment=env, site=site.name,
-                        account=account_id, reason=outcome.reason, attempt=loop.attempts,
-                        delay_s=round(delay, 2))
+            self._emit(MintRetry(environment=env, reason=outcome.reason, attempt=loop.attempts,
+                                 site=site.name, account=account_id, delay_s=round(delay, 2)))
             await self._clock.sleep(delay)
 
     async def _send(self, site: SiteConfig, account_id: str) -> MintOutcome | TransportError:
@@ -247,12 +247,10 @@ class Minter:
                                  attempt=loop.deferrals + 1, rng=self._rng)
         until = now + delay
         bucket = self.bucket.name
-        self._observer.event("mint.rate_limited", bucket=bucket, until=until,
-                             shape=outcome.shape)
-        log.warning("runner.mint.rate_limited", environment=self.environment.name,
-                    bucket=bucket, shape=outcome.shape, retry_after_s=outcome.retry_after_s,
-                    reset_at=outcome.reset_at, until=round(until, 3),
-                    request_id=outcome.ids.request_id, trace_id=outcome.ids.trace_id)
+        self._emit(MintRateLimitedEvent(
+            bucket=bucket, until=until, shape=outcome.shape, environment=self.environment.name,
+            retry_after_s=outcome.retry_after_s, reset_at=outcome.reset_at,
+            request_id=outcome.ids.request_id, trace_id=outcome.ids.trace_id))
         if loop.admit(Retry(delay, "rate limited", spends=False)) is not None:
             raise self._past_deadline(account)
         self.bucket.pause_until(until, f"mint rate limited ({outcome.shape})")
@@ -267,11 +265,10 @@ class Minter:
         env = self.environment.name
         if self._blocked is None:
             self._blocked = context_diagnostic(site, outcome)
-            self._observer.event("mint.context_refused", environment=env,
-                                 aris=outcome.context_aris, message=outcome.message)
-            log.error("runner.mint.context_refused", environment=env, site=site.name,
-                      aris=list(outcome.context_aris), message=outcome.message,
-                      request_id=outcome.ids.request_id, trace_id=outcome.ids.trace_id)
+            self._emit(MintContextRefused(environment=env, aris=tuple(outcome.context_aris),
+                                          message=outcome.message, site=site.name,
+                                          request_id=outcome.ids.request_id,
+                                          trace_id=outcome.ids.trace_id))
         return BlockedEnvironmentError(env, self._blocked)
 
 

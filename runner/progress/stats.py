@@ -37,7 +37,6 @@ from runner.events import (
     SystemTokenWaiting,
 )
 from runner.events import Pause as PauseEvent
-from runner.events_legacy import as_event
 
 if TYPE_CHECKING:
     from runner.config.configfile import Config
@@ -194,8 +193,7 @@ class RunStats:
             self.ended = self._clock()
             self.ended_at = self._wall()
 
-    def event(self, ev: Event | str, /, **fields: Any) -> None:
-        ev = as_event(ev, fields)  # TEMPORARY: old-style calls (runner.events_legacy)
+    def event(self, ev: Event, /) -> None:
         now = self._clock()
         match ev:
             case ItemEvent():

@@ -11,7 +11,6 @@ import pytest
 from runner.budgets import ManualClock
 from runner.budgets.mint import MintBucket, MintBuckets
 from runner.config.configfile import EnvironmentConfig, SystemTokenSource
-from runner.errors import ConfigError
 from runner.events import Pause, Resume
 from tests.fakes import Events, all_tasks_blocked
 
@@ -180,15 +179,6 @@ def test_environments_naming_one_bucket_share_it() -> None:
     own = buckets.for_environment(env("dev"))
     assert own is not shared
     assert own.name == "dev" and "dev" in buckets and buckets["app"] is shared
-
-
-def test_a_shared_bucket_with_two_budgets_is_a_config_error() -> None:
-    """Environments sharing a bucket but stating different budgets name the offending key."""
-    buckets = MintBuckets()
-    buckets.for_environment(env("staging", bucket="app", limit=1000))
-    with pytest.raises(ConfigError) as caught:
-        buckets.for_environment(env("prod", bucket="app", limit=500))
-    assert caught.value.key == "environments.prod.mint_limit"
 
 
 async def test_slow_answers_hold_the_next_window() -> None:

@@ -18,7 +18,6 @@ from runner.config.configfile import Config
 from runner.engine.engine import Engine, RunResult
 from runner.engine.shutdown import Shutdown
 from runner.events import Event as RunnerEvent
-from runner.events_legacy import as_event
 from runner.job.jobfile import Job
 from runner.journal import SqliteJournal
 
@@ -47,9 +46,8 @@ class Events:
     log: list[Event] = field(default_factory=list)
     hook: Callable[[Event], None] | None = None
 
-    def event(self, ev: RunnerEvent | str, /, **fields: Any) -> None:
-        typed = as_event(ev, fields)  # TEMPORARY: old-style calls (runner.events_legacy)
-        event = Event(time.time(), typed.name, typed.fields())
+    def event(self, ev: RunnerEvent, /) -> None:
+        event = Event(time.time(), ev.name, ev.fields())
         self.log.append(event)
         if self.hook is not None:
             self.hook(event)

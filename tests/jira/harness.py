@@ -21,6 +21,7 @@ from aiohttp import web
 
 from runner.budgets.permit import Unpaced
 from runner.config.configfile import RetryPolicy, SiteConfig
+from runner.events import Event
 from runner.jira.client import JiraClient, JiraRequest
 from runner.jira.executor import CallExecutor
 from runner.sandbox.app import RunningSandbox
@@ -126,9 +127,9 @@ class Recorder:
     def _event_for(self, name: str) -> asyncio.Event:
         return self._first.setdefault(name, asyncio.Event())
 
-    def event(self, name: str, /, **fields: Any) -> None:
-        self.events.append((name, fields))
-        self._event_for(name).set()
+    def event(self, ev: Event, /) -> None:
+        self.events.append((ev.name, ev.fields()))
+        self._event_for(ev.name).set()
 
     async def seen(self, name: str) -> None:
         await self._event_for(name).wait()

@@ -1,0 +1,75 @@
+"""Items' ends and runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from runner.events.base import DEBUG, ERROR, WARNING, Event
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ItemEvent(Event):
+    """An item's end; ``state`` is the journal's word for it."""
+
+    state: ClassVar[str] = ""
+    site: str
+    account: str
+    row: str
+    action: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ItemDone(ItemEvent):
+    name: ClassVar[str] = "item.done"
+    level: ClassVar[int] = DEBUG  # one per item
+    state: ClassVar[str] = "done"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ItemFailed(ItemEvent):
+    name: ClassVar[str] = "item.failed"
+    level: ClassVar[int] = WARNING
+    state: ClassVar[str] = "failed"
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ItemSkipped(ItemEvent):
+    name: ClassVar[str] = "item.skipped"
+    state: ClassVar[str] = "skipped"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ItemBlocked(ItemEvent):
+    name: ClassVar[str] = "item.blocked"
+    level: ClassVar[int] = WARNING
+    state: ClassVar[str] = "blocked"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ItemUncertain(ItemEvent):
+    name: ClassVar[str] = "item.uncertain"
+    level: ClassVar[int] = WARNING
+    state: ClassVar[str] = "uncertain"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFinished(Event):
+    name: ClassVar[str] = "run.finished"
+    run: str
+    state: str
+
+
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JournalFailed(Event):
+    """An item's ``done`` could not be journaled: nothing more is sent, the run stops."""
+
+    name: ClassVar[str] = "journal.failed"
+    level: ClassVar[int] = ERROR
+    row: str
+    action: str
+    error: str
