@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -144,8 +145,7 @@ class GatewayClient:
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # No connection (a connect timeout is a TimeoutError too, hence first): the gateway
             # is down, the URL is wrong, or a proxy is in the way.
-            raise RequestNotSentError("gateway mint", f"not sent: {type(exc).__name__}: {exc}") \
-                from exc
+            raise RequestNotSentError("gateway mint", f"not sent: {_no_connection(exc)}") from exc
         except TimeoutError as exc:
             raise TransportError("gateway mint", "timed out") from exc
         except aiohttp.ClientError as exc:
@@ -232,6 +232,15 @@ class GatewayClient:
         else:
             shape = "backoff"
         return MintRateLimited(retry_after, reset_at, shape, ids)
+
+
+def _no_connection(exc: aiohttp.ClientError) -> str:
+    """Why no connection was made, short: the OS's words ("Connection refused") when it gave
+    an error number, else aiohttp's."""
+    os_error = getattr(exc, "os_error", None)
+    if isinstance(os_error, OSError) and os_error.errno and os_error.errno > 0:
+        return os.strerror(os_error.errno).lower()
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _json_object(text: str) -> dict[str, Any] | None:
