@@ -14,6 +14,7 @@
     │   ├── RequestNotSentError      it surely did not: the connection was never made
     │   └── JiraUncertainError       a Jira write's outcome is unknown; it was not sent again
     ├── GatewayError                 the gateway answered in a way we don't understand
+    │   └── GatewayRefusalError      it refused with a message no [gateway_messages] pattern matches
     ├── UserRefusedError             the gateway won't mint for this user (deactivated, no access)
     ├── JiraCallError                a Jira call failed for good (status, Jira's messages)
     ├── ActionError                  an action can't be completed for one row (the item fails)
@@ -198,6 +199,11 @@ class GatewayError(RunnerError):
         self.trace_id = trace_id
         ids = f" (request_id={request_id}, trace_id={trace_id})" if request_id or trace_id else ""
         super().__init__(f"gateway: {reason}{ids}")
+
+
+class GatewayRefusalError(GatewayError):
+    """The gateway refused a mint with a message no ``[gateway_messages]`` pattern matches: the
+    config can't tell a user's problem from the environment's, so the items are blocked."""
 
 
 class UserRefusedError(RunnerError):

@@ -63,6 +63,9 @@ class EnvironmentConfig:
     mint_bucket: str = ""  # "" means the environment's own name
     mint_limit: int = 1000
     mint_window_s: float = 60.0
+    # This many users in a row whose mint fails the same way for good (after the mint policy's
+    # attempts) mean the gateway, not the users, is at fault: the environment is blocked.
+    block_after_failed_mints: int = 3
 
     @property
     def bucket(self) -> str:
@@ -303,6 +306,8 @@ def _environment(name: str, t: Table, base: Path) -> EnvironmentConfig:
         mint_bucket=t.string("mint_bucket", d.mint_bucket),
         mint_limit=t.integer("mint_limit", d.mint_limit, minimum=1),
         mint_window_s=t.number("mint_window_s", d.mint_window_s, positive=True),
+        block_after_failed_mints=t.integer("block_after_failed_mints",
+                                           d.block_after_failed_mints, minimum=1),
     )
     t.done()
     return env

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 import aiohttp
+import structlog
 
 from runner.aio import single_error, to_the_end
 from runner.budgets import Clock, SystemClock
@@ -37,6 +38,8 @@ from runner.job.jobfile import Job, Row
 from runner.journal import Journal, RunHandle
 from runner.journal.base import ItemRecord, ItemState, RunState, item_key
 from runner.minting.minter import Minter
+
+log = structlog.get_logger("runner.engine")
 
 CHUNK = 256  # rows read, claimed and looked up in the journal at a time
 FINAL = frozenset({ItemState.DONE, ItemState.FAILED, ItemState.SKIPPED, ItemState.BLOCKED})
@@ -87,6 +90,24 @@ class Engine:
         self.shutdown = shutdown or Shutdown()
 
     async def run(self, handle: RunHandle) -> RunResult:
+        """Run to the end; whatever happens, the run is finished in the journal: a crash (a
+        bug, a journal failure, a cancel) leaves it ``interrupted``, for the next run of the job
+        to resume, never ``running``."""
+        try:
+            return await self._run(handle)
+        except BaseException as exc:
+            await self._abandon(handle.run_id, exc)
+            raise
+
+    async def _abandon(self, run_id: str, exc: BaseException) -> None:
+        try:
+            await to_the_end(self.journal.finish_run(run_id, RunState.INTERRUPTED))
+        except Exception as failure:  # the journal itself may be what broke: the first error wins
+            log.error("runner.run.not_finished", run=run_id, error=str(failure))
+            return
+        log.error("runner.run.crashed", run=run_id, error=f"{type(exc).__name__}: {exc}")
+
+    async def _run(self, handle: RunHandle) -> RunResult:
         run_id = handle.run_id
         config, job = self.config, self.job
         concurrency = max(1, config.runner.concurrency)

@@ -3,6 +3,9 @@
 For each action still to do:
 - the environment is blocked, or the user can't be impersonated: the item is ``blocked`` or
   ``skipped`` with the reason, and so is the rest of the row;
+- the user's mint failed for good (``GatewayError``, or ``TransportError`` once the mint policy
+  is spent): the rest of the row is ``failed`` with the reason, or ``blocked`` when the gateway
+  refused in words the config can't classify or the failure blocked the environment;
 - a create that was ``started`` or ``uncertain`` before (a crash, an unanswered create) is
   looked for first (``runner.recovery``): found -> ``done``; surely missing -> sent; unknown ->
   stays ``uncertain``; not found by search too soon after the item's start (search lags
@@ -39,6 +42,8 @@ from runner.engine.shutdown import Shutdown
 from runner.errors import (
     ActionError,
     BlockedEnvironmentError,
+    GatewayError,
+    GatewayRefusalError,
     JiraCallError,
     JournalError,
     SystemTokenError,
@@ -231,6 +236,11 @@ class RowWorker:
                 except SystemTokenError as exc:
                     await self._close_rest(("blocked", exc.reason), row, todo[index:])
                     return
+                except (GatewayError, TransportError) as exc:
+                    # Only a mint raises these out of ``_one`` (Jira's own transport failures
+                    # are outcomes): this user's work ends here, not the run.
+                    await self._close_rest(_mint_failure(exc, minter), row, todo[index:])
+                    return
 
     async def _close_rest(self, why: tuple[str, str], row: Row, rest: list[Todo]) -> None:
         state, reason = why
@@ -238,6 +248,8 @@ class RowWorker:
             ref = ItemRef(row.key, step.action.index, row.site, row.account_id, step.action.name)
             if state == "skipped":
                 await self.journal.mark_skipped(self.run_id, ref, reason)
+            elif state == "failed":
+                await self.journal.mark_failed(self.run_id, ref, reason, detail="")
             else:
                 await self.journal.mark_blocked(self.run_id, ref, reason)
             cls = ItemSkipped if state == "skipped" else ItemBlocked
@@ -326,7 +338,7 @@ class RowWorker:
         jira = UserJira(self.executor, site, row.account_id, deadline=self.deadline)
         try:
             value = await action.func(jira, row)
-        except (UserRefusedError, BlockedEnvironmentError, SystemTokenError):
+        except (UserRefusedError, BlockedEnvironmentError, SystemTokenError, GatewayError):
             raise
         except JiraCallError as exc:
             await self._failed(ref, str(exc), "")
@@ -376,6 +388,14 @@ class RowWorker:
         await self.journal.mark_uncertain(self.run_id, ref, reason)
         self._emit(ItemUncertain(site=ref.site, account=ref.account_id, row=ref.row_key,
                                  action=ref.action, reason=reason))
+
+
+def _mint_failure(exc: GatewayError | TransportError, minter: Minter) -> tuple[str, str]:
+    """The state and reason of the items of a user whose mint failed for good."""
+    if minter.blocked is not None:
+        return ("blocked", "environment blocked")
+    reason = f"mint failed: {exc.reason if isinstance(exc, TransportError) else exc}"
+    return ("blocked" if isinstance(exc, GatewayRefusalError) else "failed", reason)
 
 
 def _future(done: Awaitable[object]) -> asyncio.Future[object]:

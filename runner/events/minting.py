@@ -99,7 +99,8 @@ class MintSystemTokenRejected(MintRetry):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MintFailed(Event):
-    """A mint's retries are spent (5xx, timeouts, resets): the item's call fails with it."""
+    """A user's mint failed for good (retries spent, or an answer that is not the gateway's):
+    that user's items fail with it. ``kind`` groups alike failures; ``in_a_row`` counts them."""
 
     name: ClassVar[str] = "mint.failed"
     level: ClassVar[int] = ERROR
@@ -107,4 +108,5 @@ class MintFailed(Event):
     site: str
     account: str
     reason: str
-    attempts: int
+    kind: str = ""
+    in_a_row: int = 1

@@ -2,15 +2,20 @@
 
 The gateway fails in HTTP 200 as often as not (atlassian-facts.md section 1), so the body
 decides, not the status. Every answer becomes one of the outcomes below; what no rule
-recognises raises ``GatewayError``, and what may never have been processed (5xx, timeout,
-reset) raises ``TransportError``. The client never retries or sleeps: that is the minter's
-policy. Outcomes carry the gateway's ``request_id``/``trace_id`` for support; the token itself
-only lives in ``Minted.token``, which no repr shows.
+recognises raises ``GatewayError`` (``GatewayRefusalError`` for a refusal whose text no
+``[gateway_messages]`` pattern matches), and what may never have been processed (5xx, timeout,
+reset) raises ``TransportError`` (``RequestNotSentError`` when no connection could be made).
+Every ``GatewayError`` reason opens with what was wrong, before any ``:`` and the detail, so
+that failures of one kind can be told apart from another's. The client never retries or
+sleeps: that is the minter's policy. Outcomes carry the gateway's ``request_id``/``trace_id``
+for support; the token itself only lives in ``Minted.token``, which no repr shows.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -20,7 +25,7 @@ from typing import Any, Literal
 import aiohttp
 
 from runner.config.configfile import GatewayMessages
-from runner.errors import GatewayError, TransportError
+from runner.errors import GatewayError, GatewayRefusalError, RequestNotSentError, TransportError
 from runner.retry import parse_reset, parse_retry_after
 
 # The documented operation, field for field: selecting anything the schema lacks would make the
@@ -137,6 +142,10 @@ class GatewayClient:
                 text = await resp.text()
                 status = resp.status
                 resp_headers: Mapping[str, str] = resp.headers
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # No connection (a connect timeout is a TimeoutError too, hence first): the gateway
+            # is down, the URL is wrong, or a proxy is in the way.
+            raise RequestNotSentError("gateway mint", f"not sent: {_no_connection(exc)}") from exc
         except TimeoutError as exc:
             raise TransportError("gateway mint", "timed out") from exc
         except aiohttp.ClientError as exc:
@@ -191,7 +200,7 @@ class GatewayClient:
             return self._rate_limited(headers, now, ids, graphql=True)
         if any(p.search(message) for p in self._user):
             return UserRefused(message, ids)
-        raise GatewayError(f"unrecognised failure: {message}", **_id_kwargs(ids))
+        raise GatewayRefusalError(f"unrecognised refusal: {message}", **_id_kwargs(ids))
 
     def _minted(self, result: Mapping[str, Any], sent_at: float, ids: GatewayIds) -> Minted:
         auth = result.get("authToken")
@@ -199,8 +208,12 @@ class GatewayClient:
         ttl = auth.get("ttl") if isinstance(auth, dict) else None
         if not isinstance(token, str) or not token:
             raise GatewayError("success without a token", **_id_kwargs(ids))
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
-            raise GatewayError(f"success with a bad ttl ({ttl!r})", **_id_kwargs(ids))
+        # NaN compares false with everything, so ``ttl <= 0`` alone would let it through, and a
+        # token that never counts as fresh is minted again on every call.
+        if (isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl)
+                or ttl <= 0):
+            raise GatewayError(f"success with a bad ttl: {ttl!r} (expected seconds > 0)",
+                               **_id_kwargs(ids))
         return Minted(token, float(ttl), sent_at, ids.request_id, ids.trace_id)
 
     @staticmethod
@@ -219,6 +232,15 @@ class GatewayClient:
         else:
             shape = "backoff"
         return MintRateLimited(retry_after, reset_at, shape, ids)
+
+
+def _no_connection(exc: aiohttp.ClientError) -> str:
+    """Why no connection was made, short: the OS's words ("Connection refused") when it gave
+    an error number, else aiohttp's."""
+    os_error = getattr(exc, "os_error", None)
+    if isinstance(os_error, OSError) and os_error.errno and os_error.errno > 0:
+        return os.strerror(os_error.errno).lower()
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _json_object(text: str) -> dict[str, Any] | None:

@@ -10,7 +10,16 @@ environment's mint bucket, and acts on the gateway's answer:
 - system token refused (401): read a fresh one and try once more;
 - user refused: ``UserRefusedError``, remembered so that user is never minted again;
 - context refused: the environment is blocked at this first refusal; every current and later
-  call raises ``BlockedEnvironmentError`` with a diagnostic, and no further mint is sent.
+  call raises ``BlockedEnvironmentError`` with a diagnostic, and no further mint is sent;
+- failed for good (an answer no rule understands, ``GatewayError``; or a transport failure once
+  the policy's attempts or deadline are spent): that user's mints fail with the reason, now
+  and for the rest of the run, and other users go on. But the gateway itself is unusable when
+  no connection could be made, or when ``block_after_failed_mints`` users in a row failed the
+  same way: the environment is blocked, as by a context refusal, with a one-line diagnostic;
+- no system token within ``max_wait_s``: the environment is blocked too.
+
+Once blocked, every mint still waiting (for the probe gate, a bucket slot, a system token, a
+retry's backoff) ends at once with ``BlockedEnvironmentError``: none takes a slot.
 
 Until one mint has succeeded in a context ARI, mints in it go one at a time, so a wrong ARI or
 missing scopes cost exactly one refused mint, not one per worker in flight.
@@ -20,9 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -31,6 +40,8 @@ from runner.budgets.mint import MintBucket, MintBuckets
 from runner.config.configfile import Config, EnvironmentConfig, RetryPolicy, SiteConfig
 from runner.errors import (
     BlockedEnvironmentError,
+    GatewayError,
+    RequestNotSentError,
     SystemTokenError,
     TransportError,
     UserRefusedError,
@@ -47,6 +58,7 @@ from runner.events import (
 )
 from runner.events import MintRateLimited as MintRateLimitedEvent
 from runner.logs.redact import register_secret
+from runner.minting.failures import MintFailure, again, context_diagnostic, failure_kind
 from runner.minting.gateway import (
     ContextRefused,
     GatewayClient,
@@ -60,7 +72,7 @@ from runner.minting.system_tokens import SystemTokenProvider
 from runner.minting.user_tokens import TokenCache
 from runner.retry import Retry, RetryLoop, rate_limit_delay
 
-_WORKSPACE_ARI = re.compile(r"^ari:cloud:jira:[^:/\s]+:workspace/[^/\s]+$")
+T = TypeVar("T")
 
 
 class Minter:
@@ -94,6 +106,10 @@ class Minter:
         self._refused: dict[tuple[str, str], tuple[str, str | None]] = {}
         self._proven: set[str] = set()  # context ARIs a mint has succeeded in
         self._probes: dict[str, asyncio.Lock] = {}
+        # Users whose mint failed for good: how to raise their failure again.
+        self._failed: dict[tuple[str, str], Callable[[], MintFailure]] = {}
+        self._in_a_row: tuple[str, int] = ("", 0)  # the last final failure's kind, and how often
+        self._waits: set[asyncio.Timeout] = set()  # mints waiting their turn, ended on a block
 
     @classmethod
     def from_config(
@@ -146,6 +162,9 @@ class Minter:
         refused = self._refused.get((site.name, account_id))
         if refused is not None:
             raise UserRefusedError(account_id, *refused)
+        failed = self._failed.get((site.name, account_id))
+        if failed is not None:
+            raise failed()
         key = (self.environment.name, site.name, account_id)
         return await self.cache.get(key, lambda: self._mint(site, account_id))
 
@@ -156,6 +175,19 @@ class Minter:
     # -- one mint, with its retries -------------------------------------------------------
 
     async def _mint(self, site: SiteConfig, account_id: str) -> Minted:
+        try:
+            minted = await self._mint_retrying(site, account_id)
+        except SystemTokenError as exc:
+            self._block_with(f"no system token to mint with: {exc.reason}; check "
+                             f"environments.{self.environment.name}.system_token")
+            raise
+        except (GatewayError, TransportError) as exc:
+            self._failed_for_good(site, account_id, exc)
+            raise
+        self._in_a_row = ("", 0)
+        return minted
+
+    async def _mint_retrying(self, site: SiteConfig, account_id: str) -> Minted:
         env = self.environment.name
         loop = RetryLoop(self._retry, self._clock)
         fresh_system_token = False
@@ -193,33 +225,51 @@ class Minter:
                                      reset_at=None, now=now, attempt=loop.attempts + 1,
                                      rng=self._rng)
             if loop.admit(Retry(delay, outcome.reason)) is not None:
-                self._emit(MintFailed(environment=env, site=site.name, account=account_id,
-                                      reason=outcome.reason, attempts=loop.attempts))
-                raise outcome
+                raise outcome  # reported as MintFailed by ``_mint``
             self._emit(MintRetry(environment=env, reason=outcome.reason, attempt=loop.attempts,
                                  site=site.name, account=account_id, delay_s=round(delay, 2)))
-            await self._clock.sleep(delay)
+            await self._unless_blocked(self._clock.sleep(delay))
 
     async def _send(self, site: SiteConfig, account_id: str) -> MintOutcome | TransportError:
         """One mint through the probe gate and the bucket; a transport failure is returned."""
         ari = site.context_ari
-        async with self._gate(ari):
-            self._raise_if_blocked()
-            async with self.bucket.slot():
-                # The environment may have been blocked while this mint waited for its slot;
-                # the system token is read only now, so a long wait can't outlive it.
-                self._raise_if_blocked()
-                system_token = await self._system_tokens.get()
-                try:
-                    outcome = await self._gateway.mint(system_token, ari, account_id)
-                except TransportError as exc:
-                    return exc
+        async with AsyncExitStack() as held:
+            system_token = await self._unless_blocked(self._take_turn(held, ari))
+            try:
+                outcome = await self._gateway.mint(system_token, ari, account_id)
+            except TransportError as exc:
+                return exc
             if isinstance(outcome, SystemTokenRejected):
                 self._system_tokens.invalidate(system_token)
             elif isinstance(outcome, Minted):
                 register_secret(outcome.token)
                 self._proven.add(ari)
             return outcome
+
+    async def _take_turn(self, held: AsyncExitStack, ari: str) -> str:
+        """Wait for the probe gate and a bucket slot (kept in ``held`` for the send), then for
+        a system token: read only now, so a long wait for the slot can't outlive it."""
+        await held.enter_async_context(self._gate(ari))
+        self._raise_if_blocked()
+        await held.enter_async_context(self.bucket.slot())
+        self._raise_if_blocked()
+        return await self._system_tokens.get()
+
+    async def _unless_blocked(self, wait: Coroutine[Any, Any, T]) -> T:
+        """Await ``wait``, ended at once by a block of the environment: work waiting its turn
+        is blocked then and there, not one at a time as each wait would end."""
+        window = asyncio.timeout(None)
+        try:
+            async with window:
+                self._waits.add(window)
+                try:
+                    return await wait
+                finally:
+                    self._waits.discard(window)
+        except TimeoutError:
+            if window.expired() and self._blocked is not None:
+                raise BlockedEnvironmentError(self.environment.name, self._blocked) from None
+            raise
 
     @asynccontextmanager
     async def _gate(self, ari: str) -> AsyncIterator[None]:
@@ -261,39 +311,40 @@ class Minter:
         if self._blocked is not None:
             raise BlockedEnvironmentError(self.environment.name, self._blocked)
 
+    def _block_with(self, diagnostic: str) -> BlockedEnvironmentError:
+        """Block the environment (the first reason stays) and end every mint waiting its turn."""
+        if self._blocked is None:
+            self._blocked = diagnostic
+            now = asyncio.get_running_loop().time()
+            for window in list(self._waits):
+                window.reschedule(now)
+        return BlockedEnvironmentError(self.environment.name, self._blocked)
+
+    def _failed_for_good(self, site: SiteConfig, account_id: str, exc: MintFailure) -> None:
+        """Remember ``account_id``'s failure; block the environment if the gateway itself is
+        at fault: unreachable, or the same failure for several users in a row."""
+        env = self.environment
+        self._failed[(site.name, account_id)] = again(exc)
+        kind = failure_kind(exc)
+        last, count = self._in_a_row
+        count = count + 1 if kind == last else 1
+        self._in_a_row = (kind, count)
+        self._emit(MintFailed(environment=env.name, site=site.name, account=account_id,
+                              reason=exc.reason, kind=kind, in_a_row=count))
+        check = (f"check environments.{env.name}.gateway_url, the network and any proxy in "
+                 "between")
+        if isinstance(exc, RequestNotSentError):
+            self._block_with(f"the gateway at {env.gateway_url} is unreachable ({exc.reason}); "
+                             f"{check}")
+        elif count >= env.block_after_failed_mints:
+            self._block_with(f"the gateway at {env.gateway_url} failed the mints of {count} "
+                             f"users in a row the same way ({exc.reason}); {check}")
+
     def _block(self, site: SiteConfig, outcome: ContextRefused) -> BlockedEnvironmentError:
         env = self.environment.name
         if self._blocked is None:
-            self._blocked = context_diagnostic(site, outcome)
             self._emit(MintContextRefused(environment=env, aris=tuple(outcome.context_aris),
                                           message=outcome.message, site=site.name,
                                           request_id=outcome.ids.request_id,
                                           trace_id=outcome.ids.trace_id))
-        return BlockedEnvironmentError(env, self._blocked)
-
-
-def context_diagnostic(site: SiteConfig, outcome: ContextRefused) -> str:
-    """What to check when the gateway can't load the app user's permissions: the ARIs sent
-    and the four causes found for that message (atlassian-facts.md section 1)."""
-    aris = ", ".join(outcome.context_aris)
-    expected = f"ari:cloud:jira:{site.cloud_id}:workspace/{site.cloud_id}"
-    form_ok = all(_WORKSPACE_ARI.match(a) for a in outcome.context_aris)
-    form = (
-        "the ARI has the workspace form; check it names this site's cloud ID"
-        if form_ok
-        else f"the ARI sent is not of the workspace form; expected {expected}"
-    )
-    ids = ""
-    if outcome.ids.request_id or outcome.ids.trace_id:
-        ids = f"\n  request_id={outcome.ids.request_id} trace_id={outcome.ids.trace_id}"
-    return (
-        f"the gateway refused a mint on site {site.name}: {outcome.message}\n"
-        f"  context ARIs sent: [{aris}]{ids}\n"
-        "  check, in order:\n"
-        f"  1. ARI form (sites.{site.name}.context_ari): {form}.\n"
-        "  2. Impersonation scopes: the manifest's permissions.scopes is a map and every scope "
-        "the job uses has allowImpersonation: true.\n"
-        "  3. Deployed: `forge deploy` ran for this environment after that manifest change.\n"
-        "  4. Installation upgraded: `forge install --upgrade` ran on the site so it uses the "
-        "version with those scopes."
-    )
+        return self._block_with(context_diagnostic(site, outcome))

@@ -275,3 +275,15 @@ def test_run_refuses_a_bad_config_before_opening_a_run(
     assert code == 2, err
     assert f"{config}: {key}: expected " in err
     assert not (tmp_path / "state.db").exists()
+
+
+def test_block_after_failed_mints_is_read_and_checked(tmp_path: Path) -> None:
+    """An environment's block_after_failed_mints defaults to 3, is read when given, and must
+    be an integer of at least 1."""
+    assert load_config(write(tmp_path, MINIMAL)).environments["prod"].block_after_failed_mints \
+        == 3
+    given = MINIMAL.replace('system_token = {', 'block_after_failed_mints = 7\nsystem_token = {')
+    assert load_config(write(tmp_path, given)).environments["prod"].block_after_failed_mints == 7
+    err = error_for(tmp_path, given.replace("= 7", "= 0"))
+    assert err.key == "environments.prod.block_after_failed_mints"
+    assert "an integer >= 1" in err.expected

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from runner.config.configfile import GatewayMessages
-from runner.errors import GatewayError, TransportError
+from runner.errors import GatewayError, GatewayRefusalError, RequestNotSentError, TransportError
 from runner.minting.gateway import (
     MUTATION,
     ContextRefused,
@@ -38,6 +38,7 @@ from runner.sandbox.testing import (
     site_ari,
     workspace_ari,
 )
+from tests.minting.gatewayproxy import closed_port_url
 
 ARI = workspace_ari(CLOUD_A)
 
@@ -249,3 +250,30 @@ async def test_an_echoed_system_token_never_reaches_the_error() -> None:
     with pytest.raises(GatewayError) as caught:
         await mint_via(reply(400, "bad token: system-token-value"))
     assert "system-token-value" not in str(caught.value)
+
+
+@pytest.mark.parametrize("ttl", ["0", "-5", "NaN", "Infinity", '"soon"', "null", None])
+async def test_a_ttl_that_is_not_finite_and_positive_is_refused(ttl: str | None) -> None:
+    """A success whose ttl is 0, negative, NaN, infinite, a string, null or missing raises a
+    GatewayError naming the ttl, instead of a token that would never count as fresh."""
+    auth = '{"token": "t"}' if ttl is None else '{"token": "t", "ttl": ' + ttl + "}"
+    text = ('{"data": {"offlineUserAuthToken": {"success": true, "errors": null, '
+            '"authToken": ' + auth + "}}}")
+    with pytest.raises(GatewayError, match="bad ttl"):
+        await mint_via(reply(200, text))
+
+
+async def test_an_unrecognised_refusal_is_a_gateway_refusal_error() -> None:
+    """A refusal whose message no [gateway_messages] pattern matches raises
+    GatewayRefusalError, which the engine blocks rather than fails."""
+    body = {"data": {"offlineUserAuthToken": {"success": False, "errors": [
+        {"message": "Something nobody has seen before"}], "authToken": None}}}
+    with pytest.raises(GatewayRefusalError, match="nobody has seen"):
+        await mint_via(reply(200, body))
+
+
+async def test_no_connection_is_request_not_sent() -> None:
+    """A gateway URL nothing listens at raises RequestNotSentError: surely nothing was sent."""
+    async with client(closed_port_url(), 5.0) as gw:
+        with pytest.raises(RequestNotSentError, match="not sent"):
+            await gw.mint("system-token-value", ARI, ACME_ACTIVE[0])
