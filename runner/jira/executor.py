@@ -146,8 +146,10 @@ class CallExecutor:
                     permit.spent()
                     sends += 1
                     answer = await self._send(site, token, request)
-            except PastDeadline:
-                break
+            except PastDeadline as exc:
+                left = exc.until - self._clock.now()
+                return self._deadline(loop, ctx, f"the budget it needs is paused for another "
+                                      f"{left:.0f} s, past the run's deadline")
             if isinstance(answer, TransportError):
                 self._pacer.observe(site.name, request, None)
                 if not (request.idempotent or isinstance(answer, RequestNotSentError)):
@@ -155,9 +157,11 @@ class CallExecutor:
                 step: CallResult | Retry = Retry(
                     retry_delay(self._policy, loop.attempts + 1, rng=self._rng), answer.reason)
                 status: int | None = None
+                asked: float | None = None
             else:
                 now = self._clock.now()
                 outcome = classify(request, answer, now, site=site.name)
+                asked = outcome.retry_after_s if isinstance(outcome, RateLimited) else None
                 self._observer.event("jira.call", **ctx, status=answer.status)
                 status = answer.status
                 if isinstance(outcome, Unauthorized):
@@ -184,6 +188,9 @@ class CallExecutor:
                 return Failed(f"attempts: {step.reason}", status, (), loop.attempts,
                               loop.deferrals)
             if refused is not None:
+                if asked is not None and not step.spends:
+                    return self._deadline(loop, ctx, f"the server asked to wait {asked:g} s "
+                                          "(Retry-After), past the run's deadline")
                 break
             if step.spends:
                 self._observer.event("jira.retry", site=ctx["site"], template=ctx["template"],
@@ -233,15 +240,18 @@ class CallExecutor:
             return Failed(f"http {outcome.status}", outcome.status, outcome.messages,
                           loop.attempts + 1, loop.deferrals)
         assert isinstance(outcome, Transient)
-        reason = f"http {outcome.status}"
+        reason = f"http {outcome.status}" + (f" with {outcome.problem}" if outcome.problem
+                                             else "")
         if not request.idempotent:
             return self._uncertain(reason, outcome.status, loop, ctx)
         return Retry(retry_delay(self._policy, loop.attempts + 1,
                                  retry_after_s=outcome.retry_after_s, rng=self._rng), reason)
 
-    def _deadline(self, loop: RetryLoop, ctx: Mapping[str, str]) -> Failed:
-        log.warning("runner.jira.failed", **ctx, reason="deadline", deferrals=loop.deferrals)
-        return Failed("deadline", None, (), loop.attempts, loop.deferrals)
+    def _deadline(self, loop: RetryLoop, ctx: Mapping[str, str], why: str | None = None
+                  ) -> Failed:
+        log.warning("runner.jira.failed", **ctx, reason="deadline", deferrals=loop.deferrals,
+                    why=why)
+        return Failed("deadline", None, (why,) if why else (), loop.attempts, loop.deferrals)
 
     def _uncertain(
         self, reason: str, status: int | None, loop: RetryLoop, ctx: Mapping[str, str]
