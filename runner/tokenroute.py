@@ -9,11 +9,20 @@ the core (config, system-token provider) never imports the server.
     200 {"token": "...", "expires_at": 1767225600}   the freshest token held (maybe expired:
                                                       the caller's provider judges and waits)
     404 {"error": "..."}                               none held yet for that installation
-    401 / 403                                          wrong secret / not a loopback peer
+
+    POST /system-token/refused  {"installation": "<ARI>", "digest": "<SHA-256 hex of the token>"}
+    204                                               the gateway refused that token: serve
+                                                      drops it and never hands it out again
+    400 {"error": "..."}                               not such a body
+
+    401 / 403 (either route)                           wrong secret / not a loopback peer
+
+A refusal names the token by its digest, so the token itself never travels again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -27,6 +36,7 @@ from runner.errors import SystemTokenError
 from runner.logs.redact import register_secret
 
 PATH = "/system-token"
+REFUSED_PATH = "/system-token/refused"
 SECRET_HEADER = "X-Forge-Runner-Secret"
 
 
@@ -73,6 +83,11 @@ def secret_ref(t: Table, base: Path, required: bool) -> SecretRef | None:
         path = Path(file).expanduser()
         path = path if path.is_absolute() else base / path
     return SecretRef(env=env, file=path)
+
+
+def token_digest(token: str) -> str:
+    """How a refusal names a token: its SHA-256, hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def is_loopback(host: str) -> bool:
@@ -126,3 +141,27 @@ async def fetch_system_token(url: str, installation_id: str, secret: str,
         raise SystemTokenError(environment, f"{where} answered without a token")
     register_secret(token)
     return token
+
+
+async def report_refused_token(url: str, installation_id: str, token: str, secret: str,
+                               environment: str) -> None:
+    """Tell the serve process at ``url`` that the gateway refused ``token`` (by its digest), so
+    it drops it. SystemTokenError when it can't be told."""
+    where = f"the serve process at {url}"
+    body = {"installation": installation_id, "digest": token_digest(token)}
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{url}{REFUSED_PATH}", json=body, headers={SECRET_HEADER: secret},
+                         allow_redirects=False) as resp,
+        ):
+            status = resp.status
+    except aiohttp.ClientError as exc:
+        raise SystemTokenError(environment, f"{where} is unreachable ({type(exc).__name__})") \
+            from None
+    if status in (401, 403):
+        raise SystemTokenError(environment, f"{where} refused us (HTTP {status}; check the "
+                               "shared secret)")
+    if status != 204:
+        raise SystemTokenError(environment, f"{where} answered HTTP {status} to a refused "
+                               "token's report")

@@ -15,7 +15,13 @@ from typing import Any, Protocol
 
 from runner.jira.client import JiraRequest
 from runner.job.sources import Row
-from runner.job.templates import JsonTemplate, Template, TemplateError, path_segment
+from runner.job.templates import (
+    JsonTemplate,
+    Template,
+    TemplateError,
+    dot_segment_problem,
+    path_segment,
+)
 
 # The entity property every create carries, so a create whose outcome is unknown can be found
 # (by `issue.property[forge-runner.item].item = "<item key>"`) before it is sent again.
@@ -103,6 +109,9 @@ def fill(param: str, template: Template, fields: Mapping[str, str], *, nonempty:
 def fill_segment(param: str, template: Template, fields: Mapping[str, str]) -> tuple[str, str]:
     """A parameter that goes into the URL path: (value, percent-encoded value)."""
     value = fill(param, template, fields)
+    problem = dot_segment_problem(value, template)
+    if problem:
+        raise RenderError(param, problem)
     return value, path_segment(value)
 
 

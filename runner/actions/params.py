@@ -14,7 +14,7 @@ from typing import Any
 from runner.actions.adf import EXPECTED as ADF_EXPECTED
 from runner.actions.adf import adf_problem, is_empty, text_to_adf
 from runner.actions.base import RenderError, fill
-from runner.config.tables import MISSING, Table, describe
+from runner.config.tables import MISSING, Table, describe, excerpt
 from runner.job.templates import JsonTemplate, Template, TemplateError
 
 TEMPLATE = "a template: text with {column} placeholders"
@@ -33,7 +33,7 @@ class Params:
             return
         unknown = sorted(placeholders - self.columns)
         if unknown:
-            known = ", ".join(sorted(self.columns)) or "none"
+            known = excerpt(", ".join(sorted(self.columns))) or "none"
             found = ", ".join(f"{{{u}}}" for u in unknown)
             raise self.t.error(name, f"placeholders naming source columns ({known})", found)
 

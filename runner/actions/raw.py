@@ -30,7 +30,13 @@ from runner.actions.base import (
 from runner.actions.params import Params
 from runner.config.tables import Table, describe
 from runner.jira.client import JiraRequest
-from runner.job.templates import JsonTemplate, Template, TemplateError, path_segment
+from runner.job.templates import (
+    JsonTemplate,
+    Template,
+    TemplateError,
+    dot_segment_problem,
+    path_segment,
+)
 
 if TYPE_CHECKING:
     from runner.job.sources import Row
@@ -148,7 +154,7 @@ class RequestAction(Templated):
     def render(self, row: Row, item_key: str) -> JiraRequest:
         f = row.fields
         try:
-            path = "/".join(s.render(f, path_segment) for s in self.path)
+            path = "/".join(_segment(s, f) for s in self.path)
             query = {k: v.render(f) for k, v in self.query.items()}
             body = self.body.render(f) if self.body is not None else None
         except TemplateError as exc:
@@ -162,6 +168,16 @@ class RequestAction(Templated):
         issue = fill("issue", self.issue, f) if self.issue is not None else None
         return self.request(self.method, path, self.template, query=query, json=body,
                             cost=self.cost, issue=issue)
+
+
+def _segment(template: Template, fields: Mapping[str, str]) -> str:
+    """One path segment, filled in and percent-encoded; a row value may not make it a dot
+    segment (``..`` would turn ``DELETE .../comment/{id}`` into ``DELETE .../issue/KEY/``)."""
+    if template.placeholders:
+        problem = dot_segment_problem(template.render(fields), template)
+        if problem:
+            raise RenderError("path", problem)
+    return template.render(fields, path_segment)
 
 
 def _query_text(t: Table, key: str, value: Any) -> str:

@@ -5,6 +5,8 @@
 Each item with its row key, action, account, site, state, reason and detail. Items are streamed
 from the journal a page at a time, so a report of a million failures needs no more memory than
 one of ten. Nothing in it can hold a token: the journal stores reasons and results redacted.
+In CSV, a text value that a spreadsheet would read as a formula (it starts with = + - @, a tab
+or a carriage return: a row key ``=HYPERLINK(...)``) is written with a ``'`` in front.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ async def _write(
         writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
         writer.writeheader()
         async for record in items:
-            writer.writerow(item_row(record))
+            writer.writerow({k: _inert(v) for k, v in item_row(record).items()})
     else:
         # Streamed: the head, then one item per line, then the tail.
         head = json.dumps({**run_json(run), "states": [str(s) for s in states]}, indent=2)
@@ -131,3 +133,14 @@ def item_row(record: ItemRecord) -> dict[str, Any]:
         "attempts": record.attempts,
         "updated_at": iso(record.updated_at),
     }
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(value: Any) -> Any:
+    """A text value a spreadsheet would run as a formula, prefixed with ``'`` (as spreadsheet
+    exporters do); numbers and other values as they are."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value

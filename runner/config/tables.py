@@ -45,6 +45,12 @@ def describe(value: Any) -> str:
     return f"{text} ({kind})" if not isinstance(value, dict | list) else f"{kind} {text}"
 
 
+def excerpt(text: str, limit: int = 80) -> str:
+    """At most ``limit`` characters of ``text`` (then "…"): a message quotes the start of a
+    line that turned out not to be what was expected, never the whole of it."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 class Table:
     """One table of a parsed TOML document, at key path ``path`` ("" for the document)."""
 

@@ -4,7 +4,8 @@
 or sleeps (that is the caller's policy, ``runner.jira.executor``). Failing to get an answer at
 all is a ``TransportError`` (``RequestNotSentError`` when the connection was never made, so
 nothing was sent). ``classify`` turns an answer into an ``Outcome``: ok, rate-limited (with the
-scope that was limited), unauthorized, permanent or transient.
+scope that was limited), unauthorized, permanent or transient. A 2xx whose body is text, not
+JSON (a proxy's HTML page), is transient: nothing says Jira did the work, or what it created.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from runner.config.configfile import SiteConfig
 from runner.errors import RequestNotSentError, TransportError
 from runner.jira.ratelimit import RateLimitInfo, Scope, parse_rate_limit, scope_for_429
+from runner.logs.redact import redact
 
 # Enough of a non-JSON error body to say what went wrong, not enough to flood a log.
 _TEXT_MESSAGE_LIMIT = 300
@@ -171,10 +173,12 @@ class Permanent:
 
 @dataclass(frozen=True)
 class Transient:
-    """The server failed (5xx, 408); the same request may succeed later."""
+    """The server failed (5xx, 408, a 2xx that is not JSON); the same request may succeed
+    later. ``problem`` says what was wrong when the status alone does not."""
 
     status: int
     retry_after_s: float | None
+    problem: str | None = None
 
 
 Outcome = Ok | RateLimited | Unauthorized | Permanent | Transient
@@ -187,6 +191,8 @@ def classify(request: JiraRequest, response: JiraResponse, now: float, *, site: 
     """
     status = response.status
     if 200 <= status < 300:
+        if isinstance(response.body, str):
+            return Transient(status, None, "an answer that is not JSON")
         return Ok(response)
     if status == 429:
         info = parse_rate_limit(response.headers, now)
@@ -217,7 +223,8 @@ def error_messages(body: Any) -> tuple[str, ...]:
             messages.append(body["message"])
         return tuple(messages)
     if isinstance(body, str) and body.strip():
-        return (body.strip()[:_TEXT_MESSAGE_LIMIT],)
+        # Redacted before it is cut: a token cut in two no longer matches what hides it.
+        return (redact(body.strip())[:_TEXT_MESSAGE_LIMIT],)
     return ()
 
 

@@ -157,8 +157,10 @@ class CallExecutor:
                     permit.spent()
                     sends += 1
                     answer = await self._send(site, token, request)
-            except PastDeadline:
-                break
+            except PastDeadline as exc:
+                left = exc.until - self._clock.now()
+                return self._deadline(loop, ctx, f"the budget it needs is paused for another "
+                                      f"{left:.0f} s, past the run's deadline")
             if isinstance(answer, TransportError):
                 self._pacer.observe(site.name, request, None)
                 if not (request.idempotent or isinstance(answer, RequestNotSentError)):
@@ -166,9 +168,11 @@ class CallExecutor:
                 step: CallResult | Retry = Retry(
                     retry_delay(self._policy, loop.attempts + 1, rng=self._rng), answer.reason)
                 status: int | None = None
+                asked: float | None = None
             else:
                 now = self._clock.now()
                 outcome = classify(request, answer, now, site=site.name)
+                asked = outcome.retry_after_s if isinstance(outcome, RateLimited) else None
                 self._emit(JiraCall(**ctx, status=answer.status))
                 status = answer.status
                 if isinstance(outcome, Unauthorized):
@@ -192,6 +196,9 @@ class CallExecutor:
                 return self._failed(ctx, Failed(f"attempts: {step.reason}", status, (),
                                                 loop.attempts, loop.deferrals))
             if refused is not None:
+                if asked is not None and not step.spends:
+                    return self._deadline(loop, ctx, f"the server asked to wait {asked:g} s "
+                                          "(Retry-After), past the run's deadline")
                 break
             if on_wait is not None:
                 on_wait()
@@ -238,14 +245,17 @@ class CallExecutor:
             return self._failed(ctx, Failed(f"http {outcome.status}", outcome.status,
                                             outcome.messages, loop.attempts + 1, loop.deferrals))
         assert isinstance(outcome, Transient)
-        reason = f"http {outcome.status}"
+        reason = f"http {outcome.status}" + (f" with {outcome.problem}" if outcome.problem
+                                             else "")
         if not request.idempotent:
             return self._uncertain(reason, outcome.status, loop, ctx)
         return Retry(retry_delay(self._policy, loop.attempts + 1,
                                  retry_after_s=outcome.retry_after_s, rng=self._rng), reason)
 
-    def _deadline(self, loop: RetryLoop, ctx: Mapping[str, Any]) -> Failed:
-        return self._failed(ctx, Failed("deadline", None, (), loop.attempts, loop.deferrals))
+    def _deadline(self, loop: RetryLoop, ctx: Mapping[str, Any], why: str | None = None
+                  ) -> Failed:
+        return self._failed(ctx, Failed("deadline", None, (why,) if why else (), loop.attempts,
+                                        loop.deferrals))
 
     def _failed(self, ctx: Mapping[str, Any], failed: Failed, *,
                 category: str | None = None) -> Failed:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from runner.actions import Action, PythonAction, RenderError, build_action
 from runner.config.configfile import Config
-from runner.config.tables import Table, describe
+from runner.config.tables import Table, describe, excerpt
 from runner.errors import JobError
 from runner.jira.client import JiraRequest
 from runner.job.accounts import account_id_problem
@@ -88,9 +88,10 @@ def load_job(path: str | Path, config: Config) -> Job:
     columns = frozenset(source.columns)
     if ACCOUNT_COLUMN not in columns:
         raise error("source", f"a source with an {ACCOUNT_COLUMN} column",
-                    f"the columns {', '.join(source.columns) or '(none)'}")
+                    f"the columns {excerpt(', '.join(source.columns)) or '(none)'}")
     if row_key is not None and row_key not in columns:
-        raise error("row_key", f"one of the source's columns ({', '.join(source.columns)})",
+        raise error("row_key", f"one of the source's columns "
+                    f"({excerpt(', '.join(source.columns))})",
                     repr(row_key))
     if len(sites) > 1 and SITE_COLUMN not in columns:
         raise error("sites", f"a '{SITE_COLUMN}' column in the source saying each row's site "

@@ -20,6 +20,7 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, Protocol
 
+from runner.config.tables import excerpt
 from runner.errors import JobError
 
 ACCOUNT_COLUMN = "account_id"
@@ -86,7 +87,7 @@ def _columns_problem(columns: Sequence[str]) -> str | None:
         if not name.strip():
             return f"column {i + 1} has no name"
         if name in seen:
-            return f"column {name!r} appears twice"
+            return f"column {excerpt(name)!r} appears twice"
         seen.add(name)
     return None
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
@@ -26,6 +26,32 @@ class TemplateError(ValueError):
 @dataclass(frozen=True)
 class _Field:
     name: str
+
+
+_DOT_SEGMENTS = frozenset({".", ".."})
+
+
+def dot_segment(value: str) -> bool:
+    """True when ``value`` as a URL path segment would be read as ``.`` or ``..``, which
+    remove a segment instead of naming one: as written, or once percent-decoded (a server or
+    proxy along the way may decode it, once or more)."""
+    for _ in range(3):
+        if value in _DOT_SEGMENTS:
+            return True
+        decoded = unquote(value)
+        if decoded == value:
+            return False
+        value = decoded
+    return value in _DOT_SEGMENTS
+
+
+def dot_segment_problem(value: str, template: Template) -> str | None:
+    """What is wrong with ``value`` (``template`` rendered) as one path segment, or None."""
+    if not dot_segment(value):
+        return None
+    columns = ", ".join(sorted(template.placeholders)) or "(none)"
+    return (f"expected a path segment other than '.' or '..' (it would remove a segment of "
+            f"the URL), found {value!r} from column {columns}")
 
 
 def path_segment(value: str) -> str:

@@ -26,6 +26,7 @@ import aiohttp
 
 from runner.config.configfile import GatewayMessages
 from runner.errors import GatewayError, GatewayRefusalError, RequestNotSentError, TransportError
+from runner.logs.redact import redact
 from runner.retry import parse_reset, parse_retry_after
 
 # The documented operation, field for field: selecting anything the schema lacks would make the
@@ -313,5 +314,6 @@ def _excerpt(text: str, secret: str) -> str:
     misbehaving server echoed it back."""
     if secret:
         text = text.replace(secret, "[system token]")
-    text = " ".join(text.split())
+    # Redacted before it is cut: a token cut in two no longer matches what hides it.
+    text = redact(" ".join(text.split()))
     return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "..."

@@ -5,7 +5,8 @@ refresh endpoint (atlassian-facts.md section 2). So the provider reads whatever 
 source (an environment variable, a file, a command, or a ``forge-runner serve`` process on this
 host, over loopback) holds now, reads it again when the token nears its ``exp`` or the gateway
 answers 401, and, while no valid token is to be had, waits for one (polling the source with
-backoff) instead of failing the work, up to ``max_wait_s``.
+backoff) instead of failing the work, up to ``max_wait_s``. A serve process is told of a token
+the gateway refused before it is asked again, so it drops that token for every job it serves.
 
 The token is treated as opaque apart from the JWT ``exp``, read without verifying anything: the
 gateway is the one that checks it. A token that is not a JWT is accepted with unknown expiry.
@@ -34,7 +35,7 @@ from runner.config.configfile import SystemTokenSource
 from runner.errors import SystemTokenError
 from runner.events import Emitter, Observer, SystemTokenOk, SystemTokenWaiting
 from runner.logs.redact import register_secret
-from runner.tokenroute import fetch_system_token
+from runner.tokenroute import fetch_system_token, report_refused_token
 
 # Anything that looks like a credential in a command's stderr is cut out before it is shown.
 _SECRETISH = re.compile(r"[A-Za-z0-9_\-\.=+/]{20,}")
@@ -81,6 +82,8 @@ class SystemTokenProvider:
         self._last_read = -math.inf
         # Digests of tokens the gateway refused: the source may keep serving one for a while.
         self._rejected: set[str] = set()
+        # Refused tokens a serve source has not been told of yet (told on the next read).
+        self._unreported: list[str] = []
         self._waiting_since: float | None = None
 
     async def get(self) -> str:
@@ -95,7 +98,10 @@ class SystemTokenProvider:
 
     def invalidate(self, token: str) -> None:
         """The gateway refused ``token`` (HTTP 401): never hand it out again, read anew."""
-        self._rejected.add(_digest(token))
+        digest = _digest(token)
+        if self._source.serve and digest not in self._rejected:
+            self._unreported.append(token)
+        self._rejected.add(digest)
         if self._held is not None and self._held.token == token:
             self._held = None
             self._last_read = -math.inf
@@ -227,6 +233,10 @@ class SystemTokenProvider:
             )
         try:
             async with asyncio.timeout(self._command_timeout):
+                while self._unreported:
+                    await report_refused_token(url, s.installation_id or "",
+                                               self._unreported[0], secret, self.environment)
+                    self._unreported.pop(0)
                 return await fetch_system_token(url, s.installation_id or "", secret,
                                                 self.environment)
         except TimeoutError as exc:

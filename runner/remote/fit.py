@@ -6,7 +6,9 @@ request waiting on it, and not again for a backoff interval, so a flood of forge
 fetch, not one per request); ``alg`` is the key's own (RS256 for Forge's RSA keys: a header that
 asks for another algorithm, ``none`` or HS256 with the public key as secret, is refused);
 signature; ``iss = forge/invocation-token``; ``aud`` = the app's ARI; ``exp``/``nbf``/``iat``
-against our clock, with a small leeway. Then the ``app`` claim must name an installation.
+against our clock, with a small leeway; ``jti`` not seen before (a FIT captured and sent again
+within its life is refused: its signature covers the invocation, not the system-token header
+that comes with it). Then the ``app`` claim must name an installation.
 
 Any failure raises ``InvocationTokenError``, whose reason never holds the token.
 """
@@ -14,6 +16,7 @@ Any failure raises ``InvocationTokenError``, whose reason never holds the token.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import math
 import re
@@ -172,6 +175,9 @@ class FitVerifier:
         self.app_id = app_id
         self._clock = clock
         self._leeway = leeway_s
+        # jti -> when its FIT stops being accepted anyway; with a heap to forget them in order.
+        self._seen: dict[str, float] = {}
+        self._forget: list[tuple[float, str]] = []
 
     async def verify(self, authorization: str | None) -> Invocation:
         """The invocation an ``Authorization: Bearer <FIT>`` header proves."""
@@ -198,7 +204,7 @@ class FitVerifier:
                 issuer=ISSUER,
                 # Time is checked below against our clock, which tests may compress.
                 options={
-                    "require": ["iss", "aud", "exp", "iat"],
+                    "require": ["iss", "aud", "exp", "iat", "jti"],
                     "verify_exp": False,
                     "verify_nbf": False,
                     "verify_iat": False,
@@ -215,7 +221,25 @@ class FitVerifier:
         except jwt.PyJWTError as exc:
             raise InvocationTokenError(f"invalid token ({type(exc).__name__})") from None
         self._check_times(claims)
-        return _invocation(claims, self.app_id)
+        invocation = _invocation(claims, self.app_id)
+        self._first_use(invocation)
+        return invocation
+
+    def _first_use(self, invocation: Invocation) -> None:
+        """Refuse a ``jti`` seen before, until its FIT would be refused as expired anyway."""
+        now = self._clock()
+        while self._forget and self._forget[0][0] <= now:
+            _, jti = heapq.heappop(self._forget)
+            if self._seen.get(jti, math.inf) <= now:
+                del self._seen[jti]
+        jti = invocation.jti
+        if not jti:
+            raise InvocationTokenError("the token has no jti")
+        if jti in self._seen:
+            raise InvocationTokenError("a token seen before (same jti): a replay")
+        until = invocation.expires_at + self._leeway
+        self._seen[jti] = until
+        heapq.heappush(self._forget, (until, jti))
 
     def _check_times(self, claims: Mapping[str, Any]) -> None:
         now = self._clock()

@@ -131,7 +131,8 @@ async def _json_body(request: web.Request) -> object:
     try:
         raw = await request.read()
         return json.loads(raw) if raw else None
-    except (ValueError, aiohttp.ClientError):
+    except (ValueError, RecursionError, aiohttp.ClientError):
+        # RecursionError: a body nested past the parser's depth is no body we read.
         return None
 
 
@@ -154,7 +155,7 @@ async def serve_remote(
     templates = {r.path: JobTemplate.load(r.job, config)
                  for r in serve.routes if r.kind == "job" and r.job is not None}
     secret = _secret(config, serve)
-    store = TokenStore(clock.now)
+    store = TokenStore(clock.now, leeway_s=serve.leeway_s)
     token_url = ""
     async with AsyncExitStack() as stack:
         journal = await stack.enter_async_context(

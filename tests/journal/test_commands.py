@@ -159,3 +159,30 @@ def test_the_journal_path_comes_from_the_config(
     config.write_text(text)
     assert main(["status", "--config", str(config)]) == 0
     assert run in capsys.readouterr().out
+
+
+def test_report_csv_neutralises_formulas(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Row keys and reasons a spreadsheet would run as formulas get a ' in front in CSV;
+    JSON keeps them as they are."""
+    path = tmp_path / "forge-runner.db"
+    keys = ['=HYPERLINK("http://x","y")', "+1", "-2", "@SUM(A1)", "\tx", "plain"]
+
+    async def fill() -> str:
+        async with SqliteJournal(path) as journal:
+            run = (await journal.open_run("m", str(tmp_path / "m.toml"), "j", "c", "")).run_id
+            for n, key in enumerate(keys):
+                ref = ItemRef(key, 0, "acme", ACCOUNT.format(n), "comment.add")
+                await journal.mark_failed(run, ref, "=cmd|' /C calc'!A0" if n == 0 else "x")
+            return run
+
+    run = asyncio.run(fill())
+    assert main(["report", run, "--journal", str(path), "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out, newline="")))
+    assert sorted(r["row"] for r in rows) == sorted(
+        k if k == "plain" else "'" + k for k in keys)
+    assert {r["reason"] for r in rows} == {"'=cmd|' /C calc'!A0", "x"}
+    assert main(["report", run, "--journal", str(path), "--format", "json"]) == 0
+    items = json.loads(capsys.readouterr().out)["items"]
+    assert sorted(i["row"] for i in items) == sorted(keys)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from runner.events import SystemTokenWaiting
 from runner.minting.system_tokens import SystemTokenProvider
 from runner.remote.installation_tokens import TokenStore
 from runner.remote.loopback import build_token_app
-from runner.tokenroute import SECRET_HEADER, SecretRef
+from runner.tokenroute import SECRET_HEADER, SecretRef, token_digest
 from tests.fakes import Events
 
 INST = "ari:cloud:ecosystem::installation/3e4d5c6b-7a89-4b0c-9d1e-2f3a4b5c6d7e"
@@ -168,3 +170,89 @@ def test_config_serve_source_refusals(tmp_path: Path, table: str, key: str) -> N
     with pytest.raises(ConfigError) as info:
         load_config(_config(tmp_path, table))
     assert info.value.key == f"environments.dev.system_token.{key}"
+
+
+def test_exp_past_four_hours_is_not_believed() -> None:
+    """A token whose exp lies past arrival + 4 h + leeway is not kept; one within it is."""
+    store = TokenStore(lambda: 1000.0, leeway_s=10.0)
+    assert store.offer(INST, system_jwt(1000 + 4 * 3600 + 5, "in-time"))
+    assert not store.offer(INST, system_jwt(2**40, "forged"))
+    assert not store.offer(INST, system_jwt(1000 + 4 * 3600 + 11, "just-past"))
+    assert store.token(INST).token == system_jwt(1000 + 4 * 3600 + 5, "in-time")  # type: ignore[union-attr]
+
+
+def test_refused_token_is_dropped_for_the_runner_up() -> None:
+    """A refused token is no longer handed out, the next freshest is, and it is never kept
+    again."""
+    store = TokenStore(lambda: 1000.0)
+    real, bad = system_jwt(5000, "real"), system_jwt(9000, "bad")
+    store.offer(INST, real)
+    assert store.offer(INST, bad)
+    assert store.refuse(INST, token_digest(bad))
+    assert store.token(INST).token == real  # type: ignore[union-attr]
+    assert not store.offer(INST, bad)
+    assert store.token(INST).token == real  # type: ignore[union-attr]
+
+
+async def raw_request(url: str, head: bytes, body: bytes = b"") -> int:
+    """Send a hand-written HTTP/1.1 request (bytes no client library would send); the status."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                     + body)
+        await writer.drain()
+        status_line = await reader.readline()
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_secret_header_that_is_not_utf8_is_a_401(token_url: tuple[str, TokenStore]) -> None:
+    """A secret header holding bytes that are not UTF-8: 401 on both routes, not a 500."""
+    url, store = token_url
+    store.offer(INST, system_jwt(9000))
+    secret = SECRET_HEADER.encode() + b": \xff\xfe" + SECRET.encode() + b"\r\n"
+    get = f"GET /system-token?installation={INST} HTTP/1.1\r\nHost: x\r\n".encode()
+    post = b"POST /system-token/refused HTTP/1.1\r\nHost: x\r\n"
+    assert await raw_request(url, get + secret) == 401
+    assert await raw_request(url, post + secret, b"{}") == 401
+
+
+async def test_refusal_route(token_url: tuple[str, TokenStore]) -> None:
+    """POST /system-token/refused wants the secret and a digest; it drops the token; a body
+    nested past the JSON parser's depth is a 400, not a 500."""
+    url, store = token_url
+    token = system_jwt(9000)
+    store.offer(INST, token)
+    good = {"installation": INST, "digest": token_digest(token)}
+    async with aiohttp.ClientSession() as session:
+        async def post(body: bytes | dict[str, str], secret: str = SECRET) -> int:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            async with session.post(f"{url}/system-token/refused", data=data,
+                                    headers={SECRET_HEADER: secret}) as resp:
+                return resp.status
+
+        assert await post(good, "wrong") == 401
+        assert store.token(INST) is not None
+        assert await post(b"[" * 3000 + b"]" * 3000) == 400
+        assert await post({"installation": INST, "digest": token}) == 400
+        assert await post(good) == 204
+        assert store.token(INST) is None
+
+
+async def test_provider_reports_a_refused_token(token_url: tuple[str, TokenStore]) -> None:
+    """A serve source's token the gateway refused: the provider tells serve before asking
+    again, and gets the runner-up serve holds."""
+    url, store = token_url
+    real, bad = system_jwt(5000, "real"), system_jwt(9000, "bad")
+    store.offer(INST, real)
+    store.offer(INST, bad)
+    source = SystemTokenSource(serve=url, installation_id=INST,
+                               serve_secret_value=SECRET, max_wait_s=0)
+    provider = SystemTokenProvider(source, "dev", clock=ManualClock(start=1000.0))
+    assert await provider.get() == bad
+    provider.invalidate(bad)
+    assert await provider.get() == real
+    assert store.token(INST).token == real  # type: ignore[union-attr]
