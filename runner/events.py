@@ -228,6 +228,8 @@ class ItemFailed(ItemEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ItemSkipped(ItemEvent):
     name: ClassVar[str] = "item.skipped"
+    # Not done is a failure to whoever alerts on levels, whatever the cause.
+    level: ClassVar[int] = WARNING
     state: ClassVar[str] = "skipped"
 
 
