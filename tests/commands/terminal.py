@@ -36,15 +36,17 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-async def run_piped(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Ran:
-    """``python -m runner ARGS`` with stdout and stderr piped."""
+async def run_piped(*args: str, cwd: Path, env: dict[str, str] | None = None,
+                    merged: bool = False) -> Ran:
+    """``python -m runner ARGS`` with stdout and stderr piped (``merged``: as ``2>&1``, all in
+    ``out``)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "runner", *args, cwd=cwd, env=env or child_env(),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        stderr=asyncio.subprocess.STDOUT if merged else asyncio.subprocess.PIPE)
     out, err = await process.communicate()
     assert process.returncode is not None
-    return Ran(process.returncode, out.decode(), err.decode())
+    return Ran(process.returncode, out.decode(), (err or b"").decode())
 
 
 def _read_all(fd: int) -> bytes:
