@@ -43,6 +43,9 @@ class ExitCode(IntEnum):
     INVALID_INPUT = 2
     BLOCKED = 3
     ALREADY_RUNNING = 4
+    # A run with work to do of which nothing was done (every item skipped), or a source with
+    # no rows: a nightly sync that lost everyone's access must not look green to cron.
+    NOTHING_DONE = 5
     # 128 + the signal's number, as shells report a process the signal ended and as systemd
     # expects of a service stopped with SIGTERM.
     INTERRUPTED = 128 + signal.SIGINT

@@ -6,7 +6,8 @@ elsewhere exits 4; a finished run is taken up again for rows added since, and sa
 do" when there are none; ``--fresh`` first says how many creates it will send again), serve
 the embedded sandbox when the config asks for it, run the engine with a live view or plain
 progress lines, print the summary, write the report, exit with the run's code (0 done, 1 items
-failed, 3 an environment blocked, 130 interrupted by SIGINT, 143 by SIGTERM).
+failed, 3 an environment blocked, 5 nothing done, 130 interrupted by SIGINT, 143 by SIGTERM).
+What is printed where (terminal, pipe, JSON, quiet) is ``runner.progress.output``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.text import Text
 
 from runner.aio import single_error
 from runner.config.configfile import Config, load_config
@@ -32,11 +33,10 @@ from runner.engine.shutdown import Shutdown
 from runner.errors import ExitCode, RunLockedError
 from runner.job.jobfile import Job, load_job
 from runner.job.plan import make_plan
-from runner.journal import SqliteJournal
-from runner.journal.base import REQUEUEABLE_STATES, ItemState, RunHandle, RunRecord
-from runner.logs.redact import redact
-from runner.logs.setup import LogFormat, configure_logging
-from runner.progress import RunStats, Summary, open_progress
+from runner.journal import ItemState, SqliteJournal
+from runner.journal.base import REQUEUEABLE_STATES, RunCounts, RunHandle, RunRecord
+from runner.progress import RunStats
+from runner.progress.output import RunOutput, add_color_option
 from runner.progress.report import RunInfo, write_report_async
 from runner.remote.settings import serve_config
 from runner.sandbox.config import SandboxConfig, sandbox_config
@@ -54,9 +54,14 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="write a JSON report of the run here")
     p.add_argument("--concurrency", type=int, metavar="N",
                    help="users worked on at once (overrides [runner] concurrency)")
-    p.add_argument("--quiet", action="store_true", help="no live view, only the summary")
+    p.add_argument("--quiet", action="store_true",
+                   help="print the summary and warnings only (no live view, no info lines)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="log every mint and call at info level under the live view too")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="a run that does nothing (no rows, or every item skipped) exits 0, "
+                   "not 5 (as the job key allow_empty = true)")
+    add_color_option(p, default=argparse.SUPPRESS)
 
 
 def add_parser(sub: Any) -> None:
@@ -96,15 +101,9 @@ def _main(args: argparse.Namespace, *, mode: str) -> int:
     serve_config(config)
     if args.concurrency:
         config = replace(config, runner=replace(config.runner, concurrency=args.concurrency))
-    console = Console(stderr=False)
-    log_format: LogFormat = args.log_format or ("console" if console.is_terminal else "plain")
-    # Under the live view, per-user info lines would bury it: warnings and errors only, unless
-    # asked. Plain (non-terminal) output keeps every line: it is the record of the run.
-    live = console.is_terminal and not args.quiet
-    level = "INFO" if args.verbose or not live else "WARNING"
-    # No stream: the handler follows rich's redirected stderr, so lines print above the view.
-    configure_logging(format=log_format, level=level)
-    return asyncio.run(_run(args, config, sandbox, console, mode))
+    output = RunOutput(log_format=args.log_format, quiet=args.quiet, verbose=args.verbose,
+                       color=getattr(args, "color", "auto"))
+    return asyncio.run(_run(args, config, sandbox, output, mode))
 
 
 class _StopChecking(Exception):
@@ -122,17 +121,17 @@ def _stop_when(stop: threading.Event) -> Callable[[], None]:
 
 
 async def _run(args: argparse.Namespace, config: Config, sandbox: SandboxConfig | None,
-               console: Console, mode: str) -> int:
+               output: RunOutput, mode: str) -> int:
     # Signals are ours from the start: a stop while every row is being checked (a minute for a
     # million rows) ends the command at once (130 SIGINT, 143 SIGTERM), nothing sent and nothing
     # journaled.
     shutdown = Shutdown()
     with shutdown.installed():
-        return await _checked_run(args, config, sandbox, console, mode, shutdown)
+        return await _checked_run(args, config, sandbox, output, mode, shutdown)
 
 
 async def _checked_run(args: argparse.Namespace, config: Config, sandbox: SandboxConfig | None,
-                       console: Console, mode: str, shutdown: Shutdown) -> int:
+                       output: RunOutput, mode: str, shutdown: Shutdown) -> int:
     async with AsyncExitStack() as stack:
         journal = await stack.enter_async_context(SqliteJournal(config.runner.journal))
         job_path: Path | None = getattr(args, "job", None)
@@ -146,58 +145,64 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
                 functools.partial(make_plan, job, config, checkpoint=_stop_when(stop))
             )
         except _StopChecking:
-            print("forge-runner: stopped while checking the job; nothing was sent",
-                  file=sys.stderr)
-            return ExitCode.stopped_by(shutdown.signal)
+            code = ExitCode.stopped_by(shutdown.signal)
+            output.refuse("stopped while checking the job; nothing was sent", code)
+            return code
         total = plan.items
         if getattr(args, "dry_run", False):
-            console.print(f"[bold]{job.name}[/]: {plan.rows} rows, {plan.users} users, "
-                          f"{total} items checked; nothing sent (dry run). Shortest possible "
-                          f"duration {plan.shortest_s:.1f}s (`forge-runner plan` for details).")
+            # The dry run's result is its one line: printed even when quiet.
+            output.console.print(
+                Text.assemble((job.name, "bold"), f": {plan.rows} rows, {plan.users} users, "
+                              f"{total} items checked; nothing sent (dry run). Shortest possible "
+                              f"duration {plan.shortest_s:.1f}s (`forge-runner plan` for "
+                              "details)."))
             return ExitCode.OK
         try:
             handle = await _open(journal, job, config, args, mode)
         except RunLockedError as exc:
             # Like every other refusal: one unwrapped line on stderr, where cron mails it from.
-            print(f"forge-runner: {exc}", file=sys.stderr)
+            output.refuse(str(exc), ExitCode.ALREADY_RUNNING)
             return ExitCode.ALREADY_RUNNING
         await journal.set_total(handle.run_id, total)
         if sandbox is not None and sandbox.embedded:
             from runner.sandbox.app import serve
 
             served = await stack.enter_async_context(serve(sandbox))
-            console.print(f"sandbox: serving {served.url} for this run")
+            output.note(f"sandbox: serving {served.url} for this run", "runner.sandbox.serving",
+                        url=served.url)
         if handle.extends is not None:
-            console.print(f"run [bold]{handle.run_id}[/] of {job.name} {_finished(handle.extends)}"
-                          f"; looking for rows added since: {total} items")
+            output.note(Text.assemble("run ", (handle.run_id, "bold"),
+                                      f" of {job.name} {_finished(handle.extends)}; looking for "
+                                      f"rows added since: {total} items"),
+                        "runner.run.extending", run=handle.run_id, job=job.name, items=total)
         else:
             verb = "resuming" if handle.resumed else "starting"
-            console.print(f"{verb} run [bold]{handle.run_id}[/] of {job.name}: {total} items")
+            output.note(Text.assemble(f"{verb} run ", (handle.run_id, "bold"),
+                                      f" of {job.name}: {total} items"),
+                        f"runner.run.{verb}", run=handle.run_id, job=job.name, items=total)
         stats = RunStats.from_config(config)
         prior = (await journal.counts(handle.run_id)).by_state
         # A resumed run shows progress over what is left, not over the whole job.
         stats.set_total(max(0, total - sum(n for s, n in prior.items() if s in FINAL)))
-        result = await _engine_run(config, job, journal, handle, stats, console, args.quiet,
-                                   shutdown)
+        result = await _engine_run(config, job, journal, handle, stats, output, shutdown)
         stats.finish()
+        allowed = job.allow_empty or args.allow_empty
+        exit_code, closing = _outcome(result, await journal.counts(handle.run_id), allowed,
+                                      fresh=bool(getattr(args, "fresh", False)))
         # The plan's bound is for the whole job: a resumed run has less left to do.
         bound = None if handle.resumed else plan.shortest_s
         idle = handle.extends is not None and _touched(prior) == _touched(result.counts)
         if idle and not result.interrupted:
             # A finished job run again (a retry from cron, "did it work?"): nothing was sent.
             assert handle.extends is not None
-            console.print(_nothing_to_do(handle.extends, job.name))
-            result = replace(result, counts={}, blocked={})
-        else:
-            console.print(Summary.render(stats, lower_bound_s=bound))
-            for env, diagnostic in result.blocked.items():
-                console.print(f"[red]environment {env} is blocked[/]\n{redact(diagnostic)}")
-            console.print(_closing(result, fresh=bool(getattr(args, "fresh", False))))
+            exit_code, closing = ExitCode.OK, _nothing_to_do(handle.extends, job.name)
+        output.summary(stats, run_id=result.run_id, job=job.name, exit_code=exit_code,
+                       closing=closing, blocked=result.blocked, lower_bound_s=bound)
         if args.report:
             info = RunInfo(run_id=result.run_id, job=job.name, config=str(config.path),
-                           exit_code=result.exit_code, lower_bound_s=bound)
+                           exit_code=exit_code, lower_bound_s=bound)
             await write_report_async(args.report, stats, info, journal.records(handle.run_id))
-        return result.exit_code
+        return exit_code
     return ExitCode.OK  # pragma: no cover (the stack never swallows)
 
 
@@ -215,12 +220,11 @@ async def _open(journal: SqliteJournal, job: Job, config: Config, args: argparse
 
 
 async def _engine_run(config: Config, job: Job, journal: SqliteJournal, handle: RunHandle,
-                      stats: RunStats, console: Console, quiet: bool,
-                      shutdown: Shutdown) -> RunResult:
+                      stats: RunStats, output: RunOutput, shutdown: Shutdown) -> RunResult:
     engine = Engine(config, job, journal, observer=stats, shutdown=shutdown)
-    if quiet:
+    progress = output.progress(stats, title=f"forge-runner: {job.name}")
+    if progress is None:
         return await engine.run(handle)
-    progress = open_progress(stats, console=console, title=f"forge-runner: {job.name}")
     result: RunResult | None = None
     try:
         async with asyncio.TaskGroup() as tg:
@@ -272,19 +276,61 @@ def _nothing_to_do(run: RunRecord, job: str) -> str:
     return line
 
 
-def _closing(result: RunResult, *, fresh: bool = False) -> str:
+def _outcome(result: RunResult, counts: RunCounts, allowed: bool, *, fresh: bool = False
+             ) -> tuple[int, str]:
+    """The exit code and the closing line. A run whose items all ended without one done (or
+    with no items at all) did nothing: exit 5 unless the job or the command allows it."""
     code = result.exit_code
+    run_id = result.run_id
     if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED) and fresh:
         # Running the same --fresh command again would start yet another run.
-        return (f"run {result.run_id} interrupted; resume it with `forge-runner resume "
-                f"{result.run_id}` (or the same command without --fresh)")
+        return code, (f"run {run_id} interrupted; resume it with `forge-runner resume {run_id}` "
+                      "(or the same command without --fresh)")
     if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
-        return (f"run {result.run_id} interrupted; run the same command again to resume "
-                f"(or: forge-runner resume {result.run_id})")
+        return code, (f"run {run_id} interrupted; run the same command again to resume "
+                      f"(or: forge-runner resume {run_id})")
     if code == ExitCode.BLOCKED:
-        return f"run {result.run_id}: an environment is blocked (exit 3)"
+        return code, f"run {run_id}: an environment is blocked (exit 3)"
     if code == ExitCode.FAILED:
-        return (f"run {result.run_id}: some items failed (exit 1); see "
-                f"`forge-runner report {result.run_id}`, then `forge-runner retry "
-                f"{result.run_id} --failed`")
-    return f"run {result.run_id}: all done"
+        return code, (f"run {run_id}: {_tally(counts)}: some items failed (exit 1); see "
+                      f"`forge-runner report {run_id}`, then `forge-runner retry {run_id} "
+                      "--failed`")
+    by_state = counts.by_state
+    total = sum(by_state.values())
+    done = by_state.get(ItemState.DONE, 0)
+    if total == 0:
+        what = f"run {run_id}: 0 items: the source has no rows, nothing to do"
+        if allowed:
+            return ExitCode.OK, f"{what} (allowed)"
+        return ExitCode.NOTHING_DONE, (f"{what} (exit 5); check the source's export, or set "
+                                       "allow_empty = true in the job if that is expected")
+    if done == 0:
+        what = f"run {run_id}: {_tally(counts)}"
+        reason = _top_reason(counts)
+        if reason:
+            what += f": {reason}"
+        if allowed:
+            return ExitCode.OK, f"{what} (allowed)"
+        return ExitCode.NOTHING_DONE, (f"{what}; nothing was done (exit 5); see `forge-runner "
+                                       f"report {run_id}`, then `forge-runner retry {run_id} "
+                                       "--failed` once fixed")
+    if done == total:
+        return code, f"run {run_id}: all done ({done:,} items)"
+    return code, f"run {run_id}: {_tally(counts)}; see `forge-runner report {run_id}`"
+
+
+_NOT_ENDED = (ItemState.PENDING, ItemState.STARTED)
+
+
+def _tally(counts: RunCounts) -> str:
+    """``0 done, 6 skipped``: done always, the other final states when there are any."""
+    by_state = counts.by_state
+    parts = [f"{by_state.get(ItemState.DONE, 0):,} done"]
+    parts += [f"{n:,} {state.value}" for state, n in by_state.items()
+              if state not in _NOT_ENDED and state != ItemState.DONE and n]
+    return ", ".join(parts)
+
+
+def _top_reason(counts: RunCounts) -> str | None:
+    reasons = sorted(counts.by_reason, key=lambda r: -r.count)
+    return reasons[0].reason if reasons else None

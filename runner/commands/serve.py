@@ -48,7 +48,8 @@ def add_parser(sub: Any) -> None:
 def _main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     require_serve_config(config)  # a bad [serve] stops here, before anything listens
-    console = Console(stderr=True)
+    # Text from config and Atlassian prints as it is: no markup, emoji codes or highlighting.
+    console = Console(stderr=True, markup=False, emoji=False, highlight=False)
     log_format: LogFormat = args.log_format or ("console" if console.is_terminal else "plain")
     configure_logging(format=log_format)
     return asyncio.run(_serve(args, config, console))

@@ -39,6 +39,8 @@ class ItemFailed(ItemEvent):
 class ItemSkipped(ItemEvent):
     name: ClassVar[str] = "item.skipped"
     state: ClassVar[str] = "skipped"
+    # Not done is a failure to whoever alerts on levels, whatever the cause.
+    level: ClassVar[int] = WARNING
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

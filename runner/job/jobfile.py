@@ -49,6 +49,7 @@ class Job:
     text: str  # the job file's text (the journal keeps it to say what changed)
     row_key: str | None = None  # the column giving stable row keys, if any
     environment: str | None = None  # the environment the job declared, if it did
+    allow_empty: bool = False  # a run that does nothing (no rows, every item skipped) is fine
 
 
 def item_key(row: Row, action_index: int) -> str:
@@ -75,6 +76,7 @@ def load_job(path: str | Path, config: Config) -> Job:
     root = Table(doc, "", error)
     name: str = root.nonempty("name", path.stem, expected="the job's name")
     root.string("description", "")
+    allow_empty: bool = root.boolean("allow_empty", False)
     sites = _sites(root, config)
     environment = _environment(root, config, sites)
     row_key: str | None = root.nonempty("row_key", None, expected="a column name")
@@ -103,7 +105,7 @@ def load_job(path: str | Path, config: Config) -> Job:
     actions = tuple(build_action(i, t, path.parent, columns) for i, t in enumerate(tables))
     root.done()
     return Job(path, name, sites, weights, source, actions, hashlib.sha256(data).hexdigest(),
-               text, row_key, environment)
+               text, row_key, environment, allow_empty)
 
 
 def _sites(root: Table, config: Config) -> tuple[str, ...]:

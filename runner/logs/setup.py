@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from collections.abc import Collection
+from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 import structlog
@@ -33,8 +35,36 @@ def _lead_keys(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return {**lead, **event_dict}
 
 
+# Fields holding POSIX times (events' ``until``, ``reset_at``, ``expires_at``...): text formats
+# show them as ISO 8601, JSON keeps the number for machines.
+TIME_KEYS = frozenset({"until", "reset_at", "expires_at", "at"})
+
+
+def iso_time(posix: float) -> str:
+    """``1796278682.823`` -> ``2026-12-03T06:18:02.823Z`` (UTC, milliseconds)."""
+    moment = datetime.fromtimestamp(posix, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _readable(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """For people reading text lines: times as ISO 8601, and no ``key=None`` noise (a field
+    that is None says nothing)."""
+    out: EventDict = {}
+    for key, value in event_dict.items():
+        if value is None:
+            continue
+        if key in TIME_KEYS and isinstance(value, int | float) and not isinstance(value, bool):
+            value = iso_time(float(value))
+        out[key] = value
+    return out
+
+
 def _timestamper() -> Processor:
     return structlog.processors.TimeStamper(fmt="iso", utc=True)
+
+
+def _text_steps(format: LogFormat) -> list[Processor]:
+    return [] if format == "json" else [_readable]
 
 
 def _renderer(format: LogFormat, colors: bool) -> Processor:
@@ -78,17 +108,24 @@ def configure_logging(
     format: LogFormat = "console",
     level: int | str = "INFO",
     stream: IO[str] | None = None,
+    colors: bool | None = None,
+    always: Collection[str] = (),
 ) -> None:
     """Send structlog and stdlib logging through one chain that always redacts.
 
-    ``stream`` defaults to the current ``sys.stderr``. Calling again replaces the handler this
-    function installed before; handlers others put on the root logger are left alone.
+    ``stream`` defaults to the current ``sys.stderr``. ``colors`` (console format only)
+    defaults to whether that stream is a terminal. Events named in ``always`` (the run's
+    summary) are written whatever ``level`` filters out. Calling again replaces the handler
+    this function installed before; handlers others put on the root logger are left alone.
     """
     numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     if not isinstance(numeric, int):
         raise ValueError(f"log level: expected a level name or number, found {level!r}")
-    colors = bool(getattr(stream or sys.stderr, "isatty", lambda: False)())
+    if colors is None:
+        colors = bool(getattr(stream or sys.stderr, "isatty", lambda: False)())
     renderer = _renderer(format, colors)
+    # Named events must get past the loggers' level to reach the handler's filter.
+    lowest = min(numeric, logging.INFO) if always else numeric
 
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -102,6 +139,7 @@ def configure_logging(
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
             redact_event,
+            *_text_steps(format),
             _lead_keys,
             renderer,
         ],
@@ -110,6 +148,8 @@ def configure_logging(
         logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     )
     handler.setFormatter(formatter)
+    if always:
+        handler.addFilter(_LevelOrNamed(numeric, always))
     setattr(handler, _HANDLER_MARK, True)
 
     root = logging.getLogger()
@@ -117,18 +157,33 @@ def configure_logging(
         root.removeHandler(old)
         old.close()
     root.addHandler(handler)
-    root.setLevel(numeric)
+    root.setLevel(lowest)
 
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        wrapper_class=structlog.make_filtering_bound_logger(lowest),
         context_class=dict,
         cache_logger_on_first_use=False,
     )
 
 
 _HANDLER_MARK = "_forge_runner_handler"
+
+
+class _LevelOrNamed(logging.Filter):
+    """Passes records at ``level`` or above, and structlog events named in ``names``."""
+
+    def __init__(self, level: int, names: Collection[str]) -> None:
+        super().__init__()
+        self.level = level
+        self.names = frozenset(names)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= self.level:
+            return True
+        msg = record.msg
+        return isinstance(msg, dict) and msg.get("event") in self.names
 
 
 def _install_default() -> None:

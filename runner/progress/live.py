@@ -26,7 +26,7 @@ from runner.logs.setup import get_logger
 from runner.progress import fmt
 from runner.progress.stats import ITEM_STATES, RunStats
 
-_STATE_STYLES = {
+STATE_STYLES = {
     "done": "green",
     "failed": "red",
     "skipped": "yellow",
@@ -160,7 +160,7 @@ class LiveView(_Timer):
             text.append(f" ({100.0 * s.finished / s.total:.1f}%)")
         for state in ITEM_STATES:
             text.append("  ")
-            text.append(f"{state} {fmt.count(getattr(s.counts, state))}", _STATE_STYLES[state])
+            text.append(f"{state} {fmt.count(getattr(s.counts, state))}", STATE_STYLES[state])
         return text
 
     def _mints(self) -> str:

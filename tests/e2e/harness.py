@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -170,14 +171,14 @@ class Rehearsal:
         return path
 
     async def spawn(self, *args: str | Path, log_format: str = "plain") -> Process:
-        """Start ``forge-runner ARGS --config CONFIG`` (no live view; ``run``, ``resume`` and
-        ``retry`` log in ``log_format``)."""
+        """Start ``forge-runner ARGS --config CONFIG`` (stdout is a file: no live view; ``run``,
+        ``resume`` and ``retry`` log in ``log_format``, every info line included)."""
         self.spawned += 1
         out = self.folder / f"process-{self.spawned}.out"
         err = self.folder / f"process-{self.spawned}.err"
         argv = [str(a) for a in args]
         if argv[0] in ("run", "resume", "retry"):
-            argv += ["--log-format", log_format, "--quiet"]
+            argv += ["--log-format", log_format]
         with out.open("wb") as out_f, err.open("wb") as err_f:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "runner", *argv, "--config", str(self.config_path),
@@ -317,8 +318,9 @@ def comments_by_item(jira: JiraState, cloud_id: str = CLOUD_A) -> Counter[str]:
 
 
 def run_id_of(exit: Exit) -> str:
-    """The run ID a `run` printed in its first line ("starting run r-... of ...")."""
-    for word in exit.out.split():
-        if word.startswith("r-") and word.count("-") == 2:
-            return word
+    """The run ID a `run` printed first ("starting run r-... of ...", or the JSON line's
+    ``"run": "r-..."`` under ``--log-format json``)."""
+    found = re.search(r"\br-\d{8}-[0-9a-f]+\b", exit.out + exit.err)
+    if found:
+        return found.group(0)
     raise AssertionError(f"no run ID in the output:\n{exit.out}\n{exit.err}")
