@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -158,7 +157,7 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
                               "details)."))
             return ExitCode.OK
         try:
-            handle = await _open(journal, job, config, args, mode)
+            handle = await _open(journal, job, config, args, mode, output)
         except RunLockedError as exc:
             # Like every other refusal: one unwrapped line on stderr, where cron mails it from.
             output.refuse(str(exc), ExitCode.ALREADY_RUNNING)
@@ -207,11 +206,11 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
 
 
 async def _open(journal: SqliteJournal, job: Job, config: Config, args: argparse.Namespace,
-                mode: str) -> RunHandle:
+                mode: str, output: RunOutput) -> RunHandle:
     if mode == "run":
         if args.fresh:
             # On stderr, with the other cautions, before anything is opened or sent.
-            print(await _fresh_warning(journal, job), file=sys.stderr)
+            output.caution(await _fresh_warning(journal, job), "runner.run.fresh", job=job.name)
         return await journal.open_run(job.name, str(job.path), job.fingerprint, config.fingerprint,
                                       job.text, fresh=args.fresh)
     if mode == "retry":

@@ -93,6 +93,14 @@ class RunOutput:
         elif not self.quiet:
             self.console.print(text)
 
+    def caution(self, message: str, event: str, **fields: Any) -> None:
+        """A warning before anything is sent (``--fresh`` repeats creates), on stderr even when
+        quiet; a JSON ``event`` at warning in json mode."""
+        if self.json:
+            self._log.warning(event, message=message, **fields)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
     def refuse(self, message: str, code: ExitCode) -> None:
         """A one-line refusal on stderr (where cron mails it from), as JSON in json mode."""
         print(refusal_line(message, code, json_mode=self.json), file=sys.stderr, flush=True)
