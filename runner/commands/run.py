@@ -23,6 +23,7 @@ from typing import Any
 from rich.console import Console
 
 from runner.aio import single_error
+from runner.commands import positive_int
 from runner.config.configfile import Config, load_config
 from runner.engine.engine import FINAL, Engine, RunResult
 from runner.engine.shutdown import Shutdown
@@ -49,7 +50,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    "plain elsewhere)")
     p.add_argument("--report", metavar="FILE", type=Path,
                    help="write a JSON report of the run here")
-    p.add_argument("--concurrency", type=int, metavar="N",
+    p.add_argument("--concurrency", type=positive_int, metavar="N",
                    help="users worked on at once (overrides [runner] concurrency)")
     p.add_argument("--quiet", action="store_true", help="no live view, only the summary")
     p.add_argument("-v", "--verbose", action="store_true",
@@ -68,16 +69,27 @@ def add_parser(sub: Any) -> None:
                      help="start a new run even if the job has an unfinished one")
     run.set_defaults(func=lambda a: _main(a, mode="run"))
 
-    resume = sub.add_parser("resume", help="resume a run by its ID")
-    resume.add_argument("run_id", metavar="RUN")
+    resume = sub.add_parser("resume", help="resume a run by its ID (resolves uncertain items)",
+                            description="Resume a run where it stopped: items not finished are "
+                            "done; uncertain ones (sent, answer lost) are looked up in Jira first "
+                            "and sent again only when Jira has no trace of them.")
+    resume.add_argument("run_id", metavar="RUN", help="a run ID (r-YYYYMMDD-xxxxxx; "
+                        "`forge-runner status` lists them)")
     resume.add_argument("--job", type=Path, help="the job file (default: the run's own path)")
     add_common(resume)
     resume.set_defaults(func=lambda a: _main(a, mode="resume"))
 
-    retry = sub.add_parser("retry", help="put a run's failed items back in line and resume it")
-    retry.add_argument("run_id", metavar="RUN")
-    retry.add_argument("--failed", action="store_true", required=True,
-                       help="requeue the failed items (and skipped and blocked ones)")
+    retry = sub.add_parser("retry", help="put a run's failed, skipped and blocked items back "
+                           "in line and resume it",
+                           description="Put a run's failed, skipped and blocked items back in "
+                           "line, then resume the run (uncertain items are resolved as by "
+                           "`resume`).")
+    retry.add_argument("run_id", metavar="RUN", help="a run ID (r-YYYYMMDD-xxxxxx; "
+                       "`forge-runner status` lists them)")
+    # Requeuing those items is retry's only mode; the flag stays for the scripts that pass it.
+    retry.add_argument("--failed", action="store_true",
+                       help="the default and only mode: requeue failed, skipped and blocked "
+                       "items")
     retry.add_argument("--job", type=Path, help="the job file (default: the run's own path)")
     add_common(retry)
     retry.set_defaults(func=lambda a: _main(a, mode="retry"))

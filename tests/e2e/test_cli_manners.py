@@ -1,0 +1,91 @@
+"""The command line's manners, through the real command: version, help, a mistyped command,
+argument checks, and the hints of a refused config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from runner.sandbox.app import RunningSandbox
+from tests.e2e.harness import Rehearsal
+
+
+def forge(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``forge-runner ARGS`` run to its end in ``cwd``."""
+    return subprocess.run([sys.executable, "-m", "runner", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_version_prints_the_package_version(tmp_path: Path) -> None:
+    """`--version` prints `forge-runner X.Y.Z` and exits 0."""
+    done = forge("--version", cwd=tmp_path)
+    assert done.returncode == 0
+    assert done.stdout.startswith("forge-runner 0.")
+
+
+def test_no_command_prints_the_help(tmp_path: Path) -> None:
+    """`forge-runner` alone prints the help (every command listed) and exits 0."""
+    done = forge(cwd=tmp_path)
+    assert done.returncode == 0
+    assert "usage: forge-runner" in done.stdout
+    for command in ("run", "resume", "retry", "status", "report", "doctor"):
+        assert f"    {command} " in done.stdout
+
+
+def test_an_unknown_command_suggests_the_nearest(tmp_path: Path) -> None:
+    """A mistyped command exits 2 with one line naming the nearest command."""
+    done = forge("rn", "job.toml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("forge-runner: unknown command 'rn'; did you mean run?")
+    assert done.stderr.count("\n") == 1
+
+
+def test_resume_and_retry_describe_themselves_and_run(tmp_path: Path) -> None:
+    """`resume --help` and `retry --help` describe the command and RUN; retry's mode is said."""
+    resume = forge("resume", "--help", cwd=tmp_path).stdout
+    retry = forge("retry", "--help", cwd=tmp_path).stdout
+    assert "uncertain ones (sent, answer lost) are looked up in Jira" in " ".join(resume.split())
+    assert "RUN a run ID (r-YYYYMMDD-xxxxxx;" in " ".join(resume.split())
+    assert "Put a run's failed, skipped and blocked items back in line" in " ".join(retry.split())
+    assert "RUN a run ID" in " ".join(retry.split())
+
+
+def test_concurrency_below_one_is_refused(tmp_path: Path) -> None:
+    """`--concurrency 0` and `-3` exit 2 naming the argument, before any file is read."""
+    for value in ("0", "-3", "many"):
+        done = forge("run", "job.toml", "--concurrency", value, cwd=tmp_path)
+        assert done.returncode == 2
+        assert "argument --concurrency:" in done.stderr
+
+
+def test_status_limit_below_one_is_refused(tmp_path: Path) -> None:
+    """`status --limit 0` exits 2 naming the argument."""
+    done = forge("status", "--limit", "0", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "argument --limit: 0 is less than 1" in done.stderr
+
+
+def test_a_missing_default_config_suggests_config_or_the_example(tmp_path: Path) -> None:
+    """Without forge-runner.toml, `run` exits 2 suggesting --config or copying the example."""
+    done = forge("run", "job.toml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "name the config with --config FILE, or copy config.example.toml to " \
+        "forge-runner.toml" in done.stderr
+
+
+async def test_a_cloud_id_that_is_no_uuid_is_refused(tmp_path: Path,
+                                                     sandbox: RunningSandbox) -> None:
+    """`cloud_id = "acme-prod"` exits 2 naming the key and what a cloud ID is."""
+    rehearsal = Rehearsal.start(tmp_path, sandbox)
+    text = rehearsal.config_path.read_text()
+    start = text.index('cloud_id = "') + len('cloud_id = "')
+    end = text.index('"', start)
+    rehearsal.config_path.write_text(text[:start] + "acme-prod" + text[end:])
+    job = rehearsal.write_job("j", [{"legacy_id": "L1", "account_id": "a", "issue": "MIG-1"}],
+                              '[[actions]]\ntype = "comment.add"\nissue = "{issue}"\n'
+                              'body = "x"\n')
+    done = await rehearsal.cli("run", job)
+    assert done.code == 2
+    assert "sites.acme.cloud_id: expected the site's cloud ID, a UUID" in done.err
+    assert "found 'acme-prod'" in done.err or 'found "acme-prod"' in done.err
