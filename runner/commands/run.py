@@ -15,7 +15,7 @@ import asyncio
 import functools
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from runner.engine.shutdown import Shutdown
 from runner.errors import ExitCode, RunLockedError
 from runner.job.jobfile import Job, load_job
 from runner.job.plan import make_plan
-from runner.journal import SqliteJournal
+from runner.journal import ItemState, SqliteJournal
 from runner.journal.base import RunHandle
 from runner.logs.redact import redact
 from runner.logs.setup import LogFormat, configure_logging
@@ -40,6 +40,8 @@ from runner.remote.settings import serve_config
 from runner.sandbox.config import SandboxConfig, sandbox_config
 
 DEFAULT_CONFIG = "forge-runner.toml"
+# The states `retry` puts back in line; uncertain items are resume's to resolve.
+RETRIED = (ItemState.FAILED, ItemState.SKIPPED, ItemState.BLOCKED)
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -176,7 +178,10 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
             served = await stack.enter_async_context(serve(sandbox))
             console.print(f"sandbox: serving {served.url} for this run")
         verb = "resuming" if handle.resumed else "starting"
-        console.print(f"{verb} run [bold]{handle.run_id}[/] of {job.name}: {total} items")
+        console.print(f"{verb} run [bold]{handle.run_id}[/] of {job.name}: {total} items",
+                      highlight=False)
+        console.print(f"journal: {config.runner.journal}", highlight=False,
+                      soft_wrap=True)
         stats = RunStats.from_config(config)
         prior = (await journal.counts(handle.run_id)).by_state
         # A resumed run shows progress over what is left, not over the whole job.
@@ -184,12 +189,16 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
         result = await _engine_run(config, job, journal, handle, stats, console, args.quiet,
                                    shutdown)
         stats.finish()
-        # The plan's bound is for the whole job: a resumed run has less left to do.
-        bound = None if handle.resumed else plan.shortest_s
-        console.print(Summary.render(stats, lower_bound_s=bound))
+        # The plan's bound is for the whole job: this run is compared with its share of it,
+        # the items it finished, so an interrupted or resumed run is not held to the whole.
+        bound = plan.shortest_s * stats.finished / total if total and stats.finished else None
+        console.print(Summary.render(stats, lower_bound_s=bound), highlight=False)
         for env, diagnostic in result.blocked.items():
             console.print(f"[red]environment {env} is blocked[/]\n{redact(diagnostic)}")
-        console.print(_closing(result))
+        recovered = _recovery(prior, result)
+        if recovered:
+            console.print(recovered, highlight=False, soft_wrap=True)
+        console.print(_closing(result), highlight=False, soft_wrap=True)
         if args.report:
             info = RunInfo(run_id=result.run_id, job=job.name, config=str(config.path),
                            exit_code=result.exit_code, lower_bound_s=bound)
@@ -204,7 +213,7 @@ async def _open(journal: SqliteJournal, job: Job, config: Config, args: argparse
         return await journal.open_run(job.name, str(job.path), job.fingerprint, config.fingerprint,
                                       job.text, fresh=args.fresh)
     if mode == "retry":
-        await journal.requeue(args.run_id, ("failed", "skipped", "blocked"))
+        await journal.requeue(args.run_id, RETRIED)
     return await journal.resume(args.run_id)
 
 
@@ -238,7 +247,27 @@ def _closing(result: RunResult) -> str:
     if code == ExitCode.BLOCKED:
         return f"run {result.run_id}: an environment is blocked (exit 3)"
     if code == ExitCode.FAILED:
-        return (f"run {result.run_id}: some items failed (exit 1); see "
-                f"`forge-runner report {result.run_id}`, then `forge-runner retry "
-                f"{result.run_id} --failed`")
+        rid = result.run_id
+        uncertain = result.counts.get(ItemState.UNCERTAIN, 0)
+        requeued = sum(result.counts.get(s, 0) for s in RETRIED)
+        steps = []
+        if requeued:
+            steps.append(f"`forge-runner retry {rid}` puts the {requeued} failed, skipped and "
+                         "blocked back in line")
+        if uncertain:
+            # retry does not touch them: resume looks each one up in Jira before sending again.
+            steps.append(f"`forge-runner resume {rid}` resolves the {uncertain} uncertain")
+        return (f"run {rid}: {requeued} not done, {uncertain} uncertain (exit 1); see "
+                f"`forge-runner report {rid}`, then " + "; ".join(steps))
     return f"run {result.run_id}: all done"
+
+
+def _recovery(prior: Mapping[ItemState, int], result: RunResult) -> str | None:
+    """What a resumed run made of the items it found uncertain or started (sent, no answer)."""
+    before = prior.get(ItemState.UNCERTAIN, 0) + prior.get(ItemState.STARTED, 0)
+    if not before:
+        return None
+    still = result.counts.get(ItemState.UNCERTAIN, 0)
+    resolved = max(0, before - still)
+    return (f"recovery: {before} uncertain at the start; {resolved} resolved (found in Jira, "
+            f"or surely missing and sent again), {still} still uncertain")

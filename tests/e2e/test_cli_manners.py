@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from runner.sandbox.app import RunningSandbox
-from tests.e2e.harness import Rehearsal
+from tests.e2e.harness import Rehearsal, account, run_id_of
 
 
 def forge(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -89,3 +89,39 @@ async def test_a_cloud_id_that_is_no_uuid_is_refused(tmp_path: Path,
     assert done.code == 2
     assert "sites.acme.cloud_id: expected the site's cloud ID, a UUID" in done.err
     assert "found 'acme-prod'" in done.err or 'found "acme-prod"' in done.err
+
+
+COMMENT = '[[actions]]\ntype = "comment.add"\nissue = "{issue}"\nbody = "Migrated {legacy_id}"\n'
+
+
+async def test_a_failed_run_names_its_journal_and_next_steps(tmp_path: Path,
+                                                             sandbox: RunningSandbox) -> None:
+    """A run's first lines name its journal file; one with failed items ends saying how many
+    and `retry RUN` (no `resume`: nothing is uncertain)."""
+    rehearsal = Rehearsal.start(tmp_path, sandbox)
+    rows = [{"legacy_id": f"L{i}", "account_id": account(1), "issue": issue}
+            for i, issue in enumerate(["MIG-1", "NOPE-9", "NOPE-9"])]
+    done = await rehearsal.cli("run", rehearsal.write_job("fails", rows, COMMENT))
+    assert done.code == 1, done.text
+    run_id = run_id_of(done)
+    lines = done.out.splitlines()
+    assert lines[1] == f"journal: {rehearsal.journal_path.resolve()}"
+    assert lines[-1] == (f"run {run_id}: 2 not done, 0 uncertain (exit 1); see `forge-runner "
+                         f"report {run_id}`, then `forge-runner retry {run_id}` puts the 2 "
+                         "failed, skipped and blocked back in line")
+
+
+async def test_a_missing_token_file_blocks_at_once(tmp_path: Path,
+                                                   sandbox: RunningSandbox) -> None:
+    """A system-token file that does not exist ends the run blocked (exit 3) naming the file,
+    without waiting max_wait_s: no "waiting" line for the token is printed."""
+    rehearsal = Rehearsal.start(tmp_path, sandbox)
+    rehearsal.config_path.write_text(rehearsal.config_path.read_text().replace(
+        "max_wait_s = 5.0", "max_wait_s = 600.0"))
+    (tmp_path / "system-token").unlink()
+    rows = [{"legacy_id": "L1", "account_id": account(1), "issue": "MIG-1"}]
+    done = await rehearsal.cli("run", rehearsal.write_job("broken", rows, COMMENT))
+    assert done.code == 3, done.text
+    said = f"blocked file {tmp_path / 'system-token'}: No such file or directory"
+    assert "".join(said.split()) in "".join(done.out.split())  # the summary wraps long lines
+    assert "Traceback" not in done.text
