@@ -206,6 +206,9 @@ def run_json(run: RunRecord) -> dict[str, Any]:
         "job": run.job_name,
         "job_path": run.job_path,
         "state": str(run.state),
+        # As the text's "running? (its process is gone)": false for a running run whose
+        # process no longer exists, null when it can't be told (another host) or not running.
+        "process_alive": holder_alive(run.holder) if run.state is RunState.RUNNING else None,
         "holder": run.holder,
         "started_at": iso(run.started_at),
         "ended_at": iso(run.ended_at),

@@ -3,12 +3,14 @@ argument checks, and the hints of a refused config."""
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from runner.sandbox.app import RunningSandbox
-from tests.e2e.harness import Rehearsal, account, run_id_of
+from tests.e2e.harness import ArrivalWatch, Rehearsal, account, run_id_of
 
 
 def forge(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -125,3 +127,22 @@ async def test_a_missing_token_file_blocks_at_once(tmp_path: Path,
     said = f"blocked file {tmp_path / 'system-token'}: No such file or directory"
     assert "".join(said.split()) in "".join(done.out.split())  # the summary wraps long lines
     assert "Traceback" not in done.text
+
+
+async def test_status_text_and_json_agree_on_a_killed_run(tmp_path: Path,
+                                                          sandbox: RunningSandbox) -> None:
+    """For a run whose process was killed, `status RUN` says its process is gone and
+    `status RUN --format json` says `"process_alive": false` beside `"state": "running"`."""
+    rehearsal = Rehearsal.start(tmp_path, sandbox)
+    rows = [{"legacy_id": f"L{i}", "account_id": account(i), "issue": "MIG-1"}
+            for i in range(6)]
+    watch = ArrivalWatch.install(sandbox)
+    process = await rehearsal.spawn("run", rehearsal.write_job("killed", rows, COMMENT))
+    watch.at(1, lambda: process.signal(signal.SIGKILL))
+    killed = await process.wait()
+    assert killed.code == -signal.SIGKILL
+    run_id = run_id_of(killed)
+    text = await rehearsal.cli("status", run_id)
+    assert "running? (its process is gone" in text.out
+    data = json.loads((await rehearsal.cli("status", run_id, "--format", "json")).out)
+    assert (data["state"], data["process_alive"]) == ("running", False)
