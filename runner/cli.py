@@ -8,9 +8,11 @@ rows, or every item skipped), 130 interrupted (SIGINT), 143 stopped by SIGTERM.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from runner.errors import ExitCode, InputError
 from runner.progress.output import add_color_option, refusal_line
@@ -35,15 +37,45 @@ def build_parser() -> argparse.ArgumentParser:
         "skipped; --allow-empty), 130 interrupted (SIGINT), 143 stopped (SIGTERM).",
     )
     add_color_option(parser)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"forge-runner {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
     return parser
 
 
+def _version() -> str:
+    try:
+        return version("forge-runner")
+    except PackageNotFoundError:  # pragma: no cover (run from a source tree, not installed)
+        return "unknown"
+
+
+def _unknown_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """The one-line refusal of a first word that is no command, with the nearest one."""
+    if not argv or argv[0].startswith("-"):
+        return None
+    commands = [name for action in parser._actions
+                if isinstance(action, argparse._SubParsersAction) for name in action.choices]
+    if argv[0] in commands:
+        return None
+    near = difflib.get_close_matches(argv[0], commands, n=1, cutoff=0.5)
+    hint = f"did you mean {near[0]}? " if near else ""
+    return (f"unknown command {argv[0]!r}; {hint}"
+            f"(commands: {', '.join(commands)}; `forge-runner --help` describes them)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if not words:
+        parser.print_help()
+        return ExitCode.OK
+    refusal = _unknown_command(parser, words)
+    if refusal is not None:
+        print(f"forge-runner: {refusal}", file=sys.stderr)
+        return ExitCode.INVALID_INPUT
+    args = parser.parse_args(words)
     try:
         code: int = args.func(args)
     except InputError as exc:

@@ -12,6 +12,11 @@ from typing import Any
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n+")
 
+# Jira Cloud refuses a rich-text field (comment, description, worklog comment) holding more
+# characters than this (its `jira.text.field.character.limit` setting, fixed on Cloud): the row
+# check refuses it, before anything is sent, rather than every such item failing with a 400.
+TEXT_LIMIT = 32_767
+
 
 def text_to_adf(text: str) -> dict[str, Any]:
     """An ADF document holding ``text``: one paragraph per blank-line-separated block."""
@@ -55,3 +60,14 @@ def adf_problem(value: Any) -> str | None:
 def is_empty(doc: dict[str, Any]) -> bool:
     """Whether an ADF document holds no text at all (Jira refuses an empty comment)."""
     return not doc.get("content")
+
+
+def text_length(node: Any) -> int:
+    """The characters of text an ADF document (or node) holds, every ``text`` node counted."""
+    if isinstance(node, list):
+        return sum(text_length(child) for child in node)
+    if not isinstance(node, dict):
+        return 0
+    text = node.get("text")
+    own = len(text) if node.get("type") == "text" and isinstance(text, str) else 0
+    return own + text_length(node.get("content"))

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from runner.actions.adf import EXPECTED as ADF_EXPECTED
-from runner.actions.adf import adf_problem, is_empty, text_to_adf
+from runner.actions.adf import TEXT_LIMIT, adf_problem, is_empty, text_length, text_to_adf
 from runner.actions.base import RenderError, fill
 from runner.config.tables import MISSING, Table, describe, excerpt
 from runner.job.templates import JsonTemplate, Template, TemplateError
@@ -100,6 +100,10 @@ class Params:
                 raise RenderError(param, str(exc)) from None
         if is_empty(doc):
             raise RenderError(param, "expected some text, found an empty document")
+        length = text_length(doc)
+        if length > TEXT_LIMIT:
+            raise RenderError(param, f"expected at most {TEXT_LIMIT:,} characters (Jira Cloud's "
+                              f"limit for a text field), found {length:,}")
         return doc
 
 

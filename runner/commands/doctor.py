@@ -5,7 +5,8 @@ shown and any failure explained (``runner.doctor``). Exit 0 when both pass, 3 wh
 environment is blocked, 1 for other failures, 2 for bad input.
 
 ``doctor --manifest manifest.yml JOB``: the app's manifest against the scopes the job's actions
-need and what keeps system tokens coming (``runner.manifest_check``). Exit 0 when every check
+need and what keeps system tokens coming (``runner.doctor.manifest_check``); when the config has
+``[serve.routes]``, that every endpoint's route is one of them. Exit 0 when every check
 passes, 1 otherwise, 2 for a file that is not YAML or not a manifest. Actions whose scopes
 can't be determined (a raw request to an endpoint the table lacks, a Python action) are listed
 with ``?`` for a person to check; they don't change the exit code.
@@ -28,6 +29,7 @@ from runner.doctor.user import check_user, resolve
 from runner.errors import ExitCode, InputError
 from runner.job.jobfile import load_job
 from runner.logs.setup import configure_logging
+from runner.remote.settings import serve_config
 from runner.sandbox.config import SandboxConfig, sandbox_config
 
 
@@ -87,6 +89,8 @@ def check_manifest_command(manifest_path: str, job_path: str, config_path: str,
     config = load_config(config_path)
     job = load_job(job_path, config)
     manifest = load_manifest(manifest_path)
-    checks = check_manifest(manifest, scopes_needed(job.actions))
+    serve = serve_config(config)
+    routes = {r.path: r.kind for r in serve.routes} if serve is not None else None
+    checks = check_manifest(manifest, scopes_needed(job.actions), routes)
     out.write(render(manifest, f"{job.name} ({job.path})", checks))
     return ExitCode.OK if passed(checks) else ExitCode.FAILED

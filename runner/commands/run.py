@@ -26,6 +26,7 @@ from typing import Any
 from rich.text import Text
 
 from runner.aio import single_error
+from runner.commands import positive_int
 from runner.config.configfile import Config, load_config
 from runner.engine.engine import FINAL, Engine, RunResult
 from runner.engine.shutdown import Shutdown
@@ -41,6 +42,8 @@ from runner.remote.settings import serve_config
 from runner.sandbox.config import SandboxConfig, sandbox_config
 
 DEFAULT_CONFIG = "forge-runner.toml"
+# The states `retry` puts back in line; uncertain items are resume's to resolve.
+RETRIED = (ItemState.FAILED, ItemState.SKIPPED, ItemState.BLOCKED)
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -51,7 +54,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    "plain elsewhere)")
     p.add_argument("--report", metavar="FILE", type=Path,
                    help="write a JSON report of the run here")
-    p.add_argument("--concurrency", type=int, metavar="N",
+    p.add_argument("--concurrency", type=positive_int, metavar="N",
                    help="users worked on at once (overrides [runner] concurrency)")
     p.add_argument("--quiet", action="store_true",
                    help="print the summary and warnings only (no live view, no info lines)")
@@ -78,16 +81,27 @@ def add_parser(sub: Any) -> None:
                      "(it first says how many creates the job's last run did)")
     run.set_defaults(func=lambda a: _main(a, mode="run"))
 
-    resume = sub.add_parser("resume", help="resume a run by its ID")
-    resume.add_argument("run_id", metavar="RUN")
+    resume = sub.add_parser("resume", help="resume a run by its ID (resolves uncertain items)",
+                            description="Resume a run where it stopped: items not finished are "
+                            "done; uncertain ones (sent, answer lost) are looked up in Jira first "
+                            "and sent again only when Jira has no trace of them.")
+    resume.add_argument("run_id", metavar="RUN", help="a run ID (r-YYYYMMDD-xxxxxx; "
+                        "`forge-runner status` lists them)")
     resume.add_argument("--job", type=Path, help="the job file (default: the run's own path)")
     add_common(resume)
     resume.set_defaults(func=lambda a: _main(a, mode="resume"))
 
-    retry = sub.add_parser("retry", help="put a run's failed items back in line and resume it")
-    retry.add_argument("run_id", metavar="RUN")
-    retry.add_argument("--failed", action="store_true", required=True,
-                       help="requeue the failed items (and skipped and blocked ones)")
+    retry = sub.add_parser("retry", help="put a run's failed, skipped and blocked items back "
+                           "in line and resume it",
+                           description="Put a run's failed, skipped and blocked items back in "
+                           "line, then resume the run (uncertain items are resolved as by "
+                           "`resume`).")
+    retry.add_argument("run_id", metavar="RUN", help="a run ID (r-YYYYMMDD-xxxxxx; "
+                       "`forge-runner status` lists them)")
+    # Requeuing those items is retry's only mode; the flag stays for the scripts that pass it.
+    retry.add_argument("--failed", action="store_true",
+                       help="the default and only mode: requeue failed, skipped and blocked "
+                       "items")
     retry.add_argument("--job", type=Path, help="the job file (default: the run's own path)")
     add_common(retry)
     retry.set_defaults(func=lambda a: _main(a, mode="retry"))
@@ -179,6 +193,8 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
             output.note(Text.assemble(f"{verb} run ", (handle.run_id, "bold"),
                                       f" of {job.name}: {total} items"),
                         f"runner.run.{verb}", run=handle.run_id, job=job.name, items=total)
+        output.note(f"journal: {config.runner.journal}", "runner.run.journal",
+                    path=str(config.runner.journal))
         stats = RunStats.from_config(config)
         prior = (await journal.counts(handle.run_id)).by_state
         # A resumed run shows progress over what is left, not over the whole job.
@@ -188,13 +204,17 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
         allowed = job.allow_empty or args.allow_empty
         exit_code, closing = _outcome(result, await journal.counts(handle.run_id), allowed,
                                       fresh=bool(getattr(args, "fresh", False)))
-        # The plan's bound is for the whole job: a resumed run has less left to do.
-        bound = None if handle.resumed else plan.shortest_s
+        # The plan's bound is for the whole job: this run is compared with its share of it,
+        # the items it finished, so an interrupted or resumed run is not held to the whole.
+        bound = plan.shortest_s * stats.finished / total if total and stats.finished else None
         idle = handle.extends is not None and _touched(prior) == _touched(result.counts)
         if idle and not result.interrupted:
             # A finished job run again (a retry from cron, "did it work?"): nothing was sent.
             assert handle.extends is not None
             exit_code, closing = ExitCode.OK, _nothing_to_do(handle.extends, job.name)
+        recovered = _recovery(prior, result)
+        if recovered:
+            closing = f"{recovered}\n{closing}"
         output.summary(stats, run_id=result.run_id, job=job.name, exit_code=exit_code,
                        closing=closing, blocked=result.blocked, lower_bound_s=bound)
         if args.report:
@@ -214,7 +234,7 @@ async def _open(journal: SqliteJournal, job: Job, config: Config, args: argparse
         return await journal.open_run(job.name, str(job.path), job.fingerprint, config.fingerprint,
                                       job.text, fresh=args.fresh)
     if mode == "retry":
-        await journal.requeue(args.run_id, ("failed", "skipped", "blocked"))
+        await journal.requeue(args.run_id, RETRIED)
     return await journal.resume(args.run_id)
 
 
@@ -291,9 +311,19 @@ def _outcome(result: RunResult, counts: RunCounts, allowed: bool, *, fresh: bool
     if code == ExitCode.BLOCKED:
         return code, f"run {run_id}: an environment is blocked (exit 3)"
     if code == ExitCode.FAILED:
+        by_state = counts.by_state
+        uncertain = by_state.get(ItemState.UNCERTAIN, 0)
+        requeued = sum(by_state.get(s, 0) for s in RETRIED)
+        steps = []
+        if requeued:
+            steps.append(f"`forge-runner retry {run_id}` puts the {requeued} failed, skipped "
+                         "and blocked back in line")
+        if uncertain:
+            # retry does not touch them: resume looks each one up in Jira before sending again.
+            steps.append(f"`forge-runner resume {run_id}` resolves the {uncertain} uncertain")
         return code, (f"run {run_id}: {_tally(counts)}: some items failed (exit 1); see "
-                      f"`forge-runner report {run_id}`, then `forge-runner retry {run_id} "
-                      "--failed`")
+                      f"`forge-runner report {run_id}`" + "".join(f", then {s}" for s in steps[:1])
+                      + "".join(f"; {s}" for s in steps[1:]))
     by_state = counts.by_state
     total = sum(by_state.values())
     done = by_state.get(ItemState.DONE, 0)
@@ -333,3 +363,14 @@ def _tally(counts: RunCounts) -> str:
 def _top_reason(counts: RunCounts) -> str | None:
     reasons = sorted(counts.by_reason, key=lambda r: -r.count)
     return reasons[0].reason if reasons else None
+
+
+def _recovery(prior: Mapping[ItemState, int], result: RunResult) -> str | None:
+    """What a resumed run made of the items it found uncertain or started (sent, no answer)."""
+    before = prior.get(ItemState.UNCERTAIN, 0) + prior.get(ItemState.STARTED, 0)
+    if not before:
+        return None
+    still = result.counts.get(ItemState.UNCERTAIN, 0)
+    resolved = max(0, before - still)
+    return (f"recovery: {before} uncertain at the start; {resolved} resolved (found in Jira, "
+            f"or surely missing and sent again), {still} still uncertain")

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from runner.commands import positive_int
 from runner.config.configfile import RunnerSettings
 from runner.errors import ExitCode, JournalError
 from runner.journal import ItemState, RunCounts, RunRecord, RunState, SqliteJournal
@@ -45,7 +46,8 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("run", nargs="?", metavar="RUN", help="a run ID (r-YYYYMMDD-xxxxxx)")
     add_journal_arguments(parser)
-    parser.add_argument("--limit", type=int, default=10, metavar="N", help="runs listed (10)")
+    parser.add_argument("--limit", type=positive_int, default=10, metavar="N",
+                        help="runs listed (10; at least 1)")
     parser.add_argument("--format", choices=("text", "json"), default="text")
     parser.set_defaults(func=status_command)
 
@@ -204,6 +206,9 @@ def run_json(run: RunRecord) -> dict[str, Any]:
         "job": run.job_name,
         "job_path": run.job_path,
         "state": str(run.state),
+        # As the text's "running? (its process is gone)": false for a running run whose
+        # process no longer exists, null when it can't be told (another host) or not running.
+        "process_alive": holder_alive(run.holder) if run.state is RunState.RUNNING else None,
         "holder": run.holder,
         "started_at": iso(run.started_at),
         "ended_at": iso(run.ended_at),

@@ -163,8 +163,11 @@ def load_config(path: str | Path) -> Config:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError("(file)", "a readable config file", exc.strerror or str(exc),
-                          file=path) from None
+        found = exc.strerror or str(exc)
+        if isinstance(exc, FileNotFoundError):
+            found += ("; name the config with --config FILE, or copy config.example.toml to "
+                      f"{path} and fill it in")
+        raise ConfigError("(file)", "a readable config file", found, file=path) from None
     try:
         doc = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -315,8 +318,11 @@ def _environment(name: str, t: Table, base: Path) -> EnvironmentConfig:
 
 def _site(name: str, t: Table, environments: Mapping[str, EnvironmentConfig]) -> SiteConfig:
     cloud_id: str = t.string("cloud_id", expected="the site's cloud ID")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", cloud_id):
-        raise t.error("cloud_id", "the site's cloud ID (a UUID)", describe(cloud_id))
+    # A site's name (`acme-prod`) in its place would be sent to the gateway and end the run
+    # blocked; a cloud ID is always a UUID (https://SITE.atlassian.net/_edge/tenant_info).
+    if not re.fullmatch(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}", cloud_id):
+        raise t.error("cloud_id", "the site's cloud ID, a UUID (from "
+                      "https://SITE.atlassian.net/_edge/tenant_info)", describe(cloud_id))
     only = next(iter(environments)) if len(environments) == 1 else MISSING
     environment: str = t.nonempty("environment", only, expected="an environment's name")
     if environment not in environments:

@@ -48,6 +48,7 @@ class Endpoint:
     remote: str | None
     system_token: Any  # the value of auth.appSystemToken.enabled (None when absent)
     user_token: Any  # the value of auth.appUserToken.enabled (None when absent)
+    route: str | None = None  # route.path: where on the remote Forge invokes it
 
     @property
     def gets_system_token(self) -> bool:
@@ -205,8 +206,9 @@ def _endpoint(m: Mapping[str, Any], key: str, error: ErrorFactory) -> Endpoint:
     name = _string(m, "key", key, error, required=True) or ""
     remote = _string(m, "remote", key, error)
     auth = _map(m, "auth", f"{key}.auth", error)
+    route = _string(_map(m, "route", f"{key}.route", error), "path", f"{key}.route", error)
     return Endpoint(name, remote, _enabled(auth, "appSystemToken", f"{key}.auth", error),
-                    _enabled(auth, "appUserToken", f"{key}.auth", error))
+                    _enabled(auth, "appUserToken", f"{key}.auth", error), route)
 
 
 def _trigger(m: Mapping[str, Any], key: str, error: ErrorFactory) -> ScheduledTrigger:

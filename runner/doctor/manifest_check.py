@@ -3,7 +3,8 @@
 ``check_manifest`` gives one ``Check`` per requirement of atlassian-facts.md sections 1-2: each
 scope the job's actions need, declared as a map entry with ``allowImpersonation: true``;
 ``read:app-system-token``; an endpoint that receives system tokens; a scheduled trigger that
-invokes it at least hourly. A failing check carries the exact YAML to write; ``render`` prints
+invokes it at least hourly; when the config has ``[serve.routes]``, each endpoint's route among
+them. A failing check carries the exact YAML to write; ``render`` prints
 the checklist with a closing reminder to deploy and upgrade.
 """
 
@@ -181,8 +182,43 @@ def _trigger_check(manifest: Manifest) -> Check:
                          f"      endpoint: {endpoint}", "      interval: hour"))
 
 
-def check_manifest(manifest: Manifest, needs: ScopeNeeds) -> list[Check]:
-    """Every requirement, in reading order: scopes, then what brings system tokens."""
+ROUTES = "Routes the remote serves ([serve.routes] of the config)"
+
+
+def _route_checks(manifest: Manifest, routes: Mapping[str, str]) -> list[Check]:
+    """Each endpoint's route.path against the config's [serve.routes] (path -> kind): Forge
+    calls the remote's baseUrl + route.path, and serve answers 404 for any other path."""
+    checks: list[Check] = []
+    served = ", ".join(routes) or "none"
+    for e in manifest.endpoints:
+        if e.route is None:
+            checks.append(Check(ROUTES, "fail", f"endpoint {e.key} has no route.path, so Forge "
+                                f"invokes the remote's root, which serve does not route "
+                                f"(it serves {served})",
+                                "name one of the config's routes:\n" + _yaml(
+                                    "modules:", "  endpoint:", f"    - key: {e.key}",
+                                    "      route:", f"        path: {next(iter(routes), '/')}")))
+        elif e.route in routes:
+            checks.append(Check(ROUTES, "pass", f"endpoint {e.key} invokes {e.route}, a "
+                                f"{routes[e.route]} route of [serve.routes]"))
+        else:
+            checks.append(Check(ROUTES, "fail", f"endpoint {e.key} invokes {e.route}, which "
+                                f"[serve.routes] does not route (it serves {served}): every "
+                                "invocation gets 404",
+                                "make route.path one of the config's routes, or add a "
+                                "[[serve.routes]] with path = " + f'"{e.route}"'))
+    invoked = {e.route for e in manifest.endpoints}
+    for path, kind in routes.items():
+        if path not in invoked:
+            checks.append(Check(ROUTES, "note", f"{kind} route {path} of [serve.routes] is "
+                                "invoked by no endpoint of the manifest"))
+    return checks
+
+
+def check_manifest(manifest: Manifest, needs: ScopeNeeds,
+                   routes: Mapping[str, str] | None = None) -> list[Check]:
+    """Every requirement, in reading order: scopes, then what brings system tokens, then (given
+    the config's [serve.routes] as path -> kind) that each endpoint's route is served."""
     checks = [_scope_check(manifest, scope, users) for scope, users in needs.scopes.items()]
     if manifest.scopes_form in ("list", "string") and needs.scopes:
         checks.append(_as_map_fix(manifest, needs))
@@ -194,6 +230,8 @@ def check_manifest(manifest: Manifest, needs: ScopeNeeds) -> list[Check]:
     checks.append(_system_token_scope(manifest))
     checks += _endpoint_checks(manifest)
     checks.append(_trigger_check(manifest))
+    if routes:
+        checks += _route_checks(manifest, routes)
     return checks
 
 

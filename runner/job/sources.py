@@ -108,6 +108,14 @@ class CsvSource:
         if header is None:
             raise JobError(f"{path} line 1", "expected a header line naming the columns, "
                            "found an empty file")
+        if len(header) == 1:
+            # A file separated by another character reads as one column named by the whole line.
+            other = next((c for c in (";", "\t", "|") if c != delimiter and c in header[0]), None)
+            if other is not None:
+                shown = "tab" if other == "\t" else repr(other)
+                raise JobError(f"{path} line 1", f"expected columns separated by {delimiter!r}, "
+                               f"found one column {header[0]!r}; if the file is separated by "
+                               f"{shown}, set delimiter = {json.dumps(other)} in [source]")
         problem = _columns_problem(header)
         if problem:
             raise JobError(f"{path} line 1", f"expected a header of distinct column names, "

@@ -5,8 +5,10 @@ refresh endpoint (atlassian-facts.md section 2). So the provider reads whatever 
 source (an environment variable, a file, a command, or a ``forge-runner serve`` process on this
 host, over loopback) holds now, reads it again when the token nears its ``exp`` or the gateway
 answers 401, and, while no valid token is to be had, waits for one (polling the source with
-backoff) instead of failing the work, up to ``max_wait_s``. A serve process is told of a token
-the gateway refused before it is asked again, so it drops that token for every job it serves.
+backoff) instead of failing the work, up to ``max_wait_s``. A source that can't heal by waiting
+(an environment variable not set, a missing file, a command not found or not executable) fails
+at once: ``BrokenSourceError``. A serve process is told of a token the gateway refused before it
+is asked again, so it drops that token for every job it serves.
 
 The token is treated as opaque apart from the JWT ``exp``, read without verifying anything: the
 gateway is the one that checks it. A token that is not a JWT is accepted with unknown expiry.
@@ -39,6 +41,11 @@ from runner.tokenroute import fetch_system_token, report_refused_token
 
 # Anything that looks like a credential in a command's stderr is cut out before it is shown.
 _SECRETISH = re.compile(r"[A-Za-z0-9_\-\.=+/]{20,}")
+
+
+class BrokenSourceError(SystemTokenError):
+    """The source can't hold a token however long one waits: said at once, not after
+    ``max_wait_s``."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,8 @@ class SystemTokenProvider:
         self._last_read = now
         try:
             token = await self._read_source()
+        except BrokenSourceError:
+            raise
         except SystemTokenError as exc:
             return exc.reason
         if not token:
@@ -187,12 +196,17 @@ class SystemTokenProvider:
     async def _read_source(self) -> str:
         s = self._source
         if s.env:
-            return os.environ.get(s.env, "").strip()
+            # This process's environment can't change under it: waiting would bring nothing.
+            if s.env not in os.environ:
+                raise BrokenSourceError(self.environment, f"{self._describe()} is not set")
+            return os.environ[s.env].strip()
         if s.file is not None:
             try:
                 return (await in_thread(self._path(s.file).read_text)).strip()
             except OSError as exc:
-                raise SystemTokenError(
+                kind = (BrokenSourceError if isinstance(exc, FileNotFoundError)
+                        else SystemTokenError)
+                raise kind(
                     self.environment, f"{self._describe()}: {exc.strerror or exc}"
                 ) from exc
         if s.command:
@@ -209,6 +223,11 @@ class SystemTokenProvider:
         except TimeoutError as exc:
             raise SystemTokenError(
                 self.environment, f"{self._describe()} took over {self._command_timeout:g} s"
+            ) from exc
+        except (FileNotFoundError, PermissionError) as exc:
+            # Not found or not executable: no later run of it can go otherwise.
+            raise BrokenSourceError(
+                self.environment, f"{self._describe()} can't be run: {exc.strerror or exc}"
             ) from exc
         except OSError as exc:
             raise SystemTokenError(

@@ -277,3 +277,24 @@ def test_cli_manifest_needs_a_job(capsys: Any) -> None:
     """--manifest without a job is bad input (exit 2)."""
     assert main(["doctor", "--manifest", str(SHIPPED), "--config", str(CONFIG)]) == 2
     assert "the job file is missing" in capsys.readouterr().err
+
+
+def test_an_endpoint_route_serve_does_not_route_fails(tmp_path: Path, capsys: Any) -> None:
+    """With the config's [serve.routes], a manifest endpoint on /forge/events fails naming the
+    route and the routes served (exit 1); the served routes no endpoint invokes are noted."""
+    manifest = tmp_path / "manifest.yml"
+    manifest.write_text(yaml.safe_dump(broken(modules__endpoint__0__route={
+        "path": "/forge/events"})))
+    code = main(["doctor", "--manifest", str(manifest), str(MIGRATION), "--config", str(CONFIG)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert ("✗ endpoint remote invokes /forge/events, which [serve.routes] does not route (it "
+            "serves /forge/lifecycle, /forge/refresh, /forge/nightly-sync): every invocation "
+            "gets 404") in out
+    assert "· refresh route /forge/refresh of [serve.routes] is invoked by no endpoint" in out
+    assert "1 check failed." in out
+
+
+def test_routes_are_not_checked_without_serve_routes(tmp_path: Path) -> None:
+    """A config without [serve.routes] adds no route check: the baseline still passes."""
+    assert not [c for c in checks_for(tmp_path, GOOD) if c.section.startswith("Routes")]

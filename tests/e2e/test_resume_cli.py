@@ -97,7 +97,7 @@ async def test_retry_failed_puts_failed_items_back_and_finishes_them(
     first = await rehearsal.cli("run", job)
     assert first.code == 1, first.text
     run_id = run_id_of(first)
-    assert f"forge-runner retry {run_id} --failed" in first.out
+    assert f"`forge-runner retry {run_id}` puts the 6 failed" in first.out
 
     status = await rehearsal.cli("status", run_id, "--format", "json")
     assert status.code == 0, status.text

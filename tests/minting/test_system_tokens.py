@@ -158,12 +158,41 @@ async def test_hanging_command_times_out(tmp_path: Path) -> None:
     assert "took over 0.3 s" in str(caught.value)
 
 
-async def test_missing_file_is_waited_for_not_fatal(tmp_path: Path) -> None:
-    """A token file that does not exist yet is polled for, not an immediate failure."""
+async def test_an_empty_file_is_waited_for_not_fatal(tmp_path: Path) -> None:
+    """A token file that exists but holds no token yet is polled for, not a failure."""
     clock = ManualClock()
     path = tmp_path / "token"
+    path.write_text("")
     fresh = system_jwt(clock.now() + 3600)
     events = Events()
     events.on_waiting = lambda: path.write_text(fresh)
     p = provider(SystemTokenSource(file=path, max_wait_s=60.0), clock, events)
     assert await p.get() == fresh
+
+
+@pytest.mark.parametrize("source", ["env", "file", "command", "not-executable"])
+async def test_a_source_that_cannot_heal_fails_at_once(tmp_path: Path, source: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unset variable, a missing file, a command not found or not executable fail at the
+    first read, saying so, without waiting max_wait_s (no waiting event, no clock advance)."""
+    monkeypatch.delenv("FORGE_TEST_UNSET_TOKEN", raising=False)
+    script = tmp_path / "token.sh"
+    script.write_text("#!/bin/sh\necho x\n")
+    sources = {
+        "env": (SystemTokenSource(env="FORGE_TEST_UNSET_TOKEN", max_wait_s=600.0),
+                "environment variable FORGE_TEST_UNSET_TOKEN is not set"),
+        "file": (SystemTokenSource(file=tmp_path / "absent", max_wait_s=600.0),
+                 "No such file or directory"),
+        "command": (SystemTokenSource(command=(str(tmp_path / "nope"),), max_wait_s=600.0),
+                    "can't be run: No such file or directory"),
+        "not-executable": (SystemTokenSource(command=(str(script),), max_wait_s=600.0),
+                           "can't be run: Permission denied"),
+    }
+    config, said = sources[source]
+    clock = ManualClock()
+    start = clock.now()
+    events = Events()
+    with pytest.raises(SystemTokenError, match=said):
+        await provider(config, clock, events).get()
+    assert events.count(SystemTokenWaiting) == 0
+    assert clock.now() == start
