@@ -14,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from runner.config.ari import AriError, validate_ari
+from runner.config.checks import check_shared_buckets
 from runner.config.tables import MISSING, Table, describe
 from runner.errors import ConfigError
 from runner.tokenroute import SecretRef, loopback_url_problem, secret_ref
@@ -189,7 +190,7 @@ def load_config(path: str | Path) -> Config:
     retry.done()
     budgets = _budgets(root.table("jira_budgets"))
     messages = _messages(root.table("gateway_messages"))
-    _check_shared_buckets(environments, error)
+    check_shared_buckets(environments, error)
     sandbox = MappingProxyType(root.table("sandbox").data) if "sandbox" in root else None
     serve = MappingProxyType(root.table("serve").data) if "serve" in root else None
     root.done()
@@ -206,22 +207,6 @@ def load_config(path: str | Path) -> Config:
         serve_table=serve,
         fingerprint=hashlib.sha256(data).hexdigest(),
     )
-
-
-def _check_shared_buckets(environments: Mapping[str, EnvironmentConfig],
-                          error: Callable[[str, str, str], ConfigError]) -> None:
-    """Environments naming one mint bucket must state one budget: it is one OAuth client's
-    limit, and two budgets for it can't both be right."""
-    first: dict[str, EnvironmentConfig] = {}
-    for env in environments.values():
-        owner = first.setdefault(env.bucket, env)
-        if (owner.mint_limit, owner.mint_window_s) != (env.mint_limit, env.mint_window_s):
-            raise error(
-                f"environments.{env.name}.mint_limit",
-                f"the budget of shared bucket {env.bucket!r} as environments.{owner.name} "
-                f"states it ({owner.mint_limit} per {owner.mint_window_s:g} s)",
-                f"{env.mint_limit} per {env.mint_window_s:g} s",
-            )
 
 
 def _resolve(base: Path, value: str) -> Path:

@@ -38,6 +38,7 @@ import structlog
 
 from runner.actions import Action, PythonAction
 from runner.config.configfile import Config, SiteConfig
+from runner.engine.flight import Dropped, Flight
 from runner.engine.shutdown import Shutdown
 from runner.errors import (
     ActionError,
@@ -82,34 +83,6 @@ log = structlog.get_logger("runner.engine")
 RESULT_KEYS = ("id", "key")
 
 
-class _Dropped(Exception):
-    """A drain dropped this item while nothing of it was on the wire."""
-
-
-class _Flight:
-    """One item being worked on: journaled ``started`` at its first send; on the wire or not.
-
-    A drain drops items that are only waiting (for a token, a permit, a pause, a backoff):
-    nothing of theirs is on the wire. An item is ``sending`` from the moment a request of it
-    is about to leave until the executor waits to try again (``on_wait``) or its outcome is
-    journaled, and is not dropped meanwhile; a drain that came while it was sending drops it
-    as soon as it waits.
-    """
-
-    def __init__(self, ref: ItemRef, window: asyncio.Timeout,
-                 previous_done: asyncio.Future[object] | None) -> None:
-        self.ref = ref
-        self.window = window  # expired at once to cancel the item's wait
-        self.previous_done = previous_done  # the row's last ``done``, to check before sending
-        self.started = False
-        self.sending = False
-        self.dropped = False
-
-    def drop(self) -> None:
-        self.dropped = True
-        self.window.reschedule(asyncio.get_running_loop().time())
-
-
 @dataclass(frozen=True)
 class Todo:
     action: Action | PythonAction
@@ -152,7 +125,7 @@ class RowWorker:
         self.shutdown = shutdown
         self.deadline = deadline
         self.wall = wall  # the journal's clock: what ``Todo.since`` is measured on
-        self._flights: set[_Flight] = set()
+        self._flights: set[Flight] = set()
         # ``done`` writes queued and not yet known to be durable, and the first that failed.
         self._unsettled: set[asyncio.Future[object]] = set()
         self._last_done: dict[str, asyncio.Future[object]] = {}  # by row key
@@ -175,12 +148,12 @@ class RowWorker:
             if not flight.sending:
                 flight.drop()
 
-    async def _on_send(self, flight: _Flight) -> None:
+    async def _on_send(self, flight: Flight) -> None:
         """Right before a request of ``flight`` leaves: journal ``started`` (durable before
         effect), unless a drain dropped it or a ``done`` failed to be journaled."""
         self.check_journal()
         if flight.dropped:
-            raise _Dropped  # dropped as it woke: stop before anything more is journaled or sent
+            raise Dropped  # dropped as it woke: stop before anything more is journaled or sent
         # On the wire from here: a drain arriving while ``started`` is being journaled must not
         # cancel it, or the item would stay ``started`` with nothing sent (and a create that
         # can't be looked up would become ``uncertain`` on resume).
@@ -192,7 +165,7 @@ class RowWorker:
         if previous is not None:
             await previous  # durable already: queued before the ``started`` just awaited
 
-    def _on_wait(self, flight: _Flight) -> None:
+    def _on_wait(self, flight: Flight) -> None:
         """A request of ``flight`` is back from the wire and must wait before it is tried
         again: a drain may drop it now, and one that came while it was sending does."""
         flight.sending = False
@@ -215,13 +188,13 @@ class RowWorker:
                     return
                 try:
                     async with asyncio.timeout(None) as window:
-                        flight = _Flight(ref, window, self._last_done.pop(row.key, None))
+                        flight = Flight(ref, window, self._last_done.pop(row.key, None))
                         self._flights.add(flight)
                         try:
                             await self._one(site, row, step, ref, flight)
                         finally:
                             self._flights.discard(flight)
-                except _Dropped:
+                except Dropped:
                     return
                 except TimeoutError:
                     if window.expired():
@@ -257,7 +230,7 @@ class RowWorker:
                            action=step.action.name, reason=reason))
 
     async def _one(
-        self, site: SiteConfig, row: Row, step: Todo, ref: ItemRef, flight: _Flight
+        self, site: SiteConfig, row: Row, step: Todo, ref: ItemRef, flight: Flight
     ) -> None:
         action = step.action
         key = item_key(row.key, action.index)

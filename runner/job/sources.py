@@ -114,8 +114,9 @@ class CsvSource:
             if other is not None:
                 shown = "tab" if other == "\t" else repr(other)
                 raise JobError(f"{path} line 1", f"expected columns separated by {delimiter!r}, "
-                               f"found one column {header[0]!r}; if the file is separated by "
-                               f"{shown}, set delimiter = {json.dumps(other)} in [source]")
+                               f"found one column {excerpt(header[0])!r}; if the file is "
+                               f"separated by {shown}, set delimiter = {json.dumps(other)} in "
+                               "[source]")
         problem = _columns_problem(header)
         if problem:
             raise JobError(f"{path} line 1", f"expected a header of distinct column names, "

@@ -97,7 +97,7 @@ async def test_piped_output_is_not_wrapped(
     assert ran.code == 1, ran.err
     closing = last_line(ran.out)
     assert len(closing) > 80
-    assert re.search(r"see `forge-runner report r-\S+`, then `forge-runner retry r-\S+ --failed`",
+    assert re.search(r"see `forge-runner report r-\S+`, then `forge-runner retry r-\S+`",
                      closing), closing
 
 

@@ -108,9 +108,9 @@ async def test_a_failed_run_names_its_journal_and_next_steps(tmp_path: Path,
     run_id = run_id_of(done)
     lines = done.out.splitlines()
     assert lines[1] == f"journal: {rehearsal.journal_path.resolve()}"
-    assert lines[-1] == (f"run {run_id}: 2 not done, 0 uncertain (exit 1); see `forge-runner "
-                         f"report {run_id}`, then `forge-runner retry {run_id}` puts the 2 "
-                         "failed, skipped and blocked back in line")
+    assert lines[-1] == (f"run {run_id}: 1 done, 2 failed: some items failed (exit 1); see "
+                         f"`forge-runner report {run_id}`, then `forge-runner retry {run_id}` "
+                         "puts the 2 failed, skipped and blocked back in line")
 
 
 async def test_a_missing_token_file_blocks_at_once(tmp_path: Path,
