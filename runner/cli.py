@@ -1,18 +1,25 @@
 """The command line: parse, load, configure logging, run. Each subcommand lives in its own module.
 
 Exit codes (``runner.errors.ExitCode``): 0 all done, 1 some items failed, 2 invalid input,
-3 an environment blocked, 4 the job is already running elsewhere, 130 interrupted (SIGINT),
-143 stopped by SIGTERM.
+3 an environment blocked, 4 the job is already running elsewhere, 5 the journal can't be
+read or written, 70 a bug, 130 interrupted (SIGINT), 143 stopped by SIGTERM.
+
+Every ``RunnerError`` that ends a command is one line on stderr and its exit code; only an
+unexpected exception (a bug) prints a traceback, with a line asking to report it. A reader
+that closes the pipe early (``| head``) ends the command quietly with 0, as git does.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 
-from runner.errors import ExitCode, InputError
+from runner.aio import single_error
+from runner.errors import ExitCode, RunnerError
 
 # Modules that each define `add_parser(subparsers)`; the parser they add sets `func(args) -> int`.
 COMMAND_MODULES = (
@@ -30,8 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="forge-runner",
         description="Bulk work as many Atlassian users at once: paced, journaled, resumable.",
         epilog="Exit codes: 0 all done, 1 some items failed, 2 invalid input, "
-        "3 an environment blocked, 4 already running, 130 interrupted (SIGINT), "
-        "143 stopped (SIGTERM).",
+        "3 an environment blocked, 4 already running, 5 the journal can't be read or "
+        "written (fix it, then the same command resumes), 70 a bug (please report it), "
+        "130 interrupted (SIGINT), 143 stopped (SIGTERM). A closed output pipe (| head) "
+        "exits 0.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -43,13 +52,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        code: int = args.func(args)
-    except InputError as exc:
+        try:
+            code: int = args.func(args)
+            # Flushed here, not at exit: a reader gone by now is met below, quietly.
+            sys.stdout.flush()
+        except BaseExceptionGroup as group:
+            # A task group's wrapping: the user meets the first error itself.
+            raise single_error(group) from None
+    except RunnerError as exc:
         print(f"forge-runner: {exc}", file=sys.stderr)
-        return ExitCode.INVALID_INPUT
+        return ExitCode.of(exc)
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        _discard_stdout()
+        return ExitCode.OK
+    except Exception:
+        traceback.print_exc()
+        print("forge-runner: unexpected error, a bug: please report it with the traceback "
+              "above (what was journaled is safe; the same command resumes)", file=sys.stderr)
+        return ExitCode.BUG
     return code
+
+
+def _discard_stdout() -> None:
+    """After the reader of stdout went away (``| head``): what is still buffered goes nowhere,
+    so the interpreter's last flush at exit neither fails nor prints a warning."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (a test's capture): nothing to flush
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,7 +25,7 @@ from runner.commands.status import (
     journal_path,
     run_json,
 )
-from runner.errors import ExitCode, JournalError
+from runner.errors import ExitCode
 from runner.journal import PROBLEM_STATES, ItemRecord, ItemState, RunRecord, SqliteJournal
 
 FIELDS = (
@@ -67,11 +67,7 @@ def add_parser(subparsers: Any) -> None:
 def report_command(args: argparse.Namespace) -> int:
     path = journal_path(args)
     states = tuple(ItemState(s) for s in args.state) if args.state else PROBLEM_STATES
-    try:
-        return asyncio.run(write_report(path, args.run, args.format, args.output, states))
-    except JournalError as exc:
-        print(f"forge-runner: {exc}", file=sys.stderr)
-        return ExitCode.INVALID_INPUT
+    return asyncio.run(write_report(path, args.run, args.format, args.output, states))
 
 
 @contextlib.contextmanager
