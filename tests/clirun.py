@@ -41,6 +41,6 @@ def example_folder(folder: Path) -> Path:
     """``folder`` holding a copy of config.example.toml and jobs/, as a user starts; returns the
     config's path."""
     shutil.copytree(ROOT / "jobs", folder / "jobs")
-    config = folder / "forge-runner.toml"
+    config = folder / "config.example.toml"  # its system_token command names it so
     shutil.copy(ROOT / "config.example.toml", config)
     return config

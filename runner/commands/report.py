@@ -25,7 +25,7 @@ from runner.commands.status import (
     journal_path,
     run_json,
 )
-from runner.errors import ExitCode
+from runner.errors import ExitCode, InputError
 from runner.journal import PROBLEM_STATES, ItemRecord, ItemState, RunRecord, SqliteJournal
 
 FIELDS = (
@@ -76,7 +76,12 @@ def _output(path: Path | None) -> Iterator[TextIO]:
         yield sys.stdout
         return
     # newline="": the csv module writes its own line endings.
-    with path.open("w", encoding="utf-8", newline="") as handle:
+    try:
+        handle = path.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise InputError(f"--output {path}: can't be written ({exc.strerror or exc}); give a "
+                         f"path in a folder you can write to") from None
+    with handle:
         yield handle
 
 

@@ -34,7 +34,7 @@ from runner.journal.base import RunHandle
 from runner.logs.redact import redact
 from runner.logs.setup import LogFormat, configure_logging
 from runner.progress import RunStats, Summary, open_progress
-from runner.progress.report import RunInfo, write_report_async
+from runner.progress.report import RunInfo, check_report_path, write_report_async
 from runner.remote.settings import serve_config
 from runner.sandbox.config import SandboxConfig, sandbox_config
 
@@ -85,6 +85,8 @@ def add_parser(sub: Any) -> None:
 
 def _main(args: argparse.Namespace, *, mode: str) -> int:
     config = load_config(args.config)
+    if args.report is not None:
+        check_report_path(args.report)  # not after the run: its report would be lost
     # Their packages read [sandbox] and [serve]: a bad one stops here too, before any run opens.
     sandbox = sandbox_config(config)
     serve_config(config)
@@ -159,10 +161,13 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
             return ExitCode.ALREADY_RUNNING
         await journal.set_total(handle.run_id, total)
         if sandbox is not None and sandbox.embedded:
-            from runner.sandbox.app import serve
+            from runner.sandbox.embedded import serve_embedded
 
-            served = await stack.enter_async_context(serve(sandbox))
-            console.print(f"sandbox: serving {served.url} for this run")
+            embedded = await stack.enter_async_context(serve_embedded(sandbox, config))
+            config = embedded.config  # pointed at the port served, when its own was taken
+            if embedded.moved:
+                print(f"forge-runner: {embedded.moved}", file=sys.stderr)
+            console.print(f"sandbox: serving {embedded.sandbox.url} for this run")
         verb = "resuming" if handle.resumed else "starting"
         console.print(f"{verb} run [bold]{handle.run_id}[/] of {job.name}: {total} items")
         stats = RunStats.from_config(config)
@@ -181,7 +186,13 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
         if args.report:
             info = RunInfo(run_id=result.run_id, job=job.name, config=str(config.path),
                            exit_code=result.exit_code, lower_bound_s=bound)
-            await write_report_async(args.report, stats, info, journal.records(handle.run_id))
+            try:
+                await write_report_async(args.report, stats, info,
+                                         journal.records(handle.run_id))
+            except OSError as exc:  # checked at the start, so the disk changed meanwhile
+                print(f"forge-runner: the report {args.report} could not be written "
+                      f"({exc.strerror or exc}); `forge-runner report {result.run_id}` lists "
+                      f"the run's items from the journal", file=sys.stderr)
         return result.exit_code
     return ExitCode.OK  # pragma: no cover (the stack never swallows)
 
