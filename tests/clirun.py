@@ -1,8 +1,8 @@
 """`forge-runner` as a real process, for tests of what a user sees when something is wrong.
 
 ``forge_runner(*args, cwd=...)`` runs ``python -m runner ARGS`` to its end and returns its exit
-code and output. ``one_line(result)`` is the single line it printed on stderr, and fails the
-test when there is a traceback or more than one line.
+code and output. ``one_line(stderr)`` is the single ``forge-runner:`` line a process printed on
+stderr, and fails the test when there is a traceback or more than one such line.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ def forge_runner(*args: str | Path, cwd: Path, env: dict[str, str] | None = None
                           timeout=LIMIT_S, check=False)
 
 
-def one_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The one line on stderr (log lines of a run aside); no traceback."""
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("forge-runner: ")]
-    assert len(lines) == 1, result.stderr
+def one_line(stderr: str) -> str:
+    """The one ``forge-runner:`` line on ``stderr`` (log lines of a run aside); no traceback."""
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("forge-runner: ")]
+    assert len(lines) == 1, stderr
     return lines[0]
 
 

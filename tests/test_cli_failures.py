@@ -106,7 +106,7 @@ def test_an_unwritable_report_path_stops_the_run_before_anything_is_sent(
     result = forge_runner("run", "jobs/example-migration.toml", "--config", config,
                           "--report", where, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
-    line = one_line(result)
+    line = one_line(result.stderr)
     assert line.startswith(f"forge-runner: --report {where}: ")
     assert "give a" in line
     assert not (tmp_path / "forge-runner.db").exists()
@@ -119,7 +119,7 @@ def test_report_output_that_cant_be_written_exits_2(tmp_path: Path) -> None:
     result = forge_runner("report", run, "--journal", journal, "--output", "no/such/r.json",
                           cwd=tmp_path)
     assert result.returncode == 2, result.stderr
-    assert "--output no/such/r.json: can't be written" in one_line(result)
+    assert "--output no/such/r.json: can't be written" in one_line(result.stderr)
 
 
 @pytest.mark.slow
@@ -134,7 +134,7 @@ def test_the_embedded_sandbox_moves_off_a_taken_port_and_the_run_uses_it(
     result = forge_runner("run", "jobs/example-migration.toml", "--config", config,
                           "--quiet", "--log-format", "json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    line = one_line(result)
+    line = one_line(result.stderr)
     assert line.startswith(f"forge-runner: sandbox: http://127.0.0.1:{taken_port} is taken "
                            "(another sandbox?); serving this one on http://127.0.0.1:")
     assert "all done" in result.stdout
@@ -148,7 +148,7 @@ def test_serve_on_a_port_in_use_exits_2(tmp_path: Path, taken_port: int, flag: s
     result = forge_runner("serve", "--config", config, flag, str(taken_port), other, "0",
                           cwd=tmp_path)
     assert result.returncode == 2, result.stderr
-    assert one_line(result) == (f"forge-runner: {flag}: expected a port free to listen on "
+    assert one_line(result.stderr) == (f"forge-runner: {flag}: expected a port free to listen on "
                                 f"(or 0 for any), found 127.0.0.1:{taken_port} (already in "
                                 "use)")
 
@@ -160,7 +160,7 @@ def test_serve_on_a_configured_port_in_use_names_the_key(tmp_path: Path,
     config.write_text(config.read_text().replace("port = 8780", f"port = {taken_port}"))
     result = forge_runner("serve", "--config", config, "--token-port", "0", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
-    assert one_line(result).startswith(f"forge-runner: {config}: serve.port: expected a port "
+    assert one_line(result.stderr).startswith(f"forge-runner: {config}: serve.port: expected a port "
                                        "free to listen on")
 
 
@@ -173,7 +173,7 @@ def test_serve_with_an_unreadable_job_template_exits_2(tmp_path: Path) -> None:
     result = forge_runner("serve", "--config", config, "--port", "0", "--token-port", "0",
                           cwd=tmp_path)
     assert result.returncode == 2, result.stderr
-    line = one_line(result)
+    line = one_line(result.stderr)
     assert "nightly-sync.toml" in line and "expected a readable job template" in line
 
 
@@ -186,6 +186,6 @@ def test_serve_with_a_short_secret_exits_2(tmp_path: Path) -> None:
     result = forge_runner("serve", "--config", config, "--port", "0", "--token-port", "0",
                           cwd=tmp_path, env={"FORGE_RUNNER_SERVE_SECRET": "short"})
     assert result.returncode == 2, result.stderr
-    assert one_line(result) == (
+    assert one_line(result.stderr) == (
         f"forge-runner: {config}: serve.token_endpoint: expected a secret of 16 or more "
         "characters in environment variable FORGE_RUNNER_SERVE_SECRET, found a shorter one")

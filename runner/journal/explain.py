@@ -20,15 +20,16 @@ _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _PERM, _NOTADB = 
     5, 6, 8, 10, 11, 13, 14, 3, 26
 )
 
-_ADVICE = {
-    "full": f"the disk is full; free some space, {RESUME}",
-    "readonly": f"it can't be written; make the file and its folder writable, {RESUME}",
-    "cantopen": "it can't be opened; check that its folder exists and that the file and the "
-    f"folder can be read and written, {RESUME}",
-    "corrupt": "it is not a journal or it is damaged; restore it from a backup, or move it "
-    "aside (or set [runner] journal to another file) to start afresh",
-    "ioerr": f"reading or writing it failed; check the disk, {RESUME}",
-    "busy": f"another process kept it locked too long; let that process finish, {RESUME}",
+# For each kind of failure: what happened, in a user's words, and what to do.
+_SAID = {
+    "full": ("the disk is full", f"free some space, {RESUME}"),
+    "readonly": ("it can't be written", f"make the file and its folder writable, {RESUME}"),
+    "cantopen": ("it can't be opened", "check that it is a file, and that it and its folder "
+                 f"can be read and written, {RESUME}"),
+    "corrupt": ("it is not a journal, or it is damaged", "restore it from a backup, or move it "
+                "aside (or set [runner] journal to another file) to start afresh"),
+    "ioerr": ("reading or writing it failed", f"check the disk, {RESUME}"),
+    "busy": ("another process kept it locked too long", f"let that process finish, {RESUME}"),
 }
 
 
@@ -60,5 +61,7 @@ def explain(path: Path, exc: Exception) -> Exception:
         return exc
     what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     kind = _kind(exc)
-    advice = f"; {_ADVICE[kind]}" if kind else f"; fix it, {RESUME}"
-    return JournalError(f"journal {path}: {what}{advice}")
+    if kind is None:
+        return JournalError(f"journal {path}: {what}; fix it, {RESUME}")
+    happened, todo = _SAID[kind]
+    return JournalError(f"journal {path}: {happened} ({what}); {todo}")

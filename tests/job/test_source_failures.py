@@ -40,7 +40,7 @@ def test_invalid_utf8_in_a_csv_names_its_true_line(tmp_path: Path, bad_line: int
     (tmp_path / "rows.csv").write_bytes(_bad_byte_on(lines, bad_line))
     result = forge_runner("plan", _job(tmp_path, "rows.csv"), "--config", config, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
-    line = one_line(result)
+    line = one_line(result.stderr)
     assert f"rows.csv line {bad_line}: expected UTF-8 text, found byte 0xff" in line
     assert "save the file as UTF-8" in line
 
@@ -53,7 +53,7 @@ def test_invalid_utf8_in_a_jsonl_names_its_true_line(tmp_path: Path) -> None:
     result = forge_runner("plan", _job(tmp_path, "rows.jsonl"), "--config", config,
                           cwd=tmp_path)
     assert result.returncode == 2, result.stderr
-    assert "rows.jsonl line 3002: expected UTF-8 text, found byte 0xff" in one_line(result)
+    assert "rows.jsonl line 3002: expected UTF-8 text, found byte 0xff" in one_line(result.stderr)
 
 
 @pytest.mark.parametrize(
@@ -74,6 +74,6 @@ def test_a_jsonl_record_python_cant_read_names_its_line(tmp_path: Path, value: s
     result = forge_runner("plan", _job(tmp_path, "rows.jsonl"), "--config", config,
                           cwd=tmp_path)
     assert result.returncode == 2, result.stderr
-    line = one_line(result)
+    line = one_line(result.stderr)
     assert "rows.jsonl line 3: expected a JSON object, found " in line
     assert said in line
