@@ -1,11 +1,12 @@
 """`forge-runner run JOB`, `resume RUN`, `retry RUN --failed`: check everything, then run.
 
 Order of work: load the config and the job, check every row (nothing is sent before all is
-checked: a bad file exits 2), open or resume the run in the journal (a job already running
-elsewhere exits 4), serve the embedded sandbox when the config asks for it, run the engine with
-a live view or plain progress lines, print the summary, write the report, exit with the run's
-code (0 done, 1 items failed, 3 an environment blocked, 130 interrupted by SIGINT, 143 by
-SIGTERM).
+checked: a bad file, or a --report path that can't be written, exits 2), open or resume the run
+in the journal (a job already running elsewhere exits 4; a journal that can't be read or
+written exits 5), serve the embedded sandbox when the config asks for it (on a free port if its
+own is taken), run the engine with a live view or plain progress lines, print the summary,
+write the report, exit with the run's code (0 done, 1 items failed, 3 an environment blocked,
+130 interrupted by SIGINT, 143 by SIGTERM).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="log lines as text or structlog JSON (default: console on a terminal, "
                    "plain elsewhere)")
     p.add_argument("--report", metavar="FILE", type=Path,
-                   help="write a JSON report of the run here")
+                   help="write a JSON report of the run here (checked writable before "
+                   "anything is sent)")
     p.add_argument("--concurrency", type=int, metavar="N",
                    help="users worked on at once (overrides [runner] concurrency)")
     p.add_argument("--quiet", action="store_true", help="no live view, only the summary")
