@@ -2,7 +2,12 @@
 
 Exit codes (``runner.errors.ExitCode``): 0 all done, 1 some items failed, 2 invalid input,
 3 an environment blocked, 4 the job is already running elsewhere, 5 a run that did nothing (no
-rows, or every item skipped), 130 interrupted (SIGINT), 143 stopped by SIGTERM.
+rows, or every item skipped), 6 the journal can't be read or written, 70 a bug, 130 interrupted
+(SIGINT), 143 stopped by SIGTERM.
+
+Every ``RunnerError`` that ends a command is one line on stderr and its exit code; only an
+unexpected exception (a bug) prints a traceback, with a line asking to report it. A reader
+that closes the pipe early (``| head``) ends the command quietly with 0, as git does.
 """
 
 from __future__ import annotations
@@ -10,11 +15,14 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from runner.errors import ExitCode, InputError
+from runner.aio import single_error
+from runner.errors import ExitCode, RunnerError
 from runner.progress.output import add_color_option, refusal_line
 
 # Modules that each define `add_parser(subparsers)`; the parser they add sets `func(args) -> int`.
@@ -34,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Bulk work as many Atlassian users at once: paced, journaled, resumable.",
         epilog="Exit codes: 0 all done, 1 some items failed, 2 invalid input, "
         "3 an environment blocked, 4 already running, 5 nothing done (no rows, or every item "
-        "skipped; --allow-empty), 130 interrupted (SIGINT), 143 stopped (SIGTERM).",
+        "skipped; --allow-empty), 6 the journal can't be read or written (fix it, then the "
+        "same command resumes), 70 a bug (please report it), 130 interrupted (SIGINT), 143 "
+        "stopped (SIGTERM). A closed output pipe (| head) exits 0.",
     )
     add_color_option(parser)
     parser.add_argument("--version", action="version", version=f"forge-runner {_version()}")
@@ -77,16 +87,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.INVALID_INPUT
     args = parser.parse_args(words)
     try:
-        code: int = args.func(args)
-    except InputError as exc:
+        try:
+            code: int = args.func(args)
+            # Flushed here, not at exit: a reader gone by now is met below, quietly.
+            sys.stdout.flush()
+        except BaseExceptionGroup as group:
+            # A task group's wrapping: the user meets the first error itself.
+            raise single_error(group) from None
+    except RunnerError as exc:
         # Under --log-format json every line is JSON, the refusal too.
         json_mode = getattr(args, "log_format", None) == "json"
-        print(refusal_line(str(exc), ExitCode.INVALID_INPUT, json_mode=json_mode),
-              file=sys.stderr)
-        return ExitCode.INVALID_INPUT
+        print(refusal_line(str(exc), ExitCode.of(exc), json_mode=json_mode), file=sys.stderr)
+        return ExitCode.of(exc)
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        _discard_stdout()
+        return ExitCode.OK
+    except Exception:
+        traceback.print_exc()
+        print("forge-runner: unexpected error, a bug: please report it with the traceback "
+              "above (what was journaled is safe; the same command resumes)", file=sys.stderr)
+        return ExitCode.BUG
     return code
+
+
+def _discard_stdout() -> None:
+    """After the reader of stdout went away (``| head``): what is still buffered goes nowhere,
+    so the interpreter's last flush at exit neither fails nor prints a warning."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (a test's capture): nothing to flush
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,14 +18,16 @@
     ├── UserRefusedError             the gateway won't mint for this user (deactivated, no access)
     ├── JiraCallError                a Jira call failed for good (status, Jira's messages)
     ├── ActionError                  an action can't be completed for one row (the item fails)
-    ├── JournalError                 the journal can't be opened or written
+    ├── JournalError                 the journal can't be opened, read or written (exit 6)
+    │   ├── NoJournalError           no journal at the path given to status or report (exit 2)
     │   └── RunLockedError           another process is running this job (exit 4)
     └── BlockedEnvironmentError      an environment can't mint at all (wrong ARI, scopes) (exit 3)
 
 Errors carry structured fields and build their message from them. No message ever holds a
 token: callers pass identifiers (account IDs, request IDs), never credentials.
 
-``ExitCode`` is what the command exits with for each outcome, these errors' included.
+``ExitCode`` is what the command exits with for each outcome, these errors' included
+(``ExitCode.of``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ class ExitCode(IntEnum):
     # A run with work to do of which nothing was done (every item skipped), or a source with
     # no rows: a nightly sync that lost everyone's access must not look green to cron.
     NOTHING_DONE = 5
+    # The journal can't be opened, read or written: corrupt, unreadable, read-only, disk full.
+    # What was journaled is safe; the same command resumes once the file or disk is fixed.
+    JOURNAL = 6
+    # An unexpected exception: a bug. sysexits' EX_SOFTWARE, so it never reads as 1 (items
+    # failed), which is what Python exits with on an uncaught exception.
+    BUG = 70
     # 128 + the signal's number, as shells report a process the signal ended and as systemd
     # expects of a service stopped with SIGTERM.
     INTERRUPTED = 128 + signal.SIGINT
@@ -55,6 +63,20 @@ class ExitCode(IntEnum):
     def stopped_by(cls, signum: int | None) -> ExitCode:
         """The code of a run stopped by ``signum``; a stop asked for in code counts as SIGINT."""
         return cls.TERMINATED if signum == signal.SIGTERM else cls.INTERRUPTED
+
+    @classmethod
+    def of(cls, error: RunnerError) -> ExitCode:
+        """The code the command exits with when ``error`` ends it."""
+        # Most specific first: NoJournalError and RunLockedError are JournalErrors.
+        if isinstance(error, InputError | NoJournalError):
+            return cls.INVALID_INPUT
+        if isinstance(error, RunLockedError):
+            return cls.ALREADY_RUNNING
+        if isinstance(error, JournalError):
+            return cls.JOURNAL
+        if isinstance(error, BlockedEnvironmentError | SystemTokenError):
+            return cls.BLOCKED
+        return cls.FAILED
 
 
 class RunnerError(Exception):
@@ -232,6 +254,15 @@ class ActionError(RunnerError):
 
 class JournalError(RunnerError):
     """The journal can't be opened, read or written."""
+
+
+class NoJournalError(JournalError):
+    """No journal at the path ``status`` or ``report`` was given (they never create one)."""
+
+    def __init__(self, path: Path | str):
+        self.path = path
+        super().__init__(f"no journal at {path}; give the journal's path with --journal, or "
+                         f"the config naming it with --config")
 
 
 class RunLockedError(JournalError):

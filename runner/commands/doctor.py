@@ -76,10 +76,13 @@ async def _check_user(config: Config, sandbox: SandboxConfig | None, site: str, 
     async with AsyncExitStack() as stack:
         if sandbox is not None and sandbox.embedded:
             # As `run` does: a config pointing at its embedded sandbox works with no other step.
-            from runner.sandbox.app import serve
+            from runner.sandbox.embedded import serve_embedded
 
-            served = await stack.enter_async_context(serve(sandbox))
-            out.write(f"sandbox: serving {served.url} for this check\n")
+            embedded = await stack.enter_async_context(serve_embedded(sandbox, config))
+            config = embedded.config  # pointed at the port served, when its own was taken
+            if embedded.moved:
+                out.write(f"{embedded.moved}\n")
+            out.write(f"sandbox: serving {embedded.sandbox.url} for this check\n")
         return await check_user(config, site, user, out)
 
 

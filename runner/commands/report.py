@@ -27,7 +27,7 @@ from runner.commands.status import (
     journal_path,
     run_json,
 )
-from runner.errors import ExitCode, JournalError
+from runner.errors import ExitCode, InputError
 from runner.journal import PROBLEM_STATES, ItemRecord, ItemState, RunRecord, SqliteJournal
 
 FIELDS = (
@@ -69,11 +69,7 @@ def add_parser(subparsers: Any) -> None:
 def report_command(args: argparse.Namespace) -> int:
     path = journal_path(args)
     states = tuple(ItemState(s) for s in args.state) if args.state else PROBLEM_STATES
-    try:
-        return asyncio.run(write_report(path, args.run, args.format, args.output, states))
-    except JournalError as exc:
-        print(f"forge-runner: {exc}", file=sys.stderr)
-        return ExitCode.INVALID_INPUT
+    return asyncio.run(write_report(path, args.run, args.format, args.output, states))
 
 
 @contextlib.contextmanager
@@ -82,7 +78,12 @@ def _output(path: Path | None) -> Iterator[TextIO]:
         yield sys.stdout
         return
     # newline="": the csv module writes its own line endings.
-    with path.open("w", encoding="utf-8", newline="") as handle:
+    try:
+        handle = path.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise InputError(f"--output {path}: can't be written ({exc.strerror or exc}); give a "
+                         f"path in a folder you can write to") from None
+    with handle:
         yield handle
 
 

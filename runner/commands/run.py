@@ -1,13 +1,15 @@
 """`forge-runner run JOB`, `resume RUN`, `retry RUN --failed`: check everything, then run.
 
 Order of work: load the config and the job, check every row (nothing is sent before all is
-checked: a bad file exits 2), open or resume the run in the journal (a job already running
-elsewhere exits 4; a finished run is taken up again for rows added since, and says "nothing to
+checked: a bad file, or a --report path that can't be written, exits 2), open or resume the run
+in the journal (a job already running elsewhere exits 4; a journal that can't be read or
+written exits 6; a finished run is taken up again for rows added since, and says "nothing to
 do" when there are none; ``--fresh`` first says how many creates it will send again), serve
-the embedded sandbox when the config asks for it, run the engine with a live view or plain
-progress lines, print the summary, write the report, exit with the run's code (0 done, 1 items
-failed, 3 an environment blocked, 5 nothing done, 130 interrupted by SIGINT, 143 by SIGTERM).
-What is printed where (terminal, pipe, JSON, quiet) is ``runner.progress.output``.
+the embedded sandbox when the config asks for it (on a free port if its own is taken), run the
+engine with a live view or plain progress lines, print the summary, write the report, exit with
+the run's code (0 done, 1 items failed, 3 an environment blocked, 5 nothing done, 130
+interrupted by SIGINT, 143 by SIGTERM). What is printed where (terminal, pipe, JSON, quiet) is
+``runner.progress.output``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from runner.journal import ItemState, SqliteJournal
 from runner.journal.base import REQUEUEABLE_STATES, RunCounts, RunHandle, RunRecord
 from runner.progress import RunStats
 from runner.progress.output import RunOutput, add_color_option
-from runner.progress.report import RunInfo, write_report_async
+from runner.progress.report import RunInfo, check_report_path, write_report_async
 from runner.remote.settings import serve_config
 from runner.sandbox.config import SandboxConfig, sandbox_config
 
@@ -53,7 +55,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="log lines as text or structlog JSON (default: console on a terminal, "
                    "plain elsewhere)")
     p.add_argument("--report", metavar="FILE", type=Path,
-                   help="write a JSON report of the run here")
+                   help="write a JSON report of the run here (checked writable before "
+                   "anything is sent)")
     p.add_argument("--concurrency", type=positive_int, metavar="N",
                    help="users worked on at once (overrides [runner] concurrency)")
     p.add_argument("--quiet", action="store_true",
@@ -109,6 +112,8 @@ def add_parser(sub: Any) -> None:
 
 def _main(args: argparse.Namespace, *, mode: str) -> int:
     config = load_config(args.config)
+    if args.report is not None:
+        check_report_path(args.report)  # not after the run: its report would be lost
     # Their packages read [sandbox] and [serve]: a bad one stops here too, before any run opens.
     sandbox = sandbox_config(config)
     serve_config(config)
@@ -178,11 +183,14 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
             return ExitCode.ALREADY_RUNNING
         await journal.set_total(handle.run_id, total)
         if sandbox is not None and sandbox.embedded:
-            from runner.sandbox.app import serve
+            from runner.sandbox.embedded import serve_embedded
 
-            served = await stack.enter_async_context(serve(sandbox))
-            output.note(f"sandbox: serving {served.url} for this run", "runner.sandbox.serving",
-                        url=served.url)
+            embedded = await stack.enter_async_context(serve_embedded(sandbox, config))
+            config = embedded.config  # pointed at the port served, when its own was taken
+            if embedded.moved:
+                output.caution(f"forge-runner: {embedded.moved}", "runner.sandbox.moved")
+            output.note(f"sandbox: serving {embedded.sandbox.url} for this run",
+                        "runner.sandbox.serving", url=embedded.sandbox.url)
         if handle.extends is not None:
             output.note(Text.assemble("run ", (handle.run_id, "bold"),
                                       f" of {job.name} {_finished(handle.extends)}; looking for "
@@ -220,7 +228,13 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
         if args.report:
             info = RunInfo(run_id=result.run_id, job=job.name, config=str(config.path),
                            exit_code=exit_code, lower_bound_s=bound)
-            await write_report_async(args.report, stats, info, journal.records(handle.run_id))
+            try:
+                await write_report_async(args.report, stats, info,
+                                         journal.records(handle.run_id))
+            except OSError as exc:  # checked at the start, so the disk changed meanwhile
+                output.caution(f"forge-runner: the report {args.report} could not be written "
+                               f"({exc.strerror or exc}); `forge-runner report {result.run_id}` "
+                               "lists the run's items from the journal", "runner.report.failed")
         return exit_code
     return ExitCode.OK  # pragma: no cover (the stack never swallows)
 

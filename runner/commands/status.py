@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 from runner.commands import positive_int
 from runner.config.configfile import RunnerSettings
-from runner.errors import ExitCode, JournalError
+from runner.errors import ExitCode
 from runner.journal import ItemState, RunCounts, RunRecord, RunState, SqliteJournal
 
 # Columns of the runs table, in the order the states usually matter to a reader.
@@ -73,11 +73,7 @@ def journal_path(args: argparse.Namespace) -> Path:
 
 def status_command(args: argparse.Namespace) -> int:
     path = journal_path(args)
-    try:
-        return asyncio.run(_status(path, args.run, args.limit, args.format, sys.stdout))
-    except JournalError as exc:
-        print(f"forge-runner: {exc}", file=sys.stderr)
-        return ExitCode.INVALID_INPUT
+    return asyncio.run(_status(path, args.run, args.limit, args.format, sys.stdout))
 
 
 async def _status(path: Path, run_id: str | None, limit: int, fmt: str, out: TextIO) -> int:

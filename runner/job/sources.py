@@ -11,6 +11,7 @@ Every value is a string: JSON and TOML numbers and booleans are written as JSON 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from collections.abc import Generator, Iterator, Mapping, Sequence
@@ -81,6 +82,36 @@ def text_value(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def undecodable(path: Path, encoding: str, description: str) -> JobError:
+    """The error for a file that is not ``encoding`` text, naming the line of its first bad byte.
+
+    A text reader decodes ahead of what it has handed out (8 KB at a time), so the line the
+    reader had reached when decoding failed is not the bad byte's line: read it again as bytes,
+    line by line, counting the lines decoded before the one that fails.
+    """
+    decoder = codecs.getincrementaldecoder(encoding)()
+    name = "UTF-8" if codecs.lookup(encoding).name.startswith("utf-8") else encoding
+    line = 1
+    try:
+        with path.open("rb") as f:
+            for raw in f:
+                try:
+                    decoder.decode(raw)
+                except UnicodeDecodeError as exc:
+                    byte = raw[exc.start:exc.start + 1].hex()
+                    return JobError(f"{description} line {line}", f"expected {name} text, "
+                                    f"found byte 0x{byte} ({exc.reason}); save the file as "
+                                    f"{name}")
+                line += raw.count(b"\n")
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:  # the file ends inside a character
+        return JobError(f"{description} line {line}", f"expected {name} text, found a "
+                        f"truncated character at the end ({exc.reason})")
+    except OSError as exc:
+        return JobError(description, f"expected a readable file, found {exc.strerror or exc}")
+    return JobError(description, f"expected {name} text")  # changed while read again
+
+
 def _columns_problem(columns: Sequence[str]) -> str | None:
     seen: set[str] = set()
     for i, name in enumerate(columns):
@@ -104,7 +135,13 @@ class CsvSource:
         self.delimiter = delimiter
         self.encoding = encoding
         with self._open() as f:
-            header = next(csv.reader(f, delimiter=delimiter), None)
+            try:
+                header = next(csv.reader(f, delimiter=delimiter), None)
+            except UnicodeDecodeError:
+                raise undecodable(path, encoding, self.description) from None
+            except csv.Error as exc:
+                raise JobError(f"{path} line 1", f"expected a CSV header line, found {exc}"
+                               ) from None
         if header is None:
             raise JobError(f"{path} line 1", "expected a header line naming the columns, "
                            "found an empty file")
@@ -150,7 +187,9 @@ class CsvSource:
                     fields = dict(zip(self.columns, record, strict=True))
                     yield self.shape.make(index, line, self.description, fields)
                     index += 1
-            except (csv.Error, UnicodeDecodeError) as exc:
+            except UnicodeDecodeError:
+                raise undecodable(self.path, self.encoding, self.description) from None
+            except csv.Error as exc:
                 raise JobError(f"{self.description} line {reader.line_num}",
                                f"expected CSV text, found {exc}") from None
 
@@ -183,22 +222,34 @@ class JsonlSource:
                     if not text.strip():
                         continue
                     where = f"{self.description} line {line}"
-                    try:
-                        record = json.loads(text)
-                    except json.JSONDecodeError as exc:
-                        raise JobError(where, f"expected a JSON object, found invalid JSON "
-                                       f"({exc.msg})") from None
-                    if not isinstance(record, dict):
-                        raise JobError(where, f"expected a JSON object, found "
-                                       f"{type(record).__name__}")
-                    yield line, {str(k): text_value(v) for k, v in record.items()}
-            except UnicodeDecodeError as exc:
-                raise JobError(f"{self.description} line {line + 1}",
-                               f"expected UTF-8 text, found {exc.reason}") from None
+                    yield line, _record(text, where)
+            except UnicodeDecodeError:
+                raise undecodable(self.path, self.encoding, self.description) from None
 
     def rows(self) -> Iterator[Row]:
         for index, (line, fields) in enumerate(self._records()):
             yield self.shape.make(index, line, self.description, fields)
+
+
+def _record(text: str, where: str) -> dict[str, str]:
+    """One JSONL line as a row's fields."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise JobError(where, f"expected a JSON object, found invalid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise JobError(where, "expected a JSON object, found one nested too deeply to "
+                       "read") from None
+    except ValueError:  # the one other refusal: an integer of more than 4,300 digits
+        raise JobError(where, "expected a JSON object, found an integer too long to read "
+                       "(Python reads up to 4,300 digits); quote it as a string") from None
+    if not isinstance(record, dict):
+        raise JobError(where, f"expected a JSON object, found {type(record).__name__}")
+    try:
+        return {str(k): text_value(v) for k, v in record.items()}
+    except RecursionError:  # read, but too deep to write back as a field's JSON text
+        raise JobError(where, "expected a JSON object, found one nested too deeply to "
+                       "use") from None
 
 
 class InlineSource:

@@ -54,8 +54,12 @@ class DbThread:
         *,
         begin: str = "BEGIN",
         max_batch: int = 1024,
+        translate: Callable[[Exception], Exception] | None = None,
     ):
         self._connect = connect
+        # What an awaiter gets for a database failure: by default a JournalError with
+        # SQLite's words; the journal passes one naming its file and what to do.
+        self._translate = translate or _as_journal_error
         self._begin = begin
         self._max_batch = max_batch
         # None asks the thread to stop once what is queued before it is done.
@@ -167,8 +171,10 @@ class DbThread:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
             # One exception object per awaiter: each raise writes its own traceback into it.
-            message = str(_as_journal_error(exc))
-            outcomes = [(False, JournalError(message)) for _ in batch]
+            error = self._translate(exc)
+            if not isinstance(error, RunnerError):
+                error = JournalError(str(error))
+            outcomes = [(False, _copy(error)) for _ in batch]
         self.batches += 1
         self.operations += len(batch)
         # One wake-up per event loop for the whole batch, not one per operation: each
@@ -181,35 +187,33 @@ class DbThread:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle_all, settled)
 
-    @staticmethod
-    def _run_one(conn: sqlite3.Connection, op: Operation, atomic: bool) -> tuple[bool, Any]:
+    def _run_one(self, conn: sqlite3.Connection, op: Operation, atomic: bool) -> tuple[bool, Any]:
         if not atomic:
             try:
                 return True, op(conn)
             except Exception as exc:
-                return False, _as_journal_error(exc)
+                return False, self._translate(exc)
         conn.execute("SAVEPOINT op")
         try:
             value = op(conn)
         except Exception as exc:
             conn.execute("ROLLBACK TO op")
             conn.execute("RELEASE op")
-            return False, _as_journal_error(exc)
+            return False, self._translate(exc)
         conn.execute("RELEASE op")
         return True, value
 
 
-    @classmethod
     def _run_group(
-        cls, conn: sqlite3.Connection, group: Grouped, args: list[Any]
+        self, conn: sqlite3.Connection, group: Grouped, args: list[Any]
     ) -> list[tuple[bool, Any]]:
         try:
             refused = group(conn, args)
         except Exception as exc:
             if len(args) == 1:
-                return [(False, _as_journal_error(exc))]
+                return [(False, self._translate(exc))]
             # Nothing of the call was applied: run each alone, so only the culprit fails.
-            return [cls._run_group(conn, group, [arg])[0] for arg in args]
+            return [self._run_group(conn, group, [arg])[0] for arg in args]
         return [(True, None) if why is None else (False, why) for why in refused]
 
 
@@ -219,6 +223,15 @@ def _as_journal_error(exc: Exception) -> Exception:
     if isinstance(exc, sqlite3.Error):
         return JournalError(f"journal database: {exc}")
     return exc
+
+
+def _copy(error: Exception) -> Exception:
+    """A new exception of the same class, message and fields (``copy.copy`` would call an
+    ``__init__`` whose arguments are not ``args``)."""
+    twin = type(error).__new__(type(error))
+    twin.args = error.args
+    twin.__dict__.update(error.__dict__)
+    return twin
 
 
 def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:

@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from runner.errors import JournalError, RunLockedError, RunNotFoundError
+from runner.errors import JournalError, NoJournalError, RunLockedError, RunNotFoundError
 from runner.journal import queries as q
 from runner.journal.base import (
     PROBLEM_STATES,
@@ -30,6 +30,7 @@ from runner.journal.base import (
     RunState,
 )
 from runner.journal.dbthread import DbThread
+from runner.journal.explain import explain
 from runner.journal.lock import JobLock, lock_path
 from runner.journal.marks import ItemMarks
 from runner.journal.rules import (
@@ -88,7 +89,8 @@ class SqliteJournal(ItemMarks):
         if self._writer is not None:
             return
         self._writer = DbThread(
-            "journal-writer", self._connect_writer, begin="BEGIN IMMEDIATE"
+            "journal-writer", self._connect_writer, begin="BEGIN IMMEDIATE",
+            translate=partial(explain, self.path),
         )
         try:
             await self._writer.call(ensure_schema)
@@ -96,7 +98,8 @@ class SqliteJournal(ItemMarks):
             await self._writer.stop()
             self._writer = None
             raise
-        self._reader = DbThread("journal-reader", self._connect_reader)
+        self._reader = DbThread("journal-reader", self._connect_reader,
+                                translate=partial(explain, self.path))
 
     async def close(self) -> None:
         writer, reader = self._writer, self._reader
@@ -109,7 +112,7 @@ class SqliteJournal(ItemMarks):
 
     def _connect_writer(self) -> sqlite3.Connection:
         if not self._create and not self.path.exists():
-            raise JournalError(f"no journal at {self.path}")
+            raise NoJournalError(self.path)
         if self._create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
@@ -311,7 +314,11 @@ class SqliteJournal(ItemMarks):
         Taken before any transaction of ours. A run that died left nothing to wait for: its
         writer thread died with it, and SQLite rolled back the transaction it had open.
         """
-        return JobLock.try_acquire(lock_path(self.path, ident), this_holder())
+        path = lock_path(self.path, ident)
+        try:
+            return JobLock.try_acquire(path, this_holder())
+        except OSError as exc:
+            raise explain(path, exc) from None
 
     def _run(self, conn: sqlite3.Connection, run_id: str) -> RunRecord:
         run = q.get_run(conn, run_id)

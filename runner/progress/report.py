@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.aio import in_thread
+from runner.errors import InputError
 from runner.logs.redact import redact_value
 from runner.progress.stats import RunStats
 
@@ -188,6 +189,28 @@ def _tail(empty: bool) -> str:
 def _temp_beside(target: Path) -> tuple[int, str]:
     target.parent.mkdir(parents=True, exist_ok=True)
     return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+
+
+def check_report_path(path: Path | str, option: str = "--report") -> None:
+    """Refuse, before anything is sent, a report path that can't be written, so a run never
+    ends with its report lost: an InputError naming ``option`` and what to do.
+
+    It tries what writing will do: a temporary file in the target's folder (or, when that
+    folder is still to be made, in its nearest existing ancestor), then removes it.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise InputError(f"{option} {target}: is a folder; give a file path")
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise InputError(f"{option} {target}: can't be written ({exc.strerror or exc} in "
+                         f"{folder}); give a path in a folder you can write to") from None
+    os.close(fd)
+    _discard(name)
 
 
 def _discard(name: str) -> None:

@@ -18,6 +18,7 @@ flight and waits for them.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import secrets as secrets_module
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -175,15 +176,17 @@ async def serve_remote(
         stack.push_async_callback(token_runner.cleanup)
         tport = serve.token_endpoint.port if token_port is None else token_port
         # Loopback only, whatever the config says: the token never leaves this host.
-        await web.TCPSite(token_runner, "127.0.0.1", tport).start()
+        key = "serve.token_endpoint.port" if token_port is None else "--token-port"
+        await _listen(web.TCPSite(token_runner, "127.0.0.1", tport), key, config)
         token_url = _url(token_runner)
         runs = Background()
         endpoint = RemoteEndpoint(config, serve, verifier, store, desk, runs, clock)
         runner = web.AppRunner(endpoint.app(), access_log=None)
         await runner.setup()
         try:
-            await web.TCPSite(runner, host or serve.host,
-                              serve.port if port is None else port).start()
+            await _listen(web.TCPSite(runner, host or serve.host,
+                                      serve.port if port is None else port),
+                          "serve.port" if port is None else "--port", config)
             url = _url(runner)
             log.info("runner.remote.serving", url=url, token_url=token_url,
                      routes=[f"{r.kind} {r.path}" for r in serve.routes])
@@ -233,6 +236,18 @@ def _secret(config: Config, serve: ServeConfig) -> str:
                           f"{ref.describe()}", "none" if not value else "a shorter one",
                           file=config.path)
     return value
+
+
+async def _listen(site: web.TCPSite, key: str, config: Config) -> None:
+    """Start listening; a port in use (or an address that can't be had) is a ConfigError
+    naming ``key``, before any route is served."""
+    try:
+        await site.start()
+    except OSError as exc:
+        why = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise ConfigError(key, "a port free to listen on (or 0 for any)",
+                          f"{site.name.removeprefix('http://')} ({why})",
+                          file=None if key.startswith("--") else config.path) from None
 
 
 def _url(runner: web.AppRunner) -> str:
