@@ -132,7 +132,7 @@ def test_the_embedded_sandbox_moves_off_a_taken_port_and_the_run_uses_it(
     config = example_folder(tmp_path)
     _with_port(config, taken_port)
     result = forge_runner("run", "jobs/example-migration.toml", "--config", config,
-                          "--quiet", "--log-format", "json", cwd=tmp_path)
+                          "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     line = one_line(result.stderr)
     assert line.startswith(f"forge-runner: sandbox: http://127.0.0.1:{taken_port} is taken "
