@@ -14,7 +14,7 @@ KEY = Scope.burst("acme", "GET", "/rest/api/3/issue/{issueIdOrKey}")
 
 def sends(bucket: BurstBucket, start: float, end: float) -> list[float]:
     """Times a client with endless demand sends at, each as soon as the bucket allows."""
-    t, out = start, []
+    t, out = start, list[float]()
     while True:
         ready = bucket.ready_at(t)
         if ready >= end:

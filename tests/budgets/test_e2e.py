@@ -12,6 +12,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -38,8 +39,8 @@ from runner.sandbox.testing import (
 )
 from tests.engine.fairness_harness import SHORT_JIRA_RETRY, Event, Events, run_engine, write_job
 
-ROOMY = {"burst_get_post": 10_000, "burst_put_delete": 10_000, "per_issue_2s": 10_000,
-         "per_issue_30s": 10_000}
+ROOMY: dict[str, Any] = {"burst_get_post": 10_000, "burst_put_delete": 10_000,
+                         "per_issue_2s": 10_000, "per_issue_30s": 10_000}
 TOKEN_TTL_S = 3600  # the sandbox environment's default token lifetime
 CONCURRENCY = 4
 

@@ -272,7 +272,7 @@ async def test_long_holds_are_announced_as_pauses_with_their_scope() -> None:
     paused = scopes(events, Pause)
     assert set(paused) <= {burst, "issue:acme:MIG-1"} and paused
     assert sorted(scopes(events, Resume)) == sorted(set(paused))
-    assert all(e.until > START for e in events.of(Pause))
+    assert all(e.until is not None and e.until > START for e in events.of(Pause))
 
 
 async def test_short_waits_are_not_pauses() -> None:

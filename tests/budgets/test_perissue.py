@@ -10,7 +10,7 @@ T0 = 1_000_000.0
 
 def writes(log: IssueWrites, key: str, start: float, end: float) -> list[float]:
     """Times a writer with endless demand writes to ``key``, each as soon as allowed."""
-    t, out = start, []
+    t, out = start, list[float]()
     while True:
         ready = log.ready_at(key, t)
         if ready >= end:

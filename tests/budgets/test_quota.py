@@ -29,7 +29,7 @@ def new_quota(now: float = START, **kw: float) -> PointsQuota:
 
 def spend_greedily(quota: PointsQuota, start: float, end: float, cost: int = 1) -> list[float]:
     """A client with endless demand: each request leaves the moment the quota allows it."""
-    t, spends = start, []
+    t, spends = start, list[float]()
     while True:
         ready = quota.ready_at(cost, t)
         if ready >= end:

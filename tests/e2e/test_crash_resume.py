@@ -8,6 +8,7 @@ with ``FORGE_RUNNER_E2E_SEED``): the process is signalled while that request is 
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -126,7 +127,7 @@ async def test_five_sigkills_then_resume_lose_nothing_and_repeat_nothing(
     run_ids = set()
     for moment in moments:
         process = await rehearsal.spawn("run", job)
-        watch.after(moment, lambda p=process: p.signal(signal.SIGKILL))
+        watch.after(moment, functools.partial(process.signal, signal.SIGKILL))
         ended = await process.wait()
         assert ended.code == -signal.SIGKILL, ended.text
         run_ids.add(run_id_of(ended))
@@ -163,7 +164,7 @@ async def test_sigterm_drains_and_the_resumed_run_finishes_without_uncertain_ite
     run_id = None
     for moment in moments:
         process = await rehearsal.spawn("run", job)
-        watch.after(moment, lambda p=process: p.signal(signal.SIGTERM))
+        watch.after(moment, functools.partial(process.signal, signal.SIGTERM))
         ended = await process.wait()
         assert ended.code == 143, ended.text
         assert "runner.shutdown.draining" in ended.err

@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,7 +60,7 @@ def write_job(folder: Path, accounts: list[str], actions: str = ACTIONS) -> Path
     return job
 
 
-def roomy(config: SandboxConfig, **mint: object) -> SandboxConfig:
+def roomy(config: SandboxConfig, **mint: Any) -> SandboxConfig:
     """Per-issue and burst limits out of the way, so a test is about what it names."""
     limits = JiraLimits(burst_get_post=10_000, burst_put_delete=10_000, per_issue_2s=10_000,
                         per_issue_30s=10_000)

@@ -64,7 +64,8 @@ def test_a_2xx_that_is_not_json_is_transient() -> None:
     html = JiraResponse(200, {"Content-Type": "text/html"}, HTML.decode())
     assert classify(request, html, 0.0, site="acme") == Transient(
         200, None, "an answer that is not JSON")
-    for body in ({"id": "1"}, None, [], True):
+    bodies: tuple[object, ...] = ({"id": "1"}, None, [], True)
+    for body in bodies:
         assert isinstance(classify(request, JiraResponse(200, {}, body), 0.0, site="acme"), Ok)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -39,8 +39,9 @@ PROPERTY_PUT = f"PUT {PROPERTY_T}"
 
 
 async def provoke(
-    h: Harness, warm_up: Callable[[], Awaitable[Any]], limited: Callable[[], Awaitable[Any]],
-    *during: Callable[[], Awaitable[Any]],
+    h: Harness, warm_up: Callable[[], Awaitable[Any]],
+    limited: Callable[[], Coroutine[Any, Any, Any]],
+    *during: Callable[[], Coroutine[Any, Any, Any]],
 ) -> RateLimitEvent:
     """Spend a budget one call at a time (so nothing is in flight when Jira refuses), then send
     ``limited`` until refused, and the moment the runner learns of the 429, start ``during``.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ def config_with(tmp_path: Path, extra: str = "", env: str = "") -> Config:
     return load_config(path)
 
 
-def plan_for(tmp_path: Path, config: Config, actions: str, rows: list[tuple[str, ...]],
+def plan_for(tmp_path: Path, config: Config, actions: str, rows: Sequence[tuple[str, ...]],
              header: str = "account_id,issue", head: str = 'site = "acme"') -> Plan:
     lines = [header, *(",".join(r) for r in rows)]
     (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n")

@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -123,7 +124,7 @@ async def test_expired_system_token_is_rejected(sandbox: RunningSandbox) -> None
     ("failure", "shape"),
     [("retry_after", "retry_after"), ("reset_header", "reset"), ("graphql_error", "graphql")],
 )
-async def test_rate_limit_shapes(start_sandbox: StartSandbox, failure: str, shape: str) -> None:
+async def test_rate_limit_shapes(start_sandbox: StartSandbox, failure: Any, shape: str) -> None:
     """Each way the sandbox says 'mint budget spent' is a MintRateLimited of its shape."""
     config = dataclasses.replace(
         make_sandbox_config(), mint_limit=MintLimit(limit=1, window_s=60.0, failure=failure)

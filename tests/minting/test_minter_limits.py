@@ -110,7 +110,7 @@ async def mint_all(minter: Minter, site: SiteConfig, users: list[str]) -> list[s
 
 @pytest.mark.parametrize("failure", ["retry_after", "reset_header", "graphql_error"])
 async def test_rate_limit_pauses_the_bucket_for_every_caller(
-    start_sandbox: StartSandbox, tmp_path: Path, failure: str
+    start_sandbox: StartSandbox, tmp_path: Path, failure: Any
 ) -> None:
     """A limited mint, in each shape, pauses every caller: no mint reaches the sandbox before
     Retry-After (or the reset, or the policy's backoff) has passed, and every user still gets
@@ -136,7 +136,7 @@ async def test_rate_limit_pauses_the_bucket_for_every_caller(
     for event in limited:
         assert event.retry_after is not None
         if failure == "retry_after":
-            wait = max(1, math.ceil(event.retry_after))
+            wait: float = max(1, math.ceil(event.retry_after))
         elif failure == "reset_header":
             wait = math.ceil(event.at + event.retry_after) - event.at
         else:

@@ -117,7 +117,7 @@ async def test_wrong_claims_are_refused(stack: Stack, claims: dict[str, Any], wh
 async def test_other_algorithms_are_refused(stack: Stack) -> None:
     """alg none, or HS256 keyed with the public JWK: 401 (the algorithm is the key's)."""
     body = claims_of(stack.forge.fit("acme"))
-    unsigned = jwt.encode(body, None, algorithm="none", headers={"kid": stack.forge.kid})
+    unsigned = jwt.encode(body, "", algorithm="none", headers={"kid": stack.forge.kid})
     assert await stack.post("/forge/refresh", unsigned, stack.forge.system_token()) == 401
     secret = str(stack.forge.jwks()["keys"][0]["n"]).encode()
     hs = jwt.encode(body, secret, algorithm="HS256", headers={"kid": stack.forge.kid})
