@@ -80,3 +80,12 @@ def restore_logging() -> Iterator[None]:
             root.removeHandler(handler)
             handler.close()
     root.setLevel(level)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL database of the test's own (see ``tests/pgdb.py``); dropped after the test."""
+    from tests.pgdb import fresh_database
+
+    with fresh_database() as url:
+        yield url

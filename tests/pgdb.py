@@ -1,0 +1,62 @@
+"""A PostgreSQL database of its own for each test, made from a template on the machine's server.
+
+The server is ``FORGE_RUNNER_TEST_PG`` (default ``postgresql://postgres@127.0.0.1:5432/test``,
+trust auth). Without a reachable server a test that needs one skips, except under ``CI=true``,
+where it fails: CI always has the server.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+
+ADMIN_URL = os.environ.get("FORGE_RUNNER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+TEMPLATE = "forge_runner_test_template"
+
+
+def _admin() -> psycopg.Connection[tuple[object, ...]]:
+    try:
+        return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL at {ADMIN_URL} is not reachable under CI=true: {exc}")
+        pytest.skip(f"PostgreSQL at {ADMIN_URL} is not reachable: {exc}")
+
+
+def url_for(database: str) -> str:
+    """The admin URL with its database replaced: a ``postgresql://`` URL, as a config holds."""
+    parts = urlsplit(ADMIN_URL)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, ""))
+
+
+def _ensure_template(admin: psycopg.Connection[tuple[object, ...]]) -> None:
+    # Empty on purpose: the journal migrates a database forward when it opens it, so each test
+    # also proves that a fresh database is made usable.
+    exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (TEMPLATE,)).fetchone()
+    if exists is None:
+        # another test process may make it first
+        with suppress(psycopg.errors.DuplicateDatabase):
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """``with fresh_database() as url:`` a new database, dropped (connections and all) after."""
+    admin = _admin()
+    name = f"forge_runner_t_{uuid.uuid4().hex[:16]}"
+    try:
+        _ensure_template(admin)
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(TEMPLATE)))
+        yield url_for(name)
+    finally:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+        admin.close()
