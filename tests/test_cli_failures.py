@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import ExitCode
 from runner.journal import ItemRef, RunState, SqliteJournal
-from tests.clirun import LIMIT_S, ROOT, example_folder, forge_runner, one_line
+from tests.clirun import LIMIT_S, example_folder, forge_runner, one_line
 
 
 @pytest.fixture
@@ -70,26 +69,6 @@ def test_report_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     run = asyncio.run(_fill(journal, tmp_path / "migration.toml", 2000))
     result = _closed_pipe_run("report", run, "--journal", journal, cwd=tmp_path)
     assert (result.returncode, result.stderr) == (0, b"")
-
-
-def test_a_bug_prints_its_traceback_and_asks_to_be_reported(tmp_path: Path) -> None:
-    """An unexpected exception in a command prints its traceback, then one line asking to
-    report it, and exits 70 (never 1, which means items failed)."""
-    (tmp_path / "boom_command.py").write_text(
-        "def add_parser(sub):\n"
-        "    p = sub.add_parser('boom')\n"
-        "    p.set_defaults(func=lambda args: 1 / 0)\n"
-    )
-    code = ("import sys, runner.cli as cli\n"
-            "cli.COMMAND_MODULES += ('boom_command',)\n"
-            "sys.exit(cli.main(['boom']))\n")
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=LIMIT_S, check=False)
-    assert result.returncode == ExitCode.BUG == 70
-    assert "Traceback" in result.stderr and "ZeroDivisionError" in result.stderr
-    assert result.stderr.rstrip().splitlines()[-1].startswith(
-        "forge-runner: unexpected error, a bug: please report it with the traceback above")
 
 
 @pytest.mark.parametrize("where", ["missing-folder/x/report.json", "a-file/report.json",
