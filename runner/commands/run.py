@@ -7,7 +7,7 @@ written exits 6; a finished run is taken up again for rows added since, and says
 do" when there are none; ``--fresh`` first says how many creates it will send again), serve
 the embedded sandbox when the config asks for it (on a free port if its own is taken), run the
 engine with a live view or plain progress lines, print the summary, write the report, exit with
-the run's code (0 done, 1 items failed, 3 an environment blocked, 5 nothing done, 130
+the run's code (0 done, 1 items failed, 3 an environment or items blocked, 5 nothing done, 130
 interrupted by SIGINT, 143 by SIGTERM). What is printed where (terminal, pipe, JSON, quiet) is
 ``runner.progress.output``.
 """
@@ -322,8 +322,14 @@ def _outcome(result: RunResult, counts: RunCounts, allowed: bool, *, fresh: bool
     if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
         return code, (f"run {run_id} interrupted; run the same command again to resume "
                       f"(or: forge-runner resume {run_id})")
-    if code == ExitCode.BLOCKED:
+    if code == ExitCode.BLOCKED and result.blocked:
         return code, f"run {run_id}: an environment is blocked (exit 3)"
+    if code == ExitCode.BLOCKED:
+        # Only some users' items: their mint was refused in words the config can't classify.
+        blocked = counts.by_state.get(ItemState.BLOCKED, 0)
+        return code, (f"run {run_id}: {_tally(counts)}: items blocked (exit 3); see "
+                      f"`forge-runner report {run_id}` for the gateway's words, then "
+                      f"`forge-runner retry {run_id}` puts the {blocked} blocked back in line")
     if code == ExitCode.FAILED:
         by_state = counts.by_state
         uncertain = by_state.get(ItemState.UNCERTAIN, 0)

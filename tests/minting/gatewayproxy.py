@@ -1,5 +1,6 @@
-"""A loopback proxy in front of the sandbox's gateway that answers chosen mints with an HTML
-page, as a misconfigured corporate proxy would, and counts the mints that reached it."""
+"""A loopback proxy in front of the sandbox's gateway that answers chosen mints itself (an HTML
+page, as a misconfigured corporate proxy would, or any answer a test gives) and counts the mints
+that reached it."""
 
 from __future__ import annotations
 
@@ -16,27 +17,45 @@ from aiohttp import web
 HTML = "<html><body><h1>Access denied</h1><p>Your request was blocked.</p></body></html>"
 
 
+# The proxy's own answer to a mint, or None to forward it: called with the mint's userId and
+# the count of mints so far.
+Answer = Callable[[str, int], web.Response | None]
+
+
 @dataclass
 class GatewayProxy:
     url: str
-    # Which mints get the HTML page: called with the mint's userId and the count so far.
-    html_for: Callable[[str, int], bool]
+    answer: Answer
     mints: Counter[str] = field(default_factory=Counter)  # by userId
+
+
+def html_page() -> web.Response:
+    return web.Response(status=200, text=HTML, content_type="text/html")
 
 
 @asynccontextmanager
 async def html_proxy(target: str, html_for: Callable[[str, int], bool]) -> AsyncIterator[
         GatewayProxy]:
     """A proxy to the gateway at ``target``; mints ``html_for`` picks get a 200 HTML page."""
-    proxy = GatewayProxy("", html_for)
+    async with answering_proxy(
+        target, lambda user, count: html_page() if html_for(user, count) else None
+    ) as proxy:
+        yield proxy
+
+
+@asynccontextmanager
+async def answering_proxy(target: str, answer: Answer) -> AsyncIterator[GatewayProxy]:
+    """A proxy to the gateway at ``target``; a mint ``answer`` answers gets that answer."""
+    proxy = GatewayProxy("", answer)
     async with aiohttp.ClientSession() as session:
 
         async def forward(request: web.Request) -> web.Response:
             body = await request.read()
             user = str(json.loads(body)["variables"]["input"]["userId"])
             proxy.mints[user] += 1
-            if proxy.html_for(user, sum(proxy.mints.values())):
-                return web.Response(status=200, text=HTML, content_type="text/html")
+            own = proxy.answer(user, sum(proxy.mints.values()))
+            if own is not None:
+                return own
             sent = {k: v for k, v in request.headers.items()
                     if k.lower() in ("authorization", "content-type", "accept")}
             async with session.post(target, data=body, headers=sent) as answer:
