@@ -129,6 +129,34 @@ async def test_a_missing_token_file_blocks_at_once(tmp_path: Path,
     assert "Traceback" not in done.text
 
 
+async def test_no_token_within_max_wait_blocks_all_waiting_work_at_once(
+    tmp_path: Path, sandbox: RunningSandbox
+) -> None:
+    """A token file that stays empty past max_wait_s (1 s) blocks the environment: every one
+    of 40 users' items is blocked at once, none taking a slot of a mint budget of 1 an hour
+    (each taking one in turn would take 40 hours), no mint sent; exit 3 with the summary, a line
+    naming the token source's key and the closing line; the run finished."""
+    rehearsal = Rehearsal.start(tmp_path, sandbox)
+    rehearsal.config_path.write_text(rehearsal.config_path.read_text()
+                                     .replace("max_wait_s = 5.0", "max_wait_s = 1.0")
+                                     .replace("mint_limit = 1000000", "mint_limit = 1")
+                                     .replace("mint_window_s = 60.0", "mint_window_s = 3600.0"))
+    (tmp_path / "system-token").write_text("")
+    rows = [{"legacy_id": f"L{n}", "account_id": account(n), "issue": "MIG-1"}
+            for n in range(40)]
+    done = await rehearsal.cli("run", rehearsal.write_job("waits", rows, COMMENT))
+    assert done.code == 3, done.text
+    assert "Traceback" not in done.text
+    run_id = run_id_of(done)
+    assert done.out.rstrip().splitlines()[-1] == (
+        f"run {run_id}: an environment is blocked (exit 3)")
+    assert "environments.dev.system_token" in done.out
+    assert "40 of 40 finished: 0 done, 40 blocked" in done.out
+    assert sum(sandbox.world.mints_accepted.values()) == 0
+    status = json.loads((await rehearsal.cli("status", run_id, "--format", "json")).out)
+    assert (status["state"], status["counts"]["blocked"]) == ("failed", 40)
+
+
 async def test_status_text_and_json_agree_on_a_killed_run(tmp_path: Path,
                                                           sandbox: RunningSandbox) -> None:
     """For a run whose process was killed, `status RUN` says its process is gone and
