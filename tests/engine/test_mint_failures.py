@@ -20,7 +20,13 @@ from runner.journal.base import RunState
 from runner.sandbox.config import SandboxConfig
 from runner.sandbox.testing import StartSandbox, pattern_account, write_runner_config
 from tests.engine.test_engine import roomy, run_cli, write_job
-from tests.minting.gatewayproxy import answering_proxy, closed_port_url, html_page, html_proxy
+from tests.minting.gatewayproxy import (
+    answering_proxy,
+    closed_port_url,
+    hang,
+    html_page,
+    html_proxy,
+)
 
 FAST_MINT_RETRY = """
 [retry.mint]
@@ -117,18 +123,20 @@ UNRECOGNISED = web.json_response({"data": {"offlineUserAuthToken": {
         (lambda: _minted("NaN"), ItemState.FAILED, "bad ttl", 1),
         (lambda: _minted('"soon"'), ItemState.FAILED, "bad ttl", 1),
         (lambda: web.json_response({"errors": []}, status=503), ItemState.FAILED, "503", 1),
+        (hang, ItemState.FAILED, "timed out", 1),
         (lambda: UNRECOGNISED, ItemState.BLOCKED, "nobody has seen", 3),
     ],
     ids=["status-418", "ttl-0", "ttl-negative", "ttl-nan", "ttl-string", "5xx-past-attempts",
-         "unrecognised-refusal"],
+         "hung-past-attempts", "unrecognised-refusal"],
 )
 async def test_one_users_final_mint_failure_is_that_users_alone(
     tmp_path: Path, sandbox_config: SandboxConfig, start_sandbox: StartSandbox,
     answer: Any, state: ItemState, reason: str, code: int,
 ) -> None:
     """One user of eight whose mint ends in a failure for good (a status the gateway does not
-    give, a ttl that is not a finite positive number, 5xx past ``[retry.mint]``'s attempts, a
-    refusal no ``[gateway_messages]`` pattern matches): that user's items are failed (or, for the
+    give, a ttl that is not a finite positive number, 5xx or no answer within
+    ``request_timeout_s`` past ``[retry.mint]``'s attempts, a refusal no ``[gateway_messages]``
+    pattern matches): that user's items are failed (or, for the
     refusal, blocked) with the reason, the seven others' done, the run finished in the journal
     with its summary, and the command exits with the code that says so; no traceback."""
     users = [pattern_account(n) for n in range(8)]
@@ -138,6 +146,8 @@ async def test_one_users_final_mint_failure_is_that_users_alone(
                             ) as proxy:
         cfg = at_gateway(write_runner_config(tmp_path, sb, concurrency=4, extra=FAST_MINT_RETRY),
                          proxy.url)
+        # A hung mint ends after this, three times over; loopback Jira answers far sooner.
+        cfg.write_text(cfg.read_text().replace("[runner]\n", "[runner]\nrequest_timeout_s = 1.0\n"))
         job = write_job(tmp_path, users)
         exit_code, out, err = await run_cli("run", str(job), "--config", str(cfg), "--quiet",
                                             cwd=tmp_path)

@@ -4,10 +4,11 @@ that reached it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -17,9 +18,9 @@ from aiohttp import web
 HTML = "<html><body><h1>Access denied</h1><p>Your request was blocked.</p></body></html>"
 
 
-# The proxy's own answer to a mint, or None to forward it: called with the mint's userId and
-# the count of mints so far.
-Answer = Callable[[str, int], web.Response | None]
+# The proxy's own answer to a mint (or a coroutine giving it, which may never finish: a hung
+# gateway), or None to forward it: called with the mint's userId and the count of mints so far.
+Answer = Callable[[str, int], web.Response | Awaitable[web.Response] | None]
 
 
 @dataclass
@@ -54,8 +55,10 @@ async def answering_proxy(target: str, answer: Answer) -> AsyncIterator[GatewayP
             user = str(json.loads(body)["variables"]["input"]["userId"])
             proxy.mints[user] += 1
             own = proxy.answer(user, sum(proxy.mints.values()))
-            if own is not None:
+            if isinstance(own, web.Response):
                 return own
+            if own is not None:
+                return await own
             sent = {k: v for k, v in request.headers.items()
                     if k.lower() in ("authorization", "content-type", "accept")}
             async with session.post(target, data=body, headers=sent) as answer:
@@ -73,6 +76,12 @@ async def answering_proxy(target: str, answer: Answer) -> AsyncIterator[GatewayP
             yield proxy
         finally:
             await runner.cleanup()
+
+
+async def hang() -> web.Response:
+    """An answer that never comes, as from a gateway that accepted the connection and hung."""
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
 
 
 def closed_port_url() -> str:
