@@ -58,8 +58,8 @@ class RunResult:
 
     @property
     def exit_code(self) -> ExitCode:
-        """Interrupted (130 SIGINT, 143 SIGTERM), 3 an environment blocked, 1 items failed or
-        uncertain, else 0."""
+        """Interrupted (130 SIGINT, 143 SIGTERM), 3 an environment or items blocked, 1 items
+        failed or uncertain, else 0."""
         if self.interrupted:
             return ExitCode.stopped_by(self.stop_signal)
         if self.blocked or self.counts.get(ItemState.BLOCKED, 0):

@@ -225,7 +225,8 @@ class RowWorker:
                 await self.journal.mark_failed(self.run_id, ref, reason, detail="")
             else:
                 await self.journal.mark_blocked(self.run_id, ref, reason)
-            cls = ItemSkipped if state == "skipped" else ItemBlocked
+            # The event says what the journal holds: the summary counts these.
+            cls = {"skipped": ItemSkipped, "failed": ItemFailed}.get(state, ItemBlocked)
             self._emit(cls(site=row.site, account=row.account_id, row=row.key,
                            action=step.action.name, reason=reason))
 
