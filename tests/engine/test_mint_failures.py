@@ -124,10 +124,13 @@ UNRECOGNISED = web.json_response({"data": {"offlineUserAuthToken": {
         (lambda: _minted('"soon"'), ItemState.FAILED, "bad ttl", 1),
         (lambda: web.json_response({"errors": []}, status=503), ItemState.FAILED, "503", 1),
         (hang, ItemState.FAILED, "timed out", 1),
+        (lambda: web.json_response({"errors": [{"message": "rate limited"}]}, status=429,
+                                   headers={"Retry-After": "3600"}),
+         ItemState.FAILED, "still rate limited at the mint deadline", 1),
         (lambda: UNRECOGNISED, ItemState.BLOCKED, "nobody has seen", 3),
     ],
     ids=["status-418", "ttl-0", "ttl-negative", "ttl-nan", "ttl-string", "5xx-past-attempts",
-         "hung-past-attempts", "unrecognised-refusal"],
+         "hung-past-attempts", "429-past-the-deadline", "unrecognised-refusal"],
 )
 async def test_one_users_final_mint_failure_is_that_users_alone(
     tmp_path: Path, sandbox_config: SandboxConfig, start_sandbox: StartSandbox,
@@ -135,7 +138,8 @@ async def test_one_users_final_mint_failure_is_that_users_alone(
 ) -> None:
     """One user of eight whose mint ends in a failure for good (a status the gateway does not
     give, a ttl that is not a finite positive number, 5xx or no answer within
-    ``request_timeout_s`` past ``[retry.mint]``'s attempts, a refusal no ``[gateway_messages]``
+    ``request_timeout_s`` past ``[retry.mint]``'s attempts, a 429 asking for longer than its
+    deadline, a refusal no ``[gateway_messages]``
     pattern matches): that user's items are failed (or, for the
     refusal, blocked) with the reason, the seven others' done, the run finished in the journal
     with its summary, and the command exits with the code that says so; no traceback."""
