@@ -37,6 +37,7 @@ from runner.job.jobfile import Job, load_job
 from runner.job.plan import make_plan
 from runner.journal import ItemState, SqliteJournal
 from runner.journal.base import REQUEUEABLE_STATES, RunCounts, RunHandle, RunRecord
+from runner.journal.reasons import text_of
 from runner.progress import RunStats
 from runner.progress.output import RunOutput, add_color_option
 from runner.progress.report import RunInfo, check_report_path, write_report_async
@@ -220,7 +221,7 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
             # A finished job run again (a retry from cron, "did it work?"): nothing was sent.
             assert handle.extends is not None
             exit_code, closing = ExitCode.OK, _nothing_to_do(handle.extends, job.name)
-        recovered = _recovery(prior, result)
+        recovered = _recovery(prior, stats)
         if recovered:
             closing = f"{recovered}\n{closing}"
         output.summary(stats, run_id=result.run_id, job=job.name, exit_code=exit_code,
@@ -376,15 +377,26 @@ def _tally(counts: RunCounts) -> str:
 
 def _top_reason(counts: RunCounts) -> str | None:
     reasons = sorted(counts.by_reason, key=lambda r: -r.count)
-    return reasons[0].reason if reasons else None
-
-
-def _recovery(prior: Mapping[ItemState, int], result: RunResult) -> str | None:
-    """What a resumed run made of the items it found uncertain or started (sent, no answer)."""
-    before = prior.get(ItemState.UNCERTAIN, 0) + prior.get(ItemState.STARTED, 0)
-    if not before:
+    if not reasons:
         return None
-    still = result.counts.get(ItemState.UNCERTAIN, 0)
-    resolved = max(0, before - still)
-    return (f"recovery: {before} uncertain at the start; {resolved} resolved (found in Jira, "
-            f"or surely missing and sent again), {still} still uncertain")
+    code = reasons[0].reason
+    text = text_of(code)
+    return code if text == code else f"{text} ({code})"
+
+
+def _recovery(prior: Mapping[ItemState, int], stats: RunStats) -> str | None:
+    """What a resumed run made of the uncertain items it found (a create sent whose answer was
+    lost), and of those left started by a crash or a drain (sent again if idempotent)."""
+    uncertain = prior.get(ItemState.UNCERTAIN, 0)
+    started = prior.get(ItemState.STARTED, 0)
+    if not uncertain and not started:
+        return None
+    found, sent = stats.recovered[True], stats.recovered[False]
+    parts = []
+    if uncertain:
+        parts.append(f"{uncertain:,} uncertain")
+    if started:
+        parts.append(f"{started:,} started, not known done")
+    line = f"recovery: {' and '.join(parts)}: {found:,} found in Jira, {sent:,} sent again"
+    still = stats.counts.uncertain
+    return line + (f"; {still:,} uncertain now" if still else "")

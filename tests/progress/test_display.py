@@ -227,7 +227,7 @@ def test_summary_shows_counts_duration_mints_and_reasons(stats: RunStats) -> Non
     text = Summary.render(stats, lower_bound_s=20.0)
     assert "31 of 100 finished: 30 done, 1 failed" in text
     assert "30.0s (the budgets allow 20.0s at best: 1.50x)" in text
-    assert "30: prod 30 (budget 60 per 3s)" in text
+    assert "30 (1 refused): prod 30 (budget 60 per 3s)" in text
     assert "429s" in text and "2: burst jira-burst-based 1, mint retry_after 1" in text
     assert "pauses" in text and "mint rate limited (retry_after) 1" in text
     assert "environment dev: Could not load permissions" in text
