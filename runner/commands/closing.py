@@ -40,7 +40,7 @@ def nothing_to_do(run: RunRecord, job: str) -> str:
     failed = sum(run.counts.get(s, 0) for s in REQUEUEABLE_STATES)
     if failed:
         line += (f" Its {failed} failed, skipped or blocked item(s): "
-                 f"`forge-runner retry {run.run_id} --failed`.")
+                 f"`forge-runner retry {run.run_id}`.")
     return line
 
 
@@ -90,8 +90,8 @@ def outcome(result: RunResult, counts: RunCounts, allowed: bool, *, fresh: bool 
         if allowed:
             return ExitCode.OK, f"{what} (allowed)"
         return ExitCode.NOTHING_DONE, (f"{what}; nothing was done (exit 5); see `forge-runner "
-                                       f"report {run_id}`, then `forge-runner retry {run_id} "
-                                       "--failed` once fixed")
+                                       f"report {run_id}`, then `forge-runner retry {run_id}` "
+                                       "once fixed")
     if done == total:
         return code, f"run {run_id}: all done ({done:,} items)"
     return code, f"run {run_id}: {_tally(counts)}; see `forge-runner report {run_id}`"

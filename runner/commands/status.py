@@ -43,7 +43,8 @@ def add_parser(subparsers: Any) -> None:
         "status",
         help="the latest runs, or one run's items by state, site and reason",
         description="Without RUN: the latest runs with their counts. With RUN: that run's "
-        "items counted by state, per site and by reason.",
+        "items counted by state, per site and by reason (one line per reason code, whatever "
+        "the accounts or numbers of its items; `report RUN` gives each item's).",
     )
     parser.add_argument("run", nargs="?", metavar="RUN", help="a run ID (r-YYYYMMDD-xxxxxx)")
     add_journal_arguments(parser)

@@ -51,6 +51,9 @@ async def test_a_blocked_runs_summary_counts_the_refused_mint(
     (summary,) = [json.loads(line) for line in as_json.err.splitlines()
                   if '"runner.run.summary"' in line]
     assert (summary["mints"], summary["mints_refused"]) == (0, 1)
+    assert summary["reasons"] == [{"state": "blocked", "reason": "environment-blocked",
+                                   "text": "the environment can't mint", "message": None,
+                                   "count": 1}]
 
 
 async def test_a_system_token_wait_is_shown_under_its_environments_name(
