@@ -355,7 +355,8 @@ def _describe(ev: Event) -> str:
     """One line for the "recent" list. Fields never hold tokens (runner.events), and every
     writer redacts anyway."""
     fields = ev.fields()
-    keys = ("environment", "bucket", "site", "scope", "account", "action", "reason", "shape")
+    keys = ("environment", "bucket", "site", "scope", "account", "action", "reason", "target",
+            "shape")
     parts = [f"{k}={fields[k]}" for k in keys if fields.get(k) not in (None, "")]
     if isinstance(ev, MintContextRefused) and ev.aris:
         parts.append("aris=" + ",".join(ev.aris))

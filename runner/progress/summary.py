@@ -70,7 +70,8 @@ class Summary:
     def _duration(stats: RunStats, lower_bound_s: float | None) -> str:
         elapsed = stats.elapsed_s()
         text = fmt.duration(elapsed)
-        if lower_bound_s:
+        # A bound under a twentieth of a second prints as "0.0s": a ratio to it says nothing.
+        if lower_bound_s and lower_bound_s >= 0.05:
             text += (
                 f" (the budgets allow {fmt.duration(lower_bound_s)} at best:"
                 f" {elapsed / lower_bound_s:.2f}x)"

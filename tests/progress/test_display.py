@@ -279,3 +279,11 @@ async def test_log_lines_print_above_the_live_view(
             await out.when_contains("runner.test.during_live").wait()
             view.stop()
     assert "runner.test.during_live" not in capsys.readouterr().err
+
+
+def test_summary_gives_no_ratio_to_a_bound_that_prints_as_zero(stats: RunStats) -> None:
+    """A bound under 0.05 s (loopback, budgets far away) would print "0.0s at best: 1002x":
+    the duration is shown alone."""
+    stats.finish()
+    assert "at best" not in Summary.render(stats, lower_bound_s=0.001)
+    assert "at best" in Summary.render(stats, lower_bound_s=0.05)
