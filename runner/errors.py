@@ -162,10 +162,12 @@ class RunNotFoundError(InputError):
 class SystemTokenError(RunnerError):
     """No valid system token could be had for an environment."""
 
-    def __init__(self, environment: str, reason: str):
+    def __init__(self, environment: str, reason: str, *, waited_s: float | None = None):
         self.environment = environment
         self.reason = reason
-        super().__init__(f"environment {environment}: no valid system token ({reason})")
+        self.waited_s = waited_s
+        waited = f"; waited {waited_s:.0f} s" if waited_s is not None else ""
+        super().__init__(f"environment {environment}: no valid system token ({reason}{waited})")
 
 
 class InvocationTokenError(RunnerError):

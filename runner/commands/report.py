@@ -2,9 +2,12 @@
 
     forge-runner report RUN --format json|csv [--output FILE] [--config FILE | --journal PATH]
 
-Each item with its row key, action, account, site, state, reason and detail. Items are streamed
-from the journal a page at a time, so a report of a million failures needs no more memory than
-one of ten. Nothing in it can hold a token: the journal stores reasons and results redacted.
+Each item with its row key, action, account, site, state, and why: the reason's stable code
+and short text, the item's message (Jira's or the gateway's words), its target (the method and
+path it was for, naming the issue), the HTTP status and the seconds waited when there are.
+Items are streamed from the journal a page at a time, so a report of a million failures needs
+no more memory than one of ten. Nothing in it can hold a token: the journal stores reasons and
+results redacted.
 In CSV, a text value that a spreadsheet would read as a formula (it starts with = + - @, a tab
 or a carriage return: a row key ``=HYPERLINK(...)``) is written with a ``'`` in front.
 """
@@ -29,6 +32,7 @@ from runner.commands.status import (
 )
 from runner.errors import ExitCode, InputError
 from runner.journal import PROBLEM_STATES, ItemRecord, ItemState, RunRecord, SqliteJournal
+from runner.journal.reasons import REPORT_FIELDS, report_fields
 
 FIELDS = (
     "row",
@@ -37,8 +41,7 @@ FIELDS = (
     "account_id",
     "site",
     "state",
-    "reason",
-    "detail",
+    *REPORT_FIELDS,
     "attempts",
     "updated_at",
 )
@@ -49,7 +52,8 @@ def add_parser(subparsers: Any) -> None:
         "report",
         help="every failed, skipped, blocked or uncertain item of a run, as JSON or CSV",
         description="List a run's items that did not get done: row, action, account, site, "
-        "state and reason.",
+        "state, the reason's code and text, the message (Jira's words), the target (the "
+        "method and path, naming the issue), the HTTP status and the seconds waited.",
     )
     parser.add_argument("run", metavar="RUN", help="a run ID (r-YYYYMMDD-xxxxxx)")
     parser.add_argument("--format", choices=("json", "csv"), default="json")
@@ -129,8 +133,7 @@ def item_row(record: ItemRecord) -> dict[str, Any]:
         "account_id": record.account_id,
         "site": record.site,
         "state": str(record.state),
-        "reason": record.reason or "",
-        "detail": record.detail or "",
+        **report_fields(record.reason, record.detail),
         "attempts": record.attempts,
         "updated_at": iso(record.updated_at),
     }

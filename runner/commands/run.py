@@ -18,8 +18,7 @@ import argparse
 import asyncio
 import functools
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -29,14 +28,16 @@ from rich.text import Text
 
 from runner.aio import single_error
 from runner.commands import positive_int
+from runner.commands.closing import RETRIED, finished, nothing_to_do, outcome, recovery, touched
+from runner.commands.dryrun import token_lines
 from runner.config.configfile import Config, load_config
 from runner.engine.engine import FINAL, Engine, RunResult
 from runner.engine.shutdown import Shutdown
 from runner.errors import ExitCode, RunLockedError
 from runner.job.jobfile import Job, load_job
 from runner.job.plan import make_plan
-from runner.journal import ItemState, SqliteJournal
-from runner.journal.base import REQUEUEABLE_STATES, RunCounts, RunHandle, RunRecord
+from runner.journal import SqliteJournal
+from runner.journal.base import RunHandle
 from runner.progress import RunStats
 from runner.progress.output import RunOutput, add_color_option
 from runner.progress.report import RunInfo, check_report_path, write_report_async
@@ -44,8 +45,6 @@ from runner.remote.settings import serve_config
 from runner.sandbox.config import SandboxConfig, sandbox_config
 
 DEFAULT_CONFIG = "forge-runner.toml"
-# The states `retry` puts back in line; uncertain items are resume's to resolve.
-RETRIED = (ItemState.FAILED, ItemState.SKIPPED, ItemState.BLOCKED)
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -78,7 +77,8 @@ def add_parser(sub: Any) -> None:
     run.add_argument("job", type=Path, help="the job file (TOML)")
     add_common(run)
     run.add_argument("--dry-run", action="store_true",
-                     help="check the config, the job and every row; send nothing")
+                     help="check the config, the job and every row, and read each "
+                     "environment's system-token source once (no mint); send nothing")
     run.add_argument("--fresh", action="store_true",
                      help="start over: a new run that does every row again, creates too "
                      "(it first says how many creates the job's last run did)")
@@ -174,6 +174,8 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
                               f"{total} items checked; nothing sent (dry run). Shortest possible "
                               f"duration {plan.shortest_s:.1f}s (`forge-runner plan` for "
                               "details)."))
+            for line in await token_lines(config, job):
+                output.console.print(Text(line))
             return ExitCode.OK
         try:
             handle = await _open(journal, job, config, args, mode, output)
@@ -193,7 +195,7 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
                         "runner.sandbox.serving", url=embedded.sandbox.url)
         if handle.extends is not None:
             output.note(Text.assemble("run ", (handle.run_id, "bold"),
-                                      f" of {job.name} {_finished(handle.extends)}; looking for "
+                                      f" of {job.name} {finished(handle.extends)}; looking for "
                                       f"rows added since: {total} items"),
                         "runner.run.extending", run=handle.run_id, job=job.name, items=total)
         else:
@@ -210,17 +212,17 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
         result = await _engine_run(config, job, journal, handle, stats, output, shutdown)
         stats.finish()
         allowed = job.allow_empty or args.allow_empty
-        exit_code, closing = _outcome(result, await journal.counts(handle.run_id), allowed,
-                                      fresh=bool(getattr(args, "fresh", False)))
+        exit_code, closing = outcome(result, await journal.counts(handle.run_id), allowed,
+                                fresh=bool(getattr(args, "fresh", False)))
         # The plan's bound is for the whole job: this run is compared with its share of it,
         # the items it finished, so an interrupted or resumed run is not held to the whole.
         bound = plan.shortest_s * stats.finished / total if total and stats.finished else None
-        idle = handle.extends is not None and _touched(prior) == _touched(result.counts)
+        idle = handle.extends is not None and touched(prior) == touched(result.counts)
         if idle and not result.interrupted:
             # A finished job run again (a retry from cron, "did it work?"): nothing was sent.
             assert handle.extends is not None
-            exit_code, closing = ExitCode.OK, _nothing_to_do(handle.extends, job.name)
-        recovered = _recovery(prior, result)
+            exit_code, closing = ExitCode.OK, nothing_to_do(handle.extends, job.name)
+        recovered = recovery(prior, stats)
         if recovered:
             closing = f"{recovered}\n{closing}"
         output.summary(stats, run_id=result.run_id, job=job.name, exit_code=exit_code,
@@ -285,112 +287,3 @@ async def _fresh_warning(journal: SqliteJournal, job: Job) -> str:
     which = ", ".join(f"{name} {n}" for name, n in creates if n)
     return (f"--fresh: starting over; run {latest.run_id} ({latest.state}) did {total} "
             f"create(s){f' ({which})' if which else ''}: this run sends them again")
-
-
-def _touched(counts: Mapping[ItemState, int]) -> dict[ItemState, int]:
-    """The counts of items the journal holds (pending ones are the job's size, not work)."""
-    return {s: n for s, n in counts.items() if s is not ItemState.PENDING and n}
-
-
-def _finished(run: RunRecord) -> str:
-    when = (time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(run.ended_at))
-            if run.ended_at is not None else "at an unknown time")
-    counts = ", ".join(f"{n} {state}" for state, n in _touched(run.counts).items()) or "no items"
-    return f"finished {when} ({counts})"
-
-
-def _nothing_to_do(run: RunRecord, job: str) -> str:
-    line = (f"nothing to do: every row of {job} was done by run {run.run_id}, "
-            f"{_finished(run)}; nothing was sent. `--fresh` starts over.")
-    failed = sum(run.counts.get(s, 0) for s in REQUEUEABLE_STATES)
-    if failed:
-        line += (f" Its {failed} failed, skipped or blocked item(s): "
-                 f"`forge-runner retry {run.run_id} --failed`.")
-    return line
-
-
-def _outcome(result: RunResult, counts: RunCounts, allowed: bool, *, fresh: bool = False
-             ) -> tuple[int, str]:
-    """The exit code and the closing line. A run whose items all ended without one done (or
-    with no items at all) did nothing: exit 5 unless the job or the command allows it."""
-    code = result.exit_code
-    run_id = result.run_id
-    if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED) and fresh:
-        # Running the same --fresh command again would start yet another run.
-        return code, (f"run {run_id} interrupted; resume it with `forge-runner resume {run_id}` "
-                      "(or the same command without --fresh)")
-    if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
-        return code, (f"run {run_id} interrupted; run the same command again to resume "
-                      f"(or: forge-runner resume {run_id})")
-    if code == ExitCode.BLOCKED and result.blocked:
-        return code, f"run {run_id}: an environment is blocked (exit 3)"
-    if code == ExitCode.BLOCKED:
-        # Only some users' items: their mint was refused in words the config can't classify.
-        blocked = counts.by_state.get(ItemState.BLOCKED, 0)
-        return code, (f"run {run_id}: {_tally(counts)}: items blocked (exit 3); see "
-                      f"`forge-runner report {run_id}` for the gateway's words, then "
-                      f"`forge-runner retry {run_id}` puts the {blocked} blocked back in line")
-    if code == ExitCode.FAILED:
-        by_state = counts.by_state
-        uncertain = by_state.get(ItemState.UNCERTAIN, 0)
-        requeued = sum(by_state.get(s, 0) for s in RETRIED)
-        steps = []
-        if requeued:
-            steps.append(f"`forge-runner retry {run_id}` puts the {requeued} failed, skipped "
-                         "and blocked back in line")
-        if uncertain:
-            # retry does not touch them: resume looks each one up in Jira before sending again.
-            steps.append(f"`forge-runner resume {run_id}` resolves the {uncertain} uncertain")
-        return code, (f"run {run_id}: {_tally(counts)}: some items failed (exit 1); see "
-                      f"`forge-runner report {run_id}`" + "".join(f", then {s}" for s in steps[:1])
-                      + "".join(f"; {s}" for s in steps[1:]))
-    by_state = counts.by_state
-    total = sum(by_state.values())
-    done = by_state.get(ItemState.DONE, 0)
-    if total == 0:
-        what = f"run {run_id}: 0 items: the source has no rows, nothing to do"
-        if allowed:
-            return ExitCode.OK, f"{what} (allowed)"
-        return ExitCode.NOTHING_DONE, (f"{what} (exit 5); check the source's export, or set "
-                                       "allow_empty = true in the job if that is expected")
-    if done == 0:
-        what = f"run {run_id}: {_tally(counts)}"
-        reason = _top_reason(counts)
-        if reason:
-            what += f": {reason}"
-        if allowed:
-            return ExitCode.OK, f"{what} (allowed)"
-        return ExitCode.NOTHING_DONE, (f"{what}; nothing was done (exit 5); see `forge-runner "
-                                       f"report {run_id}`, then `forge-runner retry {run_id} "
-                                       "--failed` once fixed")
-    if done == total:
-        return code, f"run {run_id}: all done ({done:,} items)"
-    return code, f"run {run_id}: {_tally(counts)}; see `forge-runner report {run_id}`"
-
-
-_NOT_ENDED = (ItemState.PENDING, ItemState.STARTED)
-
-
-def _tally(counts: RunCounts) -> str:
-    """``0 done, 6 skipped``: done always, the other final states when there are any."""
-    by_state = counts.by_state
-    parts = [f"{by_state.get(ItemState.DONE, 0):,} done"]
-    parts += [f"{n:,} {state.value}" for state, n in by_state.items()
-              if state not in _NOT_ENDED and state != ItemState.DONE and n]
-    return ", ".join(parts)
-
-
-def _top_reason(counts: RunCounts) -> str | None:
-    reasons = sorted(counts.by_reason, key=lambda r: -r.count)
-    return reasons[0].reason if reasons else None
-
-
-def _recovery(prior: Mapping[ItemState, int], result: RunResult) -> str | None:
-    """What a resumed run made of the items it found uncertain or started (sent, no answer)."""
-    before = prior.get(ItemState.UNCERTAIN, 0) + prior.get(ItemState.STARTED, 0)
-    if not before:
-        return None
-    still = result.counts.get(ItemState.UNCERTAIN, 0)
-    resolved = max(0, before - still)
-    return (f"recovery: {before} uncertain at the start; {resolved} resolved (found in Jira, "
-            f"or surely missing and sent again), {still} still uncertain")

@@ -24,6 +24,7 @@ from runner.commands import positive_int
 from runner.config.configfile import RunnerSettings
 from runner.errors import ExitCode
 from runner.journal import ItemState, RunCounts, RunRecord, RunState, SqliteJournal
+from runner.journal.reasons import text_of
 
 # Columns of the runs table, in the order the states usually matter to a reader.
 SHOWN_STATES = (
@@ -42,7 +43,8 @@ def add_parser(subparsers: Any) -> None:
         "status",
         help="the latest runs, or one run's items by state, site and reason",
         description="Without RUN: the latest runs with their counts. With RUN: that run's "
-        "items counted by state, per site and by reason.",
+        "items counted by state, per site and by reason (one line per reason code, whatever "
+        "the accounts or numbers of its items; `report RUN` gives each item's).",
     )
     parser.add_argument("run", nargs="?", metavar="RUN", help="a run ID (r-YYYYMMDD-xxxxxx)")
     add_journal_arguments(parser)
@@ -169,10 +171,16 @@ def run_text(counts: RunCounts) -> str:
         lines += ["  " + line for line in _table(site_rows).splitlines()]
     if counts.by_reason:
         lines += ["", "By reason:"]
-        reason_rows = [["STATE", "COUNT", "REASON"]]
-        reason_rows += [[str(r.state), _n(r.count), r.reason] for r in counts.by_reason]
+        reason_rows = [["STATE", "COUNT", "REASON", "WHAT IT MEANS"]]
+        reason_rows += [[str(r.state), _n(r.count), r.reason, _meaning(r.reason)]
+                        for r in counts.by_reason]
         lines += ["  " + line for line in _table(reason_rows).splitlines()]
     return "\n".join(lines) + "\n"
+
+
+def _meaning(code: str) -> str:
+    text = text_of(code)
+    return "" if text == code else text
 
 
 def _n(n: int | None, state: ItemState | None = None, run: RunRecord | None = None) -> str:
@@ -219,7 +227,8 @@ def counts_json(counts: RunCounts) -> dict[str, Any]:
         "counts": _states(counts.by_state),
         "by_site": {site: _states(by) for site, by in counts.by_site.items()},
         "by_reason": [
-            {"state": str(r.state), "reason": r.reason, "count": r.count}
+            {"state": str(r.state), "reason": r.reason, "text": text_of(r.reason),
+             "count": r.count}
             for r in counts.by_reason
         ],
     }

@@ -38,13 +38,13 @@ import structlog
 
 from runner.actions import Action, PythonAction
 from runner.config.configfile import Config, SiteConfig
+from runner.engine import why
 from runner.engine.flight import Dropped, Flight
 from runner.engine.shutdown import Shutdown
 from runner.errors import (
     ActionError,
     BlockedEnvironmentError,
     GatewayError,
-    GatewayRefusalError,
     JiraCallError,
     JournalError,
     SystemTokenError,
@@ -56,6 +56,7 @@ from runner.events import (
     ItemBlocked,
     ItemDone,
     ItemFailed,
+    ItemRecovered,
     ItemSkipped,
     ItemUncertain,
     JournalFailed,
@@ -76,6 +77,7 @@ from runner.jira.userclient import UserJira
 from runner.job.jobfile import Job, Row
 from runner.journal import Journal
 from runner.journal.base import ItemRef, ItemState, item_key
+from runner.journal.reasons import Reason, http, user_refused
 from runner.minting.minter import Minter
 
 log = structlog.get_logger("runner.engine")
@@ -184,7 +186,7 @@ class RowWorker:
                               step.action.name)
                 if minter.blocked is not None:
                     # Blocked at its first refusal: the rest is blocked without a mint.
-                    await self._close_rest(("blocked", "environment blocked"), row, todo[index:])
+                    await self._close_rest(("blocked", why.BLOCKED), row, todo[index:])
                     return
                 try:
                     async with asyncio.timeout(None) as window:
@@ -201,34 +203,40 @@ class RowWorker:
                         return  # dropped by a drain while it waited
                     raise
                 except UserRefusedError as exc:
-                    await self._close_rest(("skipped", exc.reason), row, todo[index:])
+                    await self._close_rest(("skipped", user_refused(exc.reason)), row,
+                                           todo[index:])
                     return
                 except BlockedEnvironmentError:
-                    await self._close_rest(("blocked", "environment blocked"), row, todo[index:])
+                    await self._close_rest(("blocked", why.BLOCKED), row, todo[index:])
                     return
                 except SystemTokenError as exc:
-                    await self._close_rest(("blocked", exc.reason), row, todo[index:])
+                    await self._close_rest(("blocked", why.system_token(exc)), row,
+                                           todo[index:])
                     return
                 except (GatewayError, TransportError) as exc:
                     # Only a mint raises these out of ``_one`` (Jira's own transport failures
                     # are outcomes): this user's work ends here, not the run.
-                    await self._close_rest(_mint_failure(exc, minter), row, todo[index:])
+                    await self._close_rest(why.mint_failed(exc, minter.blocked is not None), row,
+                                           todo[index:])
                     return
 
-    async def _close_rest(self, why: tuple[str, str], row: Row, rest: list[Todo]) -> None:
-        state, reason = why
+    async def _close_rest(self, ending: tuple[str, Reason], row: Row, rest: list[Todo]) -> None:
+        state, reason = ending
         for step in rest:
             ref = ItemRef(row.key, step.action.index, row.site, row.account_id, step.action.name)
+            target = why.target_of(step.action, row)
+            detail = reason.detail(target)
             if state == "skipped":
-                await self.journal.mark_skipped(self.run_id, ref, reason)
+                await self.journal.mark_skipped(self.run_id, ref, reason.code, detail=detail)
             elif state == "failed":
-                await self.journal.mark_failed(self.run_id, ref, reason, detail="")
+                await self.journal.mark_failed(self.run_id, ref, reason.code, detail=detail)
             else:
-                await self.journal.mark_blocked(self.run_id, ref, reason)
+                await self.journal.mark_blocked(self.run_id, ref, reason.code, detail=detail)
             # The event says what the journal holds: the summary counts these.
             cls = {"skipped": ItemSkipped, "failed": ItemFailed}.get(state, ItemBlocked)
             self._emit(cls(site=row.site, account=row.account_id, row=row.key,
-                           action=step.action.name, reason=reason))
+                           action=step.action.name, reason=reason.code,
+                           detail=reason.message or None, target=target))
 
     async def _one(
         self, site: SiteConfig, row: Row, step: Todo, ref: ItemRef, flight: Flight
@@ -237,7 +245,7 @@ class RowWorker:
         key = item_key(row.key, action.index)
         if isinstance(action, PythonAction):  # its calls are the job's: no wait is dropped
             if step.prior in (ItemState.STARTED, ItemState.UNCERTAIN) and not action.idempotent:
-                await self._uncertain(ref, "a non-idempotent Python action may have run")
+                await self._uncertain(ref, Reason("python-may-have-run"))
                 return
             await self._on_send(flight)  # the job's own code: let it finish on a drain
             await self._python(site, row, action, ref)
@@ -245,25 +253,31 @@ class RowWorker:
         try:
             request = action.render(row, key)
         except Exception as exc:  # rows were checked before the run; a failure here is data
-            await self._failed(ref, "render", str(exc))
+            await self._failed(ref, Reason("render", str(exc)))
             return
+        target = why.target(request)
         if step.prior in (ItemState.STARTED, ItemState.UNCERTAIN) and action.creates is not None:
             verdict = await self._look_up(site, row, step, request, key)
             if isinstance(verdict, Found):
+                self._emit(ItemRecovered(row=row.key, action=action.name, found=True))
                 self._done(ref, dict(verdict.result))
                 return
             if not isinstance(verdict, Missing):
-                await self._uncertain(ref, f"not sent again: {verdict.reason}")
+                await self._uncertain(ref, Reason("lookup-failed", verdict.reason), target)
                 return
+            self._emit(ItemRecovered(row=row.key, action=action.name, found=False))
         elif step.prior is ItemState.UNCERTAIN:
-            await self._uncertain(ref, "outcome unknown; not sent again")
+            await self._uncertain(ref, Reason("outcome-unknown", "still unknown at the resume"),
+                                  target)
             return
+        elif step.prior is ItemState.STARTED:  # idempotent: sending it again is safe
+            self._emit(ItemRecovered(row=row.key, action=action.name, found=False))
         outcome = await self._send(site, row, request, partial(self._on_send, flight),
                                    partial(self._on_wait, flight))
         # Its outcome is journaled whatever a drain says now (``process`` starts no next item):
         # a ``deadline`` can end a call while it waits, not sending.
         flight.sending = True
-        await self._record(ref, outcome)
+        await self._record(ref, outcome, target)
 
     async def _look_up(
         self, site: SiteConfig, row: Row, step: Todo, request: JiraRequest, key: str
@@ -315,23 +329,24 @@ class RowWorker:
         except (UserRefusedError, BlockedEnvironmentError, SystemTokenError, GatewayError):
             raise
         except JiraCallError as exc:
-            await self._failed(ref, str(exc), "")
+            await self._failed(ref, http(exc.status, exc.messages) if exc.status is not None
+                               else Reason("action", str(exc)))
             return
         except TransportError as exc:
-            await self._uncertain(ref, exc.reason)
+            await self._uncertain(ref, Reason("outcome-unknown", exc.reason))
             return
         except Exception as exc:  # the job's own code: its failure is the item's, not the run's
-            await self._failed(ref, f"python: {type(exc).__name__}", str(exc))
+            await self._failed(ref, Reason("python", f"{type(exc).__name__}: {exc}"))
             return
         self._done(ref, value if isinstance(value, dict) else None)
 
-    async def _record(self, ref: ItemRef, outcome: CallResult) -> None:
+    async def _record(self, ref: ItemRef, outcome: CallResult, target: str) -> None:
         if isinstance(outcome, Done):
             self._done(ref, result_of(outcome.response.body))
         elif isinstance(outcome, Uncertain):
-            await self._uncertain(ref, outcome.reason)
+            await self._uncertain(ref, why.uncertain(outcome), target)
         else:
-            await self._failed(ref, outcome.reason, "; ".join(outcome.messages))
+            await self._failed(ref, why.failed(outcome), target)
 
     def _done(self, ref: ItemRef, result: dict[str, Any] | None) -> None:
         """Queue ``done`` (see the module's docstring); the event follows once it is durable."""
@@ -353,23 +368,19 @@ class RowWorker:
         self._emit(ItemDone(site=ref.site, account=ref.account_id, row=ref.row_key,
                             action=ref.action))
 
-    async def _failed(self, ref: ItemRef, reason: str, detail: str) -> None:
-        await self.journal.mark_failed(self.run_id, ref, reason, detail=detail)
+    async def _failed(self, ref: ItemRef, reason: Reason, target: str | None = None) -> None:
+        await self.journal.mark_failed(self.run_id, ref, reason.code,
+                                       detail=reason.detail(target))
         self._emit(ItemFailed(site=ref.site, account=ref.account_id, row=ref.row_key,
-                              action=ref.action, reason=reason, detail=detail))
+                              action=ref.action, reason=reason.code,
+                              detail=reason.message or None, target=target))
 
-    async def _uncertain(self, ref: ItemRef, reason: str) -> None:
-        await self.journal.mark_uncertain(self.run_id, ref, reason)
+    async def _uncertain(self, ref: ItemRef, reason: Reason, target: str | None = None) -> None:
+        await self.journal.mark_uncertain(self.run_id, ref, reason.code,
+                                          detail=reason.detail(target))
         self._emit(ItemUncertain(site=ref.site, account=ref.account_id, row=ref.row_key,
-                                 action=ref.action, reason=reason))
-
-
-def _mint_failure(exc: GatewayError | TransportError, minter: Minter) -> tuple[str, str]:
-    """The state and reason of the items of a user whose mint failed for good."""
-    if minter.blocked is not None:
-        return ("blocked", "environment blocked")
-    reason = f"mint failed: {exc.reason if isinstance(exc, TransportError) else exc}"
-    return ("blocked" if isinstance(exc, GatewayRefusalError) else "failed", reason)
+                                 action=ref.action, reason=reason.code,
+                                 detail=reason.message or None, target=target))
 
 
 def _future(done: Awaitable[object]) -> asyncio.Future[object]:

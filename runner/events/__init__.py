@@ -43,7 +43,9 @@ The catalogue, by name (class), in modules by stage:
   items (runner.engine)
     item.done / .failed / .skipped / .blocked / .uncertain
                          ItemDone, ItemFailed, ItemSkipped, ItemBlocked, ItemUncertain
-                                             site, account, row, action (+ reason unless done)
+                                             site, account, row, action (+ reason: a code,
+                                             detail, target, unless done)
+    item.recovered       ItemRecovered       row, action, found (a create looked up at a resume)
     journal.failed       JournalFailed       row, action, error
     run.finished         RunFinished         run, state
   remote (runner.remote)
@@ -74,6 +76,7 @@ from runner.events.items import (
     ItemDone,
     ItemEvent,
     ItemFailed,
+    ItemRecovered,
     ItemSkipped,
     ItemUncertain,
     JournalFailed,
@@ -128,6 +131,7 @@ __all__ = [
     "ItemDone",
     "ItemEvent",
     "ItemFailed",
+    "ItemRecovered",
     "ItemSkipped",
     "ItemUncertain",
     "JiraCall",

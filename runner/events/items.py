@@ -17,7 +17,11 @@ class ItemEvent(Event):
     account: str
     row: str
     action: str
+    # A stable code (runner.journal.reasons); the item's particulars are ``detail``.
     reason: str | None = None
+    detail: str | None = None
+    # What the item was for: ``POST /rest/api/3/issue/MIG-9/comment``.
+    target: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,7 +36,6 @@ class ItemFailed(ItemEvent):
     name: ClassVar[str] = "item.failed"
     level: ClassVar[int] = WARNING
     state: ClassVar[str] = "failed"
-    detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,6 +58,17 @@ class ItemUncertain(ItemEvent):
     name: ClassVar[str] = "item.uncertain"
     level: ClassVar[int] = WARNING
     state: ClassVar[str] = "uncertain"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ItemRecovered(Event):
+    """A create left started or uncertain, looked up at a resume: ``found`` in Jira (done, not
+    sent again), or surely missing (sent again)."""
+
+    name: ClassVar[str] = "item.recovered"
+    row: str
+    action: str
+    found: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

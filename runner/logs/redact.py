@@ -213,8 +213,17 @@ def redact(text: str) -> str:
     return text
 
 
+# ``system_token:dev`` is the scope of an environment's system-token wait (runner.progress),
+# named after the environment: a name, not a secret. A system token is a JWT (hidden by its
+# shape) and registered as a secret the moment it is read, so only a config name is kept.
+_SCOPE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def _redact_key_value(match: re.Match[str]) -> str:
     value = match.group("value")
+    if (match.group("key").lower() == "system_token" and match.group("sep") == ":"
+            and _SCOPE_NAME.fullmatch(value)):
+        return match.group()
     quote = value[0] if value[:1] in ("'", '"') else ""
     return f"{match.group('key')}{match.group('sep')}{quote}{REDACTED}{quote}"
 

@@ -134,7 +134,7 @@ class SystemTokenProvider:
                 self._waiting_since = now
             waited = now - self._waiting_since
             if waited >= self._source.max_wait_s:
-                raise SystemTokenError(self.environment, f"{reason}; waited {waited:.0f} s")
+                raise SystemTokenError(self.environment, reason, waited_s=waited)
             self._emit(SystemTokenWaiting(environment=self.environment, reason=reason,
                                           waited_s=round(waited, 1)))
             # Every waiter shares one wait window: after it is over, callers fail at once

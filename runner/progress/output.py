@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.text import Text
 
 from runner.errors import ExitCode
+from runner.journal.reasons import text_of
 from runner.logs.redact import redact
 from runner.logs.setup import LogFormat, configure_logging, get_logger
 from runner.progress.live import STATE_STYLES, LiveView, PlainProgress
@@ -159,7 +160,9 @@ def summary_fields(stats: RunStats, *, run_id: str, job: str, exit_code: int, me
         "mints": sum(stats.mints.values()),
         "refused_users": sum(stats.refused_users.values()),
         "rate_limited": sum(stats.rate_limits.values()),
-        "reasons": [{"state": s, "reason": redact(r), "count": n}
+        "mints_refused": stats.mints_refused,
+        "reasons": [{"state": s, "reason": redact(r), "text": text_of(r),
+                     "message": stats.message_of(s, r) or None, "count": n}
                     for s, r, n in stats.top_reasons(5)],
         "blocked": {env: redact(d) for env, d in blocked.items()},
     }

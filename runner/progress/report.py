@@ -25,7 +25,8 @@ Schema ``forge-runner.report/1``; every string in it has passed through ``runner
                  "active_at_end": [{"scope": str, "reason": str, "until": ISO 8601 | null}]},
       "jira_calls": {"2xx": int, "4xx": int, ...},
       "failures_by_reason": [{"state": str, "reason": str, "count": int}],   # commonest first
-      "items": [{"state": str, "site": str, "reason": str, ...}, ...]
+      "items": [{"state": str, "site": str, "reason": str, "reason_text": str,
+                 "message": str, "target": str, "status": int | null, ...}, ...]
     }
 
 ``items`` lists each failed, skipped, blocked or uncertain item the caller passes, with the
@@ -51,6 +52,7 @@ from typing import Any
 
 from runner.aio import in_thread
 from runner.errors import InputError
+from runner.journal.reasons import report_fields
 from runner.logs.redact import redact_value
 from runner.progress.stats import RunStats
 
@@ -156,6 +158,9 @@ def _item_dict(item: Item) -> dict[str, Any]:
         out = asdict(item)
         if isinstance(item, ReportItem) and out["detail"] is None:
             del out["detail"]
+        elif isinstance(out.get("detail"), str | None) and "reason" in out:
+            # The journal's record: its reason code and detail as the report's fields.
+            out.update(report_fields(out["reason"], out.pop("detail")))
         return out
     if isinstance(item, Mapping):
         return dict(item)

@@ -23,11 +23,13 @@ from runner.events import (
     ItemDone,
     ItemEvent,
     ItemFailed,
+    ItemRecovered,
     ItemUncertain,
     JiraCall,
     JiraRateLimited,
     JiraRetry,
     MintContextRefused,
+    MintFailed,
     MintOk,
     MintRateLimited,
     MintRetry,
@@ -37,6 +39,7 @@ from runner.events import (
     SystemTokenWaiting,
 )
 from runner.events import Pause as PauseEvent
+from runner.journal.reasons import short, user_refused
 
 if TYPE_CHECKING:
     from runner.config.configfile import Config
@@ -158,10 +161,14 @@ class RunStats:
 
         self.counts = Counts()
         self.sites: dict[str, Counts] = {}
-        self.reasons: Counter[tuple[str, str]] = Counter()  # (state, reason)
+        self.reasons: Counter[tuple[str, str]] = Counter()  # (state, reason code)
+        # Each (state, code)'s message when all its items share one ("" when they differ).
+        self._messages: dict[tuple[str, str], str] = {}
         self.mints: Counter[str] = Counter()  # per bucket
         self._recent_mints: dict[str, deque[float]] = {}
-        self.refused_users: Counter[str] = Counter()  # per reason
+        self.refused_users: Counter[str] = Counter()  # per reason code
+        self.mints_refused = 0  # mints the gateway answered with a refusal or a failure
+        self.recovered: Counter[bool] = Counter()  # creates looked up at a resume: found?
         self.blocked_environments: dict[str, str] = {}  # environment -> message
         self.rate_limits: Counter[tuple[str, str]] = Counter()  # (scope kind, reason)
         self.retries: Counter[tuple[str, str]] = Counter()  # ("mint"|"jira", reason)
@@ -204,9 +211,15 @@ class RunStats:
                 self.rate_limits["mint", ev.shape] += 1
                 self._pause(f"mint:{ev.bucket}", f"rate limited ({ev.shape})", ev.until)
             case MintUserRefused():
-                self.refused_users[_reason(ev.reason)] += 1
+                self.refused_users[user_refused(ev.reason).code] += 1
+                self.mints_refused += 1
             case MintContextRefused():
                 self.blocked_environments[ev.environment] = _reason(ev.message)
+                self.mints_refused += 1
+            case MintFailed():
+                self.mints_refused += 1
+            case ItemRecovered():
+                self.recovered[ev.found] += 1
             case MintRetry():
                 self.retries["mint", _reason(ev.reason)] += 1
             case JiraRetry():
@@ -238,6 +251,9 @@ class RunStats:
             if key not in self.reasons and len(self.reasons) >= MAX_REASONS:
                 key = (ev.state, OTHER_REASON)
             self.reasons[key] += 1
+            message = short(ev.detail, MAX_REASON_LENGTH) if ev.detail else ""
+            if self._messages.setdefault(key, message) != message:
+                self._messages[key] = ""
         self._count_finished(now)
 
     def _count_finished(self, now: float) -> None:
@@ -326,15 +342,21 @@ class RunStats:
         return left / rate
 
     def top_reasons(self, n: int) -> list[tuple[str, str, int]]:
-        """The ``n`` commonest (state, reason, count) of items that did not finish done."""
+        """The ``n`` commonest (state, reason code, count) of items that did not finish done."""
         return [(state, reason, count) for (state, reason), count in self.reasons.most_common(n)]
+
+    def message_of(self, state: str, reason: str) -> str:
+        """The message every item of (``state``, ``reason``) carried (Jira's words, redacted
+        and cut); "" when they carried none or differ (as a user's account ID makes them)."""
+        return self._messages.get((state, reason), "")
 
 
 def _describe(ev: Event) -> str:
     """One line for the "recent" list. Fields never hold tokens (runner.events), and every
     writer redacts anyway."""
     fields = ev.fields()
-    keys = ("environment", "bucket", "site", "scope", "account", "action", "reason", "shape")
+    keys = ("environment", "bucket", "site", "scope", "account", "action", "reason", "target",
+            "shape")
     parts = [f"{k}={fields[k]}" for k in keys if fields.get(k) not in (None, "")]
     if isinstance(ev, MintContextRefused) and ev.aris:
         parts.append("aris=" + ",".join(ev.aris))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from runner.journal.reasons import text_of
 from runner.logs.redact import redact
 from runner.progress import fmt
 from runner.progress.stats import ITEM_STATES, RunStats
@@ -48,7 +49,8 @@ class Summary:
             lines.append(f"  {'reasons':<{width}}  top {len(reasons)} of items not done:")
             pad = max(len(fmt.count(n)) for _, _, n in reasons)
             lines += [
-                f"  {'':<{width}}    {fmt.count(n):>{pad}}  {state:<9} {reason}"
+                f"  {'':<{width}}    {fmt.count(n):>{pad}}  {state:<9} "
+                f"{reason_line(reason, stats.message_of(state, reason))}"
                 for state, reason, n in reasons
             ]
         return redact("\n".join(lines))
@@ -68,7 +70,8 @@ class Summary:
     def _duration(stats: RunStats, lower_bound_s: float | None) -> str:
         elapsed = stats.elapsed_s()
         text = fmt.duration(elapsed)
-        if lower_bound_s:
+        # A bound under a twentieth of a second prints as "0.0s": a ratio to it says nothing.
+        if lower_bound_s and lower_bound_s >= 0.05:
             text += (
                 f" (the budgets allow {fmt.duration(lower_bound_s)} at best:"
                 f" {elapsed / lower_bound_s:.2f}x)"
@@ -83,11 +86,23 @@ class Summary:
             budget = stats.budgets.get(bucket)
             rate = f" (budget {budget.limit:,} per {fmt.window(budget.window_s)})" if budget else ""
             parts.append(f"{bucket} {fmt.count(used)}{rate}")
-        text = fmt.count(total) + (f": {', '.join(parts)}" if parts else "")
+        text = fmt.count(total)
+        if stats.mints_refused:
+            text += f" ({fmt.count(stats.mints_refused)} refused)"
+        text += f": {', '.join(parts)}" if parts else ""
         refused = sum(stats.refused_users.values())
         if refused:
             text += f"; {fmt.count(refused)} users can't be impersonated"
         return text
+
+
+def reason_line(code: str, message: str) -> str:
+    """``http-404: Issue does not exist...`` when the items share Jira's words, else the
+    code's short text: ``user-deactivated: the user is deactivated``."""
+    if message:
+        return f"{code}: {message}"
+    text = text_of(code)
+    return code if text == code else f"{code}: {text}"
 
 
 def _counted(counter: Counter[tuple[str, str]]) -> str:

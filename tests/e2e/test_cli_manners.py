@@ -124,7 +124,7 @@ async def test_a_missing_token_file_blocks_at_once(tmp_path: Path,
     rows = [{"legacy_id": "L1", "account_id": account(1), "issue": "MIG-1"}]
     done = await rehearsal.cli("run", rehearsal.write_job("broken", rows, COMMENT))
     assert done.code == 3, done.text
-    said = f"blocked file {tmp_path / 'system-token'}: No such file or directory"
+    said = f"blocked   system-token: file {tmp_path / 'system-token'}: No such file or directory"
     assert "".join(said.split()) in "".join(done.out.split())  # the summary wraps long lines
     assert "Traceback" not in done.text
 

@@ -108,7 +108,7 @@ async def test_retry_failed_puts_failed_items_back_and_finishes_them(
     failed = json.loads(report.out)["items"]
     assert sorted(i["row"] for i in failed) == [f"LEG-4{n:02d}" for n in range(6)]
     assert {(i["state"], i["reason"], i["action"]) for i in failed} == {
-        ("failed", "http 404", "comment.add")}
+        ("failed", "http-404", "comment.add")}
     listed = await rehearsal.cli("status")
     assert run_id in listed.out and "finished" in listed.out
 

@@ -50,6 +50,8 @@ async def last_run(journal_path: Path) -> tuple[RunState, dict[ItemState, int], 
         (run,) = await journal.runs()
         counts = await journal.counts(run.run_id)
         reasons = [r.reason for r in counts.by_reason]
+        async for record in journal.records(run.run_id):
+            reasons.append(f"{record.reason} {record.detail}")
         return run.state, dict(counts.by_state), reasons
 
 
@@ -98,7 +100,7 @@ async def test_one_user_answered_with_html_fails_alone(
     state, counts, reasons = await last_run(tmp_path / "journal.db")
     assert state is RunState.FINISHED
     assert counts.get(ItemState.DONE) == 21 and counts.get(ItemState.FAILED) == 3
-    assert any("mint failed" in r and "not a JSON object" in r for r in reasons)
+    assert any("mint-failed" in r and "not a JSON object" in r for r in reasons)
 
 
 def _minted(ttl: str) -> web.Response:

@@ -87,7 +87,8 @@ def test_status_of_one_run_counts_by_state_site_and_reason(
         "acme": {"done": 3, "skipped": 1, "blocked": 1, "uncertain": 1},
         "globex": {"failed": 2},
     }
-    assert {"state": "failed", "reason": "HTTP 404", "count": 2} in data["by_reason"]
+    assert {"state": "failed", "reason": "HTTP 404", "text": "HTTP 404",
+            "count": 2} in data["by_reason"]
 
 
 def test_report_json_lists_every_problem_item(
@@ -107,7 +108,7 @@ def test_report_json_lists_every_problem_item(
     first = items[("row-003", 0)]
     assert (first["state"], first["reason"], first["site"], first["account_id"],
             first["action"]) == ("failed", "HTTP 404", "globex", ACCOUNT.format(3), "comment.add")
-    assert first["detail"].startswith("Issue does not exist")
+    assert first["message"].startswith("Issue does not exist")
     assert items[("row-007", 1)]["state"] == "uncertain"
 
 

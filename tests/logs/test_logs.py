@@ -175,6 +175,20 @@ def test_patterns_hide_bearer_jwt_and_key_value_text() -> None:
     assert "tokens=5" in cleaned and "token_refresh_margin_s=300" in cleaned
 
 
+def test_a_system_token_scope_keeps_its_environment_name() -> None:
+    """``system_token:dev`` (a wait's scope, named after the environment) is shown as it is,
+    while a system token after the same key, a JWT or a registered secret, is still hidden."""
+    assert redact("paused=system_token:dev (waiting) system_token:prod-eu_2") == (
+        "paused=system_token:dev (waiting) system_token:prod-eu_2")
+    jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhcHAifQ.c2lnbmF0dXJl"
+    assert redact(f"system_token:{jwt}") == f"system_token:{REDACTED}"
+    assert redact("system_token=dev") == f"system_token={REDACTED}"
+    assert redact("system_token: dev") == f"system_token: {REDACTED}"
+    secret = "opaque" + secrets.token_hex(8)
+    register_secret(secret)
+    assert redact(f"system_token:{secret}") == f"system_token:{REDACTED}"
+
+
 def test_redact_finds_secrets_among_many_and_inside_longer_text() -> None:
     """With thousands registered, a secret is found alone, glued to other text, or extended."""
     many = [_secret() for _ in range(3000)]

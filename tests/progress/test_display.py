@@ -227,7 +227,7 @@ def test_summary_shows_counts_duration_mints_and_reasons(stats: RunStats) -> Non
     text = Summary.render(stats, lower_bound_s=20.0)
     assert "31 of 100 finished: 30 done, 1 failed" in text
     assert "30.0s (the budgets allow 20.0s at best: 1.50x)" in text
-    assert "30: prod 30 (budget 60 per 3s)" in text
+    assert "30 (1 refused): prod 30 (budget 60 per 3s)" in text
     assert "429s" in text and "2: burst jira-burst-based 1, mint retry_after 1" in text
     assert "pauses" in text and "mint rate limited (retry_after) 1" in text
     assert "environment dev: Could not load permissions" in text
@@ -279,3 +279,11 @@ async def test_log_lines_print_above_the_live_view(
             await out.when_contains("runner.test.during_live").wait()
             view.stop()
     assert "runner.test.during_live" not in capsys.readouterr().err
+
+
+def test_summary_gives_no_ratio_to_a_bound_that_prints_as_zero(stats: RunStats) -> None:
+    """A bound under 0.05 s (loopback, budgets far away) would print "0.0s at best: 1002x":
+    the duration is shown alone."""
+    stats.finish()
+    assert "at best" not in Summary.render(stats, lower_bound_s=0.001)
+    assert "at best" in Summary.render(stats, lower_bound_s=0.05)

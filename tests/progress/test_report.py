@@ -164,7 +164,7 @@ async def test_async_report_streams_journal_records(stats: RunStats, tmp_path: P
     assert len(items) == 1200
     assert items[0]["state"] == "failed" and items[0]["row_key"] == "row-0"
     assert items[-1]["account_id"] == "acc-1199"
-    assert items[0]["detail"] == "errorMessages: [no issue] [REDACTED]"
+    assert items[0]["message"] == "errorMessages: [no issue] [REDACTED]"
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 

@@ -205,7 +205,7 @@ def test_refusals_blocked_environments_and_retries() -> None:
     stats.event(JiraRetry(site="a", template="/x", reason="timeout", attempt=2))
     for status in (200, 201, 404):
         stats.event(JiraCall(site="a", method="GET", template="/x", status=status))
-    assert stats.refused_users == {"deactivated": 2}
+    assert stats.refused_users == {"user-deactivated": 2}
     assert stats.blocked_environments == {"prod": "Could not load permissions"}
     assert stats.retries == {("mint", "503"): 1, ("jira", "timeout"): 1}
     assert stats.jira_calls == {"2xx": 2, "4xx": 1}

@@ -2,7 +2,8 @@
 
 ``install`` registers the routes on the sandbox app and publishes the state in the World, so
 tests read the effect of each call back from ``world.parts["jira"]`` (a ``JiraState``) and the
-inspection report carries it under ``"jira"``.
+inspection report carries it under ``"jira"``; ``world.parts["jira.faults"]`` is the
+``FaultPlan``.
 """
 
 from __future__ import annotations
@@ -23,4 +24,6 @@ def install(app: web.Application, world: World) -> None:
     service = JiraService(world)
     app.router.add_route("*", JIRA_PREFIX + "/{tail:.*}", service.handle)
     world.parts["jira"] = service.state
+    # A test turns faults on or off between runs by replacing its ``faults``.
+    world.parts["jira.faults"] = service.faults
     world.reporters["jira"] = service.state.snapshot
