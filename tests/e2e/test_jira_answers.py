@@ -116,11 +116,11 @@ async def test_html_2xx_echoed_token_and_retry_after_past_the_deadline(
         f"run {run_id}: 1 done, 2 failed, 1 uncertain: some items failed (exit 1)")
     items = {i["row_key"]: i for i in json.loads((tmp_path / "report.json").read_text())["items"]}
     assert set(items) == {"L1", "L2", "L3"}
-    assert (items["L1"]["state"], items["L1"]["reason"]) == (
-        "uncertain", "http 200 with an answer that is not JSON")
-    assert (items["L2"]["state"], items["L2"]["reason"]) == ("failed", "http 400")
-    assert items["L2"]["detail"].endswith("e[REDACTED] was not a")
-    assert (items["L3"]["state"], items["L3"]["reason"], items["L3"]["detail"]) == (
+    assert (items["L1"]["state"], items["L1"]["reason"], items["L1"]["message"]) == (
+        "uncertain", "outcome-unknown", "http 200 with an answer that is not JSON")
+    assert (items["L2"]["state"], items["L2"]["reason"]) == ("failed", "http-400")
+    assert items["L2"]["message"].endswith("e[REDACTED] was not a")
+    assert (items["L3"]["state"], items["L3"]["reason"], items["L3"]["message"]) == (
         "failed", "deadline",
         "the server asked to wait 3600 s (Retry-After), past the run's deadline")
     # Each comment was sent once: the HTML-answered create was not sent again, the 400 is
