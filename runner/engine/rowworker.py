@@ -80,7 +80,8 @@ from runner.minting.minter import Minter
 
 log = structlog.get_logger("runner.engine")
 
-RESULT_KEYS = ("id", "key")
+# ``self`` too: the created thing's REST URL, which an export hands on (a migration's map).
+RESULT_KEYS = ("id", "key", "self")
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,9 @@ class RowWorker:
         self._unsettled: set[asyncio.Future[object]] = set()
         self._last_done: dict[str, asyncio.Future[object]] = {}  # by row key
         self._journal_failure: BaseException | None = None
+        # By row key: the action of the row's item just journaled failed or uncertain, as
+        # "actions[0] comment.add failed" (the job's on_failure says what the row does next).
+        self._broken: dict[str, str] = {}
         shutdown.on_drain(self._drop_waiting)
 
     def check_journal(self) -> None:
@@ -175,6 +179,7 @@ class RowWorker:
     async def process(self, row: Row, todo: list[Todo]) -> None:
         site = self.config.sites[row.site]
         minter = self.minters[site.environment]
+        self._broken.pop(row.key, None)
         with structlog.contextvars.bound_contextvars(site=site.name, account=row.account_id,
                                                      row=row.key):
             for index, step in enumerate(todo):
@@ -213,6 +218,11 @@ class RowWorker:
                     # Only a mint raises these out of ``_one`` (Jira's own transport failures
                     # are outcomes): this user's work ends here, not the run.
                     await self._close_rest(_mint_failure(exc, minter), row, todo[index:])
+                    return
+                stopped = self._broken.pop(row.key, None)
+                if stopped is not None and self.job.on_failure == "stop-row":
+                    await self._close_rest(("skipped", f"row stopped: {stopped}"), row,
+                                           todo[index + 1:])
                     return
 
     async def _close_rest(self, why: tuple[str, str], row: Row, rest: list[Todo]) -> None:
@@ -354,11 +364,13 @@ class RowWorker:
 
     async def _failed(self, ref: ItemRef, reason: str, detail: str) -> None:
         await self.journal.mark_failed(self.run_id, ref, reason, detail=detail)
+        self._broken[ref.row_key] = f"actions[{ref.action_index}] {ref.action} failed"
         self._emit(ItemFailed(site=ref.site, account=ref.account_id, row=ref.row_key,
                               action=ref.action, reason=reason, detail=detail))
 
     async def _uncertain(self, ref: ItemRef, reason: str) -> None:
         await self.journal.mark_uncertain(self.run_id, ref, reason)
+        self._broken[ref.row_key] = f"actions[{ref.action_index}] {ref.action} uncertain"
         self._emit(ItemUncertain(site=ref.site, account=ref.account_id, row=ref.row_key,
                                  action=ref.action, reason=reason))
 
