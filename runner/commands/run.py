@@ -214,6 +214,10 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
             output.note(Text.assemble(f"{verb} run ", (handle.run_id, "bold"),
                                       f" of {job.name}: {total} items"),
                         f"runner.run.{verb}", run=handle.run_id, job=job.name, items=total)
+        if selection.trial:
+            output.note(f"trial ({selection.describe()}): a run of its own; the job's full run "
+                        "does every row, these too", "runner.run.trial",
+                        selection=selection.describe())
         output.note(f"journal: {config.runner.journal}", "runner.run.journal",
                     path=str(config.runner.journal))
         stats = RunStats.from_config(config)

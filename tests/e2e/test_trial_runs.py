@@ -52,6 +52,8 @@ async def test_limit_runs_the_first_rows_as_a_run_of_their_own(rehearsal: Rehear
     trial = await rehearsal.cli("run", job, "--limit", "2")
     assert trial.code == 0, trial.text
     assert "of migration (trial: --limit 2): 4 items" in _said(trial.out)
+    assert ("trial (--limit 2): a run of its own; the job's full run does every row, these "
+            "too") in _said(trial.out)
     assert set(comments_by_item(rehearsal.jira)) == {"LEG-000#0", "LEG-001#0"}
     trial_id = run_id_of(trial)
 
