@@ -231,8 +231,16 @@ def _output(path: Path | None) -> Iterator[TextIO]:
         # newline="": the csv module writes its own line endings.
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             yield handle
+        # mkstemp makes it private (0600); the map is an ordinary file, as `>` would make it.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -132,8 +133,9 @@ async def test_rows_gone_from_the_source_are_counted_on_stderr(rehearsal: Rehear
 
 
 async def test_output_file_and_a_trial_run(rehearsal: Rehearsal) -> None:
-    """`--output FILE` writes the map there (nothing on stdout); a trial run exports its own
-    rows, with fields read from the job's whole source."""
+    """`--output FILE` writes the map there (nothing on stdout), with the permissions the
+    umask gives a new file; a trial run exports its own rows, with fields read from the job's
+    whole source."""
     job = rehearsal.write_job("migration", _rows(4), MIGRATION_ACTIONS)
     trial = await rehearsal.cli("run", job, "--only", "LEG-002")
     assert trial.code == 0, trial.text
@@ -141,6 +143,7 @@ async def test_output_file_and_a_trial_run(rehearsal: Rehearsal) -> None:
     exported = await rehearsal.cli("export", run_id_of(trial), "--field", "author",
                                    "--output", target)
     assert exported.code == 0 and exported.out == "", exported.text
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()
     lines = list(csv.reader(io.StringIO(target.read_text())))
     assert [line[:2] for line in lines] == [["row", "author"], ["LEG-002", "user2"]]
 
@@ -159,3 +162,9 @@ async def test_a_field_that_cannot_be_exported_is_refused(
     lines = [line for line in refused.err.splitlines() if line.startswith("forge-runner: ")]
     assert len(lines) == 1 and says in lines[0] and "Traceback" not in refused.err
     assert refused.out == ""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
