@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "runner.commands.plan",
     "runner.commands.status",
     "runner.commands.report",
+    "runner.commands.export",
     "runner.commands.serve",
     "runner.commands.doctor",
 )

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from runner.commands.spreadsheet import inert as _inert
 from runner.commands.status import (
     add_journal_arguments,
     iso,
@@ -137,14 +138,3 @@ def item_row(record: ItemRecord) -> dict[str, Any]:
         "attempts": record.attempts,
         "updated_at": iso(record.updated_at),
     }
-
-
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _inert(value: Any) -> Any:
-    """A text value a spreadsheet would run as a formula, prefixed with ``'`` (as spreadsheet
-    exporters do); numbers and other values as they are."""
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
-        return "'" + value
-    return value

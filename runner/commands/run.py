@@ -30,12 +30,14 @@ from runner.aio import single_error
 from runner.commands import positive_int
 from runner.commands.closing import RETRIED, finished, nothing_to_do, outcome, recovery, touched
 from runner.commands.dryrun import token_lines
+from runner.commands.fresh import fresh_warning
 from runner.config.configfile import Config, load_config
 from runner.engine.engine import FINAL, Engine, RunResult
 from runner.engine.shutdown import Shutdown
 from runner.errors import ExitCode, RunLockedError
 from runner.job.jobfile import Job, load_job
 from runner.job.plan import make_plan
+from runner.job.selection import Selection, from_identity, missing_keys
 from runner.journal import SqliteJournal
 from runner.journal.base import RunHandle
 from runner.progress import RunStats
@@ -82,6 +84,12 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--fresh", action="store_true",
                      help="start over: a new run that does every row again, creates too "
                      "(it first says how many creates the job's last run did)")
+    run.add_argument("--limit", type=positive_int, metavar="N",
+                     help="a trial: the source's first N rows only, as a run of their own (a "
+                     "full run of the job still does every row)")
+    run.add_argument("--only", action="append", metavar="KEY[,KEY...]",
+                     help="a trial: only the rows with these keys (the job's row_key values), "
+                     "as a run of their own; repeatable")
     run.set_defaults(func=lambda a: _main(a, mode="run"))
 
     resume = sub.add_parser("resume", help="resume a run by its ID (resolves uncertain items)",
@@ -152,10 +160,13 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
                        output: RunOutput, mode: str, shutdown: Shutdown) -> int:
     async with AsyncExitStack() as stack:
         journal = await stack.enter_async_context(SqliteJournal(config.runner.journal))
-        job_path: Path | None = getattr(args, "job", None)
-        if job_path is None:
-            job_path = Path((await journal.get_run(args.run_id)).job_path)
-        job = load_job(job_path, config)
+        job_path: Path
+        if mode == "run":
+            job_path, selection = args.job, Selection.of(args.limit, args.only)
+        else:  # a trial's runs resume as the trial they are
+            stored, selection = from_identity((await journal.get_run(args.run_id)).job_path)
+            job_path = args.job or stored
+        job = selection.apply(load_job(job_path, config))
         stop = threading.Event()
         shutdown.on_drain(stop.set)
         try:
@@ -166,6 +177,7 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
             code = ExitCode.stopped_by(shutdown.signal)
             output.refuse("stopped while checking the job; nothing was sent", code)
             return code
+        missing_keys(job, selection, plan.rows)
         total = plan.items
         if getattr(args, "dry_run", False):
             # The dry run's result is its one line: printed even when quiet.
@@ -178,7 +190,8 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
                 output.console.print(Text(line))
             return ExitCode.OK
         try:
-            handle = await _open(journal, job, config, args, mode, output)
+            handle = await _open(journal, job, selection.identity(job_path), config, args, mode,
+                                 output)
         except RunLockedError as exc:
             # Like every other refusal: one unwrapped line on stderr, where cron mails it from.
             output.refuse(str(exc), ExitCode.ALREADY_RUNNING)
@@ -203,6 +216,10 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
             output.note(Text.assemble(f"{verb} run ", (handle.run_id, "bold"),
                                       f" of {job.name}: {total} items"),
                         f"runner.run.{verb}", run=handle.run_id, job=job.name, items=total)
+        if selection.trial:
+            output.note(f"trial ({selection.describe()}): a run of its own; the job's full run "
+                        "does every row, these too", "runner.run.trial",
+                        selection=selection.describe())
         output.note(f"journal: {config.runner.journal}", "runner.run.journal",
                     path=str(config.runner.journal))
         stats = RunStats.from_config(config)
@@ -241,13 +258,14 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
     return ExitCode.OK  # pragma: no cover (the stack never swallows)
 
 
-async def _open(journal: SqliteJournal, job: Job, config: Config, args: argparse.Namespace,
-                mode: str, output: RunOutput) -> RunHandle:
+async def _open(journal: SqliteJournal, job: Job, identity: str, config: Config,
+                args: argparse.Namespace, mode: str, output: RunOutput) -> RunHandle:
     if mode == "run":
         if args.fresh:
             # On stderr, with the other cautions, before anything is opened or sent.
-            output.caution(await _fresh_warning(journal, job), "runner.run.fresh", job=job.name)
-        return await journal.open_run(job.name, str(job.path), job.fingerprint, config.fingerprint,
+            output.caution(await fresh_warning(journal, job, identity), "runner.run.fresh",
+                           job=job.name)
+        return await journal.open_run(job.name, identity, job.fingerprint, config.fingerprint,
                                       job.text, fresh=args.fresh)
     if mode == "retry":
         await journal.requeue(args.run_id, RETRIED)
@@ -275,15 +293,3 @@ async def _engine_run(config: Config, job: Job, journal: SqliteJournal, handle: 
     return result
 
 
-async def _fresh_warning(journal: SqliteJournal, job: Job) -> str:
-    """What ``--fresh`` will do again: the creates done by the run a plain rerun would pick
-    up (creates are the job's non-idempotent actions: sent again, they make a second one)."""
-    latest = await journal.latest_run(str(job.path))
-    if latest is None:
-        return f"--fresh: {job.name} has no earlier run; starting its first"
-    done = await journal.done_by_action(latest.run_id)
-    creates = [(a.name, done.get(a.index, 0)) for a in job.actions if not a.idempotent]
-    total = sum(n for _, n in creates)
-    which = ", ".join(f"{name} {n}" for name, n in creates if n)
-    return (f"--fresh: starting over; run {latest.run_id} ({latest.state}) did {total} "
-            f"create(s){f' ({which})' if which else ''}: this run sends them again")

@@ -82,7 +82,8 @@ from runner.minting.minter import Minter
 
 log = structlog.get_logger("runner.engine")
 
-RESULT_KEYS = ("id", "key")
+# ``self`` too: the created thing's REST URL, which an export hands on (a migration's map).
+RESULT_KEYS = ("id", "key", "self")
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,9 @@ class RowWorker:
         self._unsettled: set[asyncio.Future[object]] = set()
         self._last_done: dict[str, asyncio.Future[object]] = {}  # by row key
         self._journal_failure: BaseException | None = None
+        # By row key: the action of the row's item just journaled failed or uncertain, as
+        # "actions[0] comment.add failed" (the job's on_failure says what the row does next).
+        self._broken: dict[str, str] = {}
         shutdown.on_drain(self._drop_waiting)
 
     def check_journal(self) -> None:
@@ -177,6 +181,7 @@ class RowWorker:
     async def process(self, row: Row, todo: list[Todo]) -> None:
         site = self.config.sites[row.site]
         minter = self.minters[site.environment]
+        self._broken.pop(row.key, None)
         with structlog.contextvars.bound_contextvars(site=site.name, account=row.account_id,
                                                      row=row.key):
             for index, step in enumerate(todo):
@@ -218,6 +223,11 @@ class RowWorker:
                     # are outcomes): this user's work ends here, not the run.
                     await self._close_rest(why.mint_failed(exc, minter.blocked is not None), row,
                                            todo[index:])
+                    return
+                stopped = self._broken.pop(row.key, None)
+                if stopped is not None and self.job.on_failure == "stop-row":
+                    await self._close_rest(("skipped", why.row_stopped(stopped)), row,
+                                           todo[index + 1:])
                     return
 
     async def _close_rest(self, ending: tuple[str, Reason], row: Row, rest: list[Todo]) -> None:
@@ -371,6 +381,7 @@ class RowWorker:
     async def _failed(self, ref: ItemRef, reason: Reason, target: str | None = None) -> None:
         await self.journal.mark_failed(self.run_id, ref, reason.code,
                                        detail=reason.detail(target))
+        self._broken[ref.row_key] = f"actions[{ref.action_index}] {ref.action} failed"
         self._emit(ItemFailed(site=ref.site, account=ref.account_id, row=ref.row_key,
                               action=ref.action, reason=reason.code,
                               detail=reason.message or None, target=target))
@@ -378,6 +389,7 @@ class RowWorker:
     async def _uncertain(self, ref: ItemRef, reason: Reason, target: str | None = None) -> None:
         await self.journal.mark_uncertain(self.run_id, ref, reason.code,
                                           detail=reason.detail(target))
+        self._broken[ref.row_key] = f"actions[{ref.action_index}] {ref.action} uncertain"
         self._emit(ItemUncertain(site=ref.site, account=ref.account_id, row=ref.row_key,
                                  action=ref.action, reason=reason.code,
                                  detail=reason.message or None, target=target))

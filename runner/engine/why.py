@@ -55,6 +55,11 @@ def mint_failed(exc: GatewayError | TransportError, blocked: bool) -> tuple[str,
     return "failed", Reason("mint-failed", str(exc))
 
 
+def row_stopped(what: str) -> Reason:
+    """A row's later action, not sent because an earlier one ended badly (``on_failure``)."""
+    return Reason("row-stopped", what)
+
+
 def target_of(action: Action | PythonAction, row: Row) -> str | None:
     """What an item not sent was for, when its templates can say (a Python action can't)."""
     if isinstance(action, PythonAction):

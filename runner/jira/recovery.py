@@ -113,7 +113,8 @@ async def _find_issue(send: Sender, item_key: str) -> Verdict:
     if not issues:
         return Missing(by_search=True)
     first = issues[0]
-    return Found({"id": str(first.get("id", "")), "key": str(first.get("key", ""))})
+    return Found({"id": str(first.get("id", "")), "key": str(first.get("key", "")),
+                  **_self_link(first)})
 
 
 async def _find_in_list(send: Sender, kind: str, issue: str, item_key: str) -> Verdict:
@@ -137,9 +138,16 @@ async def _find_in_list(send: Sender, kind: str, issue: str, item_key: str) -> V
         entities = body.get(plural) or []
         for entity in entities:
             if isinstance(entity, Mapping) and _carries(entity, item_key):
-                return Found({"id": str(entity.get("id", ""))})
+                return Found({"id": str(entity.get("id", "")), **_self_link(entity)})
         start += len(entities)
         total = body.get("total")
         if not entities or (isinstance(total, int) and start >= total):
             return Missing()
     return Unknown(f"more than {MAX_PAGES * PAGE} {plural} on {issue}")
+
+
+def _self_link(entity: Mapping[str, Any]) -> dict[str, str]:
+    """The entity's REST URL when Jira gave one: what a create found again journals, as a sent
+    one does."""
+    link = entity.get("self")
+    return {"self": link} if isinstance(link, str) else {}

@@ -34,7 +34,11 @@ from runner.job.sources import (
 )
 from runner.job.tally import HashTally
 
-__all__ = ["Job", "Row", "RowCheck", "Source", "check_rows", "item_key", "load_job"]
+# What a row does after one of its actions failed: skip the rest (a migration's rows are
+# wholes: a property saying "migrated" after its comment failed would be wrong), or go on.
+ON_FAILURE = ("stop-row", "continue")
+
+__all__ = ["ON_FAILURE", "Job", "Row", "RowCheck", "Source", "check_rows", "item_key", "load_job"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,9 @@ class Job:
     row_key: str | None = None  # the column giving stable row keys, if any
     environment: str | None = None  # the environment the job declared, if it did
     allow_empty: bool = False  # a run that does nothing (no rows, every item skipped) is fine
+    # After a row's action fails or is uncertain: "stop-row" skips the row's later actions,
+    # "continue" runs them anyway.
+    on_failure: str = "stop-row"
 
 
 def item_key(row: Row, action_index: int) -> str:
@@ -77,6 +84,9 @@ def load_job(path: str | Path, config: Config) -> Job:
     name: str = root.nonempty("name", path.stem, expected="the job's name")
     root.string("description", "")
     allow_empty: bool = root.boolean("allow_empty", False)
+    on_failure: str = root.string("on_failure", "stop-row")
+    if on_failure not in ON_FAILURE:
+        raise error("on_failure", " or ".join(repr(c) for c in ON_FAILURE), describe(on_failure))
     sites = _sites(root, config)
     environment = _environment(root, config, sites)
     row_key: str | None = root.nonempty("row_key", None, expected="a column name")
@@ -105,7 +115,7 @@ def load_job(path: str | Path, config: Config) -> Job:
     actions = tuple(build_action(i, t, path.parent, columns) for i, t in enumerate(tables))
     root.done()
     return Job(path, name, sites, weights, source, actions, hashlib.sha256(data).hexdigest(),
-               text, row_key, environment, allow_empty)
+               text, row_key, environment, allow_empty, on_failure)
 
 
 def _sites(root: Table, config: Config) -> tuple[str, ...]:

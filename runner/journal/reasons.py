@@ -44,6 +44,7 @@ TEXTS: Mapping[str, str] = {
     "outcome-unknown": "sent, but the answer was lost; not sent again",
     "lookup-failed": "could not tell whether the create was made; not sent again",
     "python-may-have-run": "a non-idempotent Python action may have run; not run again",
+    "row-stopped": "an earlier action of the row failed (on_failure = \"stop-row\")",
 }
 _HTTP = re.compile(r"^http-(\d{3})$")
 _HTTP_TEXTS = {
