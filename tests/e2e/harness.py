@@ -161,10 +161,12 @@ class Rehearsal:
         return state
 
     def write_job(self, name: str, rows: Sequence[Mapping[str, str]], actions: str,
-                  *, row_key: str | None = "legacy_id") -> Path:
+                  *, row_key: str | None = "legacy_id", on_failure: str | None = None) -> Path:
         """``name``.toml on site acme over ``name``.csv holding ``rows``."""
         write_csv(self.folder / f"{name}.csv", rows)
         key = f'row_key = "{row_key}"\n' if row_key else ""
+        if on_failure:
+            key += f'on_failure = "{on_failure}"\n'
         path = self.folder / f"{name}.toml"
         path.write_text(f'name = "{name}"\nsite = "acme"\n{key}\n'
                         f'[source]\ncsv = "{name}.csv"\n\n{actions}')

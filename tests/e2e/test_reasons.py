@@ -62,7 +62,9 @@ async def test_a_reason_is_one_code_counted_once_with_its_particulars_apart(
             for n, a in enumerate(DEACTIVATED)]
     rows += [{"legacy_id": "L-OK", "account_id": account(1), "issue": "MIG-2"},
              {"legacy_id": "L-404", "account_id": account(2), "issue": "MIG-999"}]
-    ran = await rehearsal.cli("run", rehearsal.write_job("gone", rows, COMMENT + PROPERTY))
+    # on_failure = continue: the 404 row's property is sent (and fails) after its comment.
+    ran = await rehearsal.cli("run", rehearsal.write_job("gone", rows, COMMENT + PROPERTY,
+                                                         on_failure="continue"))
     assert ran.code == 1, ran.text
     assert f"2  failed    http-404: {NOT_FOUND}" in ran.out
     assert "80  skipped   user-deactivated: the user is deactivated" in ran.out
