@@ -59,6 +59,7 @@ class RemoteRunStarted(Event):
     run: str
     job: str
     items: int
+    site: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
