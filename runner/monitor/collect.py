@@ -45,8 +45,7 @@ class StateCollector(Collector):
                              "scope", "window")
         reset = _gauge("quota_reset_timestamp_seconds", "When the quota's window ends (POSIX).",
                        "scope")
-        pacers = [p for p in monitor.pacers().values() if p is not None]
-        for quota in budgetstate.quota_use(pacers, now):
+        for quota in monitor.quota():
             span = f"{quota.window_s:g}s"
             points_used.add_metric([quota.scope, span], quota.used)
             points_left.add_metric([quota.scope, span], quota.left)

@@ -19,7 +19,6 @@ TOP_REASONS = 5
 def snapshot(monitor: Monitor) -> dict[str, Any]:
     now = monitor.clock.now()
     budgets = monitor.budgets
-    pacers = [p for p in monitor.pacers().values() if p is not None]
     return {
         "now": now,
         "process": {"kind": monitor.process, "started_at": monitor.started_at,
@@ -28,7 +27,7 @@ def snapshot(monitor: Monitor) -> dict[str, Any]:
         "runs": [_run(view) for view in reversed(monitor.runs.values())],
         "budgets": {
             "mint": [vars(u) for u in budgetstate.mint_use(budgets)],
-            "quota": [vars(q) for q in budgetstate.quota_use(pacers, now)],
+            "quota": [vars(q) for q in monitor.quota()],
             "pauses": [vars(p) for p in budgetstate.pauses(budgets, now)],
         },
         "sites": [_site(name, view) for name, view in sorted(monitor.sites.items())],

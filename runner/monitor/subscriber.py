@@ -29,6 +29,7 @@ from runner.events import (
     RemoteRunStarted,
     RunFinished,
 )
+from runner.monitor import budgetstate
 from runner.monitor.collect import StateCollector
 from runner.monitor.metrics import KEEP_RUNS, Metrics
 from runner.progress.stats import MAX_REASONS, OTHER_REASON, RunStats, reason_text, scope_kind
@@ -134,11 +135,21 @@ class Monitor:
         self.sites: dict[str, SiteView] = {}
         self.chart = Chart()
         self._by_site: dict[str, str] = {}
+        self._quota: list[budgetstate.QuotaUse] = []
         self.metrics.registry.register(StateCollector(self))
 
     def _stats(self) -> RunStats:
         # Rates and pauses by the clock the budgets keep (serve's may run faster in tests).
         return RunStats.from_config(self.config, clock=self.clock.now, wall=self.clock.now)
+
+    def quota(self) -> list[budgetstate.QuotaUse]:
+        """The points quotas as the runs going on see them; between runs, as the last one left
+        them, until that window ends."""
+        now = self.clock.now()
+        pacers = [p for p in self.pacers().values() if p is not None]
+        if pacers:
+            self._quota = budgetstate.quota_use(pacers, now)
+        return [q for q in self._quota if q.reset_at > now]
 
     # -- runs ---------------------------------------------------------------------------------
     def run_started(self, run_id: str, job: str, sites: Sequence[str], total: int | None,

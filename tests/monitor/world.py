@@ -63,17 +63,18 @@ class Served:
         return data
 
 
-def migration_rows(count: int) -> list[dict[str, str]]:
+def migration_rows(count: int, failed_row: str = FAILED_ROW) -> list[dict[str, str]]:
     rows = [{"legacy_id": f"LEG-{n:03d}", "account_id": pattern_account(n % 6 + 1),
              "issue": f"MIG-{n % 5 + 1}"} for n in range(count)]
-    rows.insert(count // 3, {"legacy_id": FAILED_ROW, "account_id": pattern_account(1),
+    rows.insert(count // 3, {"legacy_id": failed_row, "account_id": pattern_account(1),
                              "issue": "MIG-99"})
     rows.insert(count // 2, {"legacy_id": SKIPPED_ROW, "account_id": ACME_DEACTIVATED,
                              "issue": "MIG-1"})
     return rows
 
 
-def write_templates(folder: Path, rows: int, users: int) -> tuple[Path, Path]:
+def write_templates(folder: Path, rows: int, users: int, failed_row: str = FAILED_ROW
+                    ) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "users.jsonl").write_text("".join(
         json.dumps({"account_id": pattern_account(n), "team": f"t{n}"}) + "\n"
@@ -89,7 +90,7 @@ key = "nightly-sync"
 value = { team = "{team}" }
 """)
     (folder / "migration.jsonl").write_text("".join(
-        json.dumps(r) + "\n" for r in migration_rows(rows)))
+        json.dumps(r) + "\n" for r in migration_rows(rows, failed_row)))
     migrate = folder / "migration.toml"
     migrate.write_text("""name = "migration"
 site = "any"
@@ -109,9 +110,10 @@ async def served(tmp_path: Path, start_sandbox: StartSandbox, *, rows: int = 40,
                  users: int = 4, latency_ms: float = 20.0, mints_per_window: int = 3,
                  mint_window_s: float = 2.0, per_issue_2s: int = 3,
                  concurrency: int = 2, observer: Observer | None = None,
-                 extra_sites: int = 0) -> AsyncIterator[Served]:
+                 extra_sites: int = 0, failed_row: str = FAILED_ROW
+                 ) -> AsyncIterator[Served]:
     """Serve (real HTTP, in-process) for a sandbox playing Forge, with acme installed."""
-    nightly, migrate = write_templates(tmp_path / "jobs", rows, users)
+    nightly, migrate = write_templates(tmp_path / "jobs", rows, users, failed_row)
     sandbox = forge_sandbox_config(
         triggers=(NIGHTLY, MIGRATE),
         faults=Faults(latency_ms_min=latency_ms, latency_ms_max=latency_ms),
