@@ -110,8 +110,8 @@ async def served(tmp_path: Path, start_sandbox: StartSandbox, *, rows: int = 40,
                  users: int = 4, latency_ms: float = 20.0, mints_per_window: int = 3,
                  mint_window_s: float = 2.0, per_issue_2s: int = 3,
                  concurrency: int = 2, observer: Observer | None = None,
-                 extra_sites: int = 0, failed_row: str = FAILED_ROW
-                 ) -> AsyncIterator[Served]:
+                 extra_sites: int = 0, failed_row: str = FAILED_ROW,
+                 host: str | None = None, serve_extra: str = "") -> AsyncIterator[Served]:
     """Serve (real HTTP, in-process) for a sandbox playing Forge, with acme installed."""
     nightly, migrate = write_templates(tmp_path / "jobs", rows, users, failed_row)
     sandbox = forge_sandbox_config(
@@ -137,9 +137,10 @@ interval = "day"
 """ for trigger, job in ((NIGHTLY, nightly), (MIGRATE, migrate)))
     async with start_sandbox(sandbox) as sb:
         config = load_config(write_serve_config(tmp_path, sb, routes=routes,
-                                                concurrency=concurrency))
+                                                concurrency=concurrency,
+                                                serve_extra=serve_extra))
         forge = forge_of(sb)
-        async with serve_remote(config, observer=observer) as remote:
+        async with serve_remote(config, observer=observer, host=host) as remote:
             forge.remote_url = remote.url
             (installed,) = await forge.install("acme")
             assert installed.status == 200
