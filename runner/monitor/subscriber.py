@@ -186,7 +186,8 @@ class Monitor:
         now = self.clock.now()
         match ev:
             case RemoteRunStarted():
-                self.run_started(ev.run, ev.job, [ev.site] if ev.site else [], ev.items)
+                self.run_started(ev.run, ev.job, [ev.site] if ev.site else [], ev.items,
+                                 bound_s=ev.bound_s)
                 return
             case RunFinished() | RemoteRunFinished():
                 self.run_ended(ev.run, ev.state)

@@ -44,7 +44,8 @@ from runner.events import (
     TriggerDuplicate,
     TriggerOverlap,
 )
-from runner.job.jobfile import Job, check_rows
+from runner.job.jobfile import Job
+from runner.job.plan import make_plan
 from runner.journal import Journal, SqliteJournal
 from runner.journal.base import RunHandle, RunState
 from runner.journal.rules import job_identity
@@ -170,7 +171,8 @@ class TriggerDesk:
         async with lock:
             if shutdown.draining or self._stopping:
                 return RunOutcome(route.path, site.name, None, None, "not started (stopping)")
-            checked = await asyncio.to_thread(check_rows, job, config)
+            # The plan checks every row as check_rows does, and knows the shortest duration too.
+            checked = await asyncio.to_thread(make_plan, job, config)
             identity = journal_identity(template.path, site.name)
             fresh = await self._fresh(identity, route)
             if fresh is None:
@@ -184,7 +186,7 @@ class TriggerDesk:
             await self._journal.set_total(handle.run_id, checked.items)
             opened = RemoteRunResumed if handle.resumed else RemoteRunStarted
             self._emit(opened(run=handle.run_id, job=job.name, items=checked.items,
-                              site=site.name))
+                              site=site.name, bound_s=checked.shortest_s))
             engine = Engine(config, job, self._engine_journal, observer=self._observer,
                             clock=self._clock, shutdown=shutdown)
             self.engines[handle.run_id] = engine

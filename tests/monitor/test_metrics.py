@@ -35,8 +35,13 @@ async def test_metrics_agree_with_the_sandbox_after_a_migration_and_a_nightly_ru
         await world.forge.trigger(NIGHTLY.key, "acme")
         outcomes = await world.remote.desk.wait_for_outcomes(2)
         text = await world.get("/metrics")
+        status = await world.status()
         report = world.sandbox.world
     assert sorted(o.state for o in outcomes) == ["finished", "finished"], outcomes
+    # The page has both runs, finished, each with its plan's shortest duration.
+    runs = status["runs"]
+    assert isinstance(runs, list)
+    assert sorted((r["state"], r["bound_s"] > 0) for r in runs) == [("finished", True)] * 2
     found = samples(text)
 
     # Mints by outcome are the gateway's own counts, and it did limit some.
