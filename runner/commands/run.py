@@ -28,7 +28,7 @@ from typing import Any
 from rich.text import Text
 
 from runner.aio import single_error
-from runner.commands import positive_int
+from runner.commands import port_number, positive_int
 from runner.commands.watch import start_watch, watched_engine
 from runner.config.configfile import Config, load_config
 from runner.engine.engine import FINAL, RunResult
@@ -68,7 +68,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-empty", action="store_true",
                    help="a run that does nothing (no rows, or every item skipped) exits 0, "
                    "not 5 (as the job key allow_empty = true)")
-    p.add_argument("--metrics-port", type=int, metavar="N",
+    p.add_argument("--metrics-port", type=port_number, metavar="N",
                    help="serve /metrics and the status page on 127.0.0.1:N while the run "
                    "goes on (0 picks a free port; off by default)")
     add_color_option(p, default=argparse.SUPPRESS)

@@ -98,3 +98,16 @@ async def test_a_metrics_port_in_use_stops_the_run_before_it_opens(
     assert sum(sandbox.world.jira_calls.values()) == 0
     status = await rehearsal.cli("status", "--format", "json")
     assert "taken" not in status.out
+
+
+@pytest.mark.parametrize("port", ["-1", "65536", "http"])
+async def test_a_metrics_port_that_is_no_port_is_refused(
+        tmp_path: Path, sandbox: RunningSandbox, port: str) -> None:
+    """--metrics-port takes 0 to 65535: anything else exits 2 with argparse's line, nothing
+    sent."""
+    rehearsal = Rehearsal.start(tmp_path, sandbox)
+    job = rehearsal.write_job("badport", _rows(3), MIGRATION_ACTIONS)
+    ended = await rehearsal.cli("run", job, "--metrics-port", port)
+    assert ended.code == 2, ended.text
+    assert "--metrics-port" in ended.err and "Traceback" not in ended.text
+    assert sum(sandbox.world.jira_calls.values()) == 0
