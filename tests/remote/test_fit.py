@@ -96,14 +96,18 @@ async def test_tampered_claims_are_refused(stack: Stack) -> None:
     [
         ({"aud": "ari:cloud:ecosystem::app/00000000-0000-4000-8000-000000000000"}, "wrong aud"),
         ({"iss": "someone-else"}, "wrong iss"),
-        ({"exp": int(time.time()) - 120, "iat": int(time.time()) - 145}, "expired"),
-        ({"nbf": int(time.time()) + 600}, "not yet valid"),
+        # Times are offsets from when the test runs (the suite may reach it many minutes after
+        # collecting it), made absolute below.
+        ({"exp": -120, "iat": -145}, "expired"),
+        ({"nbf": 600}, "not yet valid"),
         ({"iss": None}, "no iss"),
     ],
 )
 async def test_wrong_claims_are_refused(stack: Stack, claims: dict[str, Any], why: str) -> None:
     """A FIT with a wrong aud or iss, expired or not yet valid: 401, nothing stored."""
-    overrides = {k: v for k, v in claims.items() if v is not None}
+    now = int(time.time())
+    overrides = {k: now + v if k in ("exp", "iat", "nbf") else v
+                 for k, v in claims.items() if v is not None}
     fit = stack.forge.fit("acme", **overrides)
     if claims.get("iss", "") is None:
         body = claims_of(fit)
