@@ -88,6 +88,10 @@ function secs(s) {
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
   return (h ? h + " h " : "") + (h || m ? m + " min " : "") + r + " s";
 }
+// A duration under a minute with tenths (a small job's bound is a fraction of a second).
+function short(s) {
+  return s === null || s === undefined || s >= 60 ? secs(s) : s.toFixed(1) + " s";
+}
 function num(n, digits) { return n === null || n === undefined ? "—" : n.toFixed(digits); }
 function when(t) { return t ? new Date(t * 1000).toISOString().replace(".000", "") : "—"; }
 function table(caption, heads, rows, numeric) {
@@ -115,7 +119,7 @@ function run(r) {
               bar);
   card.append(el("p", {}, "rate ", el("span", {class: "rate"}, num(r.rate, 2)), " items/s · ETA ",
     el("span", {class: "eta"}, secs(r.eta_s)), " · elapsed ", secs(r.elapsed_s),
-    " · plan's bound ", secs(r.bound_s)));
+    " · plan's bound ", el("span", {class: "bound"}, short(r.bound_s))));
   card.append(table("Items by state", Object.keys(r.counts),
                     [Object.values(r.counts)], Object.keys(r.counts).map((_, i) => i)));
   card.append(table("Top failure reasons", ["state", "reason", "items", "rows"],

@@ -39,6 +39,7 @@ async def test_the_page_follows_a_migration_and_a_nightly_run(
         first = await progress.text_content()
         assert first is not None
         await expect(progress).not_to_have_text(first, timeout=WAIT_MS)  # it moves
+        await expect(run.locator(".bound")).to_have_text(re.compile(r"^\d+\.\d s$"))
 
         pause = page.locator("#pauses tbody tr", has_text="mint:dev")
         await expect(pause).to_be_visible(timeout=WAIT_MS)
