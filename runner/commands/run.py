@@ -27,12 +27,13 @@ from typing import Any
 from rich.text import Text
 
 from runner.aio import single_error
-from runner.commands import positive_int
+from runner.commands import port_number, positive_int
 from runner.commands.closing import RETRIED, finished, nothing_to_do, outcome, recovery, touched
 from runner.commands.dryrun import token_lines
 from runner.commands.fresh import fresh_warning
+from runner.commands.watch import start_watch, watched_engine
 from runner.config.configfile import Config, load_config
-from runner.engine.engine import FINAL, Engine, RunResult
+from runner.engine.engine import FINAL, RunResult
 from runner.engine.shutdown import Shutdown
 from runner.errors import ExitCode, RunLockedError
 from runner.job.jobfile import Job, load_job
@@ -40,6 +41,7 @@ from runner.job.plan import make_plan
 from runner.job.selection import Selection, from_identity, missing_keys
 from runner.journal import SqliteJournal
 from runner.journal.base import RunHandle
+from runner.monitor import Monitor
 from runner.progress import RunStats
 from runner.progress.output import RunOutput, add_color_option
 from runner.progress.report import RunInfo, check_report_path, write_report_async
@@ -67,6 +69,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-empty", action="store_true",
                    help="a run that does nothing (no rows, or every item skipped) exits 0, "
                    "not 5 (as the job key allow_empty = true)")
+    p.add_argument("--metrics-port", type=port_number, metavar="N",
+                   help="serve /metrics and the status page on 127.0.0.1:N while the run "
+                   "goes on (0 picks a free port; off by default)")
     add_color_option(p, default=argparse.SUPPRESS)
 
 
@@ -189,6 +194,7 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
             for line in await token_lines(config, job):
                 output.console.print(Text(line))
             return ExitCode.OK
+        monitor = await start_watch(stack, args.metrics_port, config, output)
         try:
             handle = await _open(journal, job, selection.identity(job_path), config, args, mode,
                                  output)
@@ -226,7 +232,8 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
         prior = (await journal.counts(handle.run_id)).by_state
         # A resumed run shows progress over what is left, not over the whole job.
         stats.set_total(max(0, total - sum(n for s, n in prior.items() if s in FINAL)))
-        result = await _engine_run(config, job, journal, handle, stats, output, shutdown)
+        result = await _engine_run(config, job, journal, handle, stats, output, shutdown,
+                                   monitor, plan.shortest_s)
         stats.finish()
         allowed = job.allow_empty or args.allow_empty
         exit_code, closing = outcome(result, await journal.counts(handle.run_id), allowed,
@@ -273,8 +280,11 @@ async def _open(journal: SqliteJournal, job: Job, identity: str, config: Config,
 
 
 async def _engine_run(config: Config, job: Job, journal: SqliteJournal, handle: RunHandle,
-                      stats: RunStats, output: RunOutput, shutdown: Shutdown) -> RunResult:
-    engine = Engine(config, job, journal, observer=stats, shutdown=shutdown)
+                      stats: RunStats, output: RunOutput, shutdown: Shutdown,
+                      monitor: Monitor | None, bound_s: float) -> RunResult:
+    engine = watched_engine(monitor, handle.run_id, config, job, journal, stats, shutdown)
+    if monitor is not None:
+        monitor.run_started(handle.run_id, job.name, job.sites, stats.total, bound_s=bound_s)
     progress = output.progress(stats, title=f"forge-runner: {job.name}")
     if progress is None:
         return await engine.run(handle)

@@ -3,7 +3,9 @@
     forge-runner serve --config FILE [--host H] [--port N] [--token-port N]
 
 Checks the config and every job template first (a bad one exits 2, nothing listened on), then
-serves the ``[serve]`` routes and the loopback token route. The first SIGINT/SIGTERM stops
+serves the ``[serve]`` routes, ``GET /metrics`` and the status page (``/status``: loopback only
+unless ``[serve.status]`` names an operator token) on the same port, and the loopback token
+route. The first SIGINT/SIGTERM stops
 listening and drains the runs in flight (they end ``interrupted`` and resume on the next
 trigger of the same interval); a second one stops them at once. Exit 0 after a clean stop.
 """
@@ -32,7 +34,9 @@ def add_parser(sub: Any) -> None:
         "nightly jobs)",
         description="Serve the remote endpoint Forge invokes: verify each invocation, keep "
         "each installation's newest system token, and run the job templates scheduled "
-        "triggers start. Routes come from the [serve] section of the config.",
+        "triggers start. Routes come from the [serve] section of the config. The same port "
+        "answers GET /metrics (Prometheus) and the status page /status (loopback clients "
+        "only, unless [serve.status] names an operator token).",
     )
     parser.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
                         help=f"the config file (default: {DEFAULT_CONFIG})")

@@ -88,6 +88,8 @@ class Engine:
         self.observer: Observer = observer or NullObserver()
         self.clock: Clock = clock or SystemClock()
         self.shutdown = shutdown or Shutdown()
+        # The run's Jira budgets once it started, for the status page and /metrics to read.
+        self.pacer: JiraPacer | None = None
 
     async def run(self, handle: RunHandle) -> RunResult:
         """Run to the end; whatever happens, the run is finished in the journal: a crash (a
@@ -130,10 +132,11 @@ class Engine:
                 )
                 for name in env_names
             }
+            self.pacer = JiraPacer(config.jira_budgets, clock=self.clock, observer=self.observer)
             executor = CallExecutor(
                 JiraClient(session, timeout_s=config.runner.request_timeout_s),
                 minters,
-                JiraPacer(config.jira_budgets, clock=self.clock, observer=self.observer),
+                self.pacer,
                 config.retry_jira,
                 self.observer,
                 self.clock,

@@ -28,8 +28,9 @@ The catalogue, by name (class), in modules by stage:
     mint.failed          MintFailed          environment, site, account, reason, attempts
     system_token.waiting SystemTokenWaiting  environment, reason
     system_token.ok      SystemTokenOk       environment, expires_at
+    gateway.call         GatewayCall         environment, outcome, duration_s (every mint sent)
   jira (runner.jira.executor, runner.budgets)
-    jira.call            JiraCall            site, method, template, status
+    jira.call            JiraCall            site, method, template, status, duration_s
     jira.rate_limited    JiraRateLimited     site, scope (str), reason, until
     jira.retry           JiraRetry           site, template, reason, attempt
     jira.failed          JiraFailed          site, method, template, reason, status
@@ -54,7 +55,7 @@ The catalogue, by name (class), in modules by stage:
     remote.run.crashed / .already_done / .locked / .started / .resumed / .finished /
     .template_changed    RemoteRunCrashed, RemoteRunAlreadyDone, RemoteRunLocked,
                          RemoteRunStarted, RemoteRunResumed, RemoteRunFinished,
-                         RemoteRunTemplateChanged                             job, run, ...
+                         RemoteRunTemplateChanged                             job, run, site...
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ from runner.events.jira import (
     Resume,
 )
 from runner.events.minting import (
+    GatewayCall,
     MintContextRefused,
     MintFailed,
     MintOk,
@@ -127,6 +129,7 @@ __all__ = [
     "Emitter",
     "Event",
     "FanOut",
+    "GatewayCall",
     "ItemBlocked",
     "ItemDone",
     "ItemEvent",

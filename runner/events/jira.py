@@ -16,6 +16,8 @@ class JiraCall(Event):
     method: str
     template: str
     status: int
+    # From the request's send to its answer's body read (seconds); None where not measured.
+    duration_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from runner.events.base import ERROR, WARNING, Event
+from runner.events.base import DEBUG, ERROR, WARNING, Event
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -17,6 +17,18 @@ class MintOk(Event):
     ttl_s: float | None = None
     request_id: str | None = None
     trace_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayCall(Event):
+    """One mint request's answer (or none): ``outcome`` is ok, rate_limited, user_refused,
+    context_refused, system_token_rejected, error or transport; ``duration_s`` its latency."""
+
+    name: ClassVar[str] = "gateway.call"
+    level: ClassVar[int] = DEBUG  # one per mint: the mint's own event is the log line
+    environment: str
+    outcome: str
+    duration_s: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -59,6 +59,8 @@ class RemoteRunStarted(Event):
     run: str
     job: str
     items: int
+    site: str | None = None
+    bound_s: float | None = None  # the plan's shortest possible duration
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -19,6 +19,7 @@ state (skipped, blocked).
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -156,7 +157,9 @@ class CallExecutor:
                         await on_send()
                     permit.spent()
                     sends += 1
+                    sent = time.perf_counter()
                     answer = await self._send(site, token, request)
+                    took = time.perf_counter() - sent
             except PastDeadline as exc:
                 left = exc.until - self._clock.now()
                 return self._deadline(loop, ctx, f"the budget it needs is paused for another "
@@ -173,7 +176,7 @@ class CallExecutor:
                 now = self._clock.now()
                 outcome = classify(request, answer, now, site=site.name)
                 asked = outcome.retry_after_s if isinstance(outcome, RateLimited) else None
-                self._emit(JiraCall(**ctx, status=answer.status))
+                self._emit(JiraCall(**ctx, status=answer.status, duration_s=took))
                 status = answer.status
                 if isinstance(outcome, Unauthorized):
                     self._pacer.observe(site.name, request, answer.status,

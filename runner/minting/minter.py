@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
@@ -48,6 +49,7 @@ from runner.errors import (
 )
 from runner.events import (
     Emitter,
+    GatewayCall,
     MintContextRefused,
     MintFailed,
     MintOk,
@@ -235,10 +237,20 @@ class Minter:
         ari = site.context_ari
         async with AsyncExitStack() as held:
             system_token = await self._unless_blocked(self._take_turn(held, ari))
+            sent = time.perf_counter()
             try:
                 outcome = await self._gateway.mint(system_token, ari, account_id)
             except TransportError as exc:
+                self._emit(GatewayCall(environment=self.environment.name, outcome="transport",
+                                       duration_s=time.perf_counter() - sent))
                 return exc
+            except GatewayError:
+                self._emit(GatewayCall(environment=self.environment.name, outcome="error",
+                                       duration_s=time.perf_counter() - sent))
+                raise
+            self._emit(GatewayCall(environment=self.environment.name,
+                                   outcome=_outcome_name(outcome),
+                                   duration_s=time.perf_counter() - sent))
             if isinstance(outcome, SystemTokenRejected):
                 self._system_tokens.invalidate(system_token)
             elif isinstance(outcome, Minted):
@@ -348,3 +360,17 @@ class Minter:
                                           request_id=outcome.ids.request_id,
                                           trace_id=outcome.ids.trace_id))
         return self._block_with(context_diagnostic(site, outcome))
+
+
+_OUTCOMES: dict[type, str] = {
+    Minted: "ok",
+    MintRateLimited: "rate_limited",
+    UserRefused: "user_refused",
+    ContextRefused: "context_refused",
+    SystemTokenRejected: "system_token_rejected",
+}
+
+
+def _outcome_name(outcome: object) -> str:
+    """A mint answer's bounded name, for the metrics."""
+    return _OUTCOMES.get(type(outcome), "error")

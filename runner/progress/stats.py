@@ -128,7 +128,8 @@ def scope_kind(scope: str) -> str:
     return scope.split(":", 1)[0]
 
 
-def _reason(value: str | None) -> str:
+def reason_text(value: str | None) -> str:
+    """A reason as counted and shown: "(no reason given)" for none, cut to a bounded length."""
     text = value if value is not None else "(no reason given)"
     return text if len(text) <= MAX_REASON_LENGTH else text[: MAX_REASON_LENGTH - 1] + "…"
 
@@ -214,16 +215,16 @@ class RunStats:
                 self.refused_users[user_refused(ev.reason).code] += 1
                 self.mints_refused += 1
             case MintContextRefused():
-                self.blocked_environments[ev.environment] = _reason(ev.message)
+                self.blocked_environments[ev.environment] = reason_text(ev.message)
                 self.mints_refused += 1
             case MintFailed():
                 self.mints_refused += 1
             case ItemRecovered():
                 self.recovered[ev.found] += 1
             case MintRetry():
-                self.retries["mint", _reason(ev.reason)] += 1
+                self.retries["mint", reason_text(ev.reason)] += 1
             case JiraRetry():
-                self.retries["jira", _reason(ev.reason)] += 1
+                self.retries["jira", reason_text(ev.reason)] += 1
             case JiraCall():
                 self.jira_calls[f"{ev.status // 100}xx"] += 1
             case JiraRateLimited():
@@ -247,7 +248,7 @@ class RunStats:
         self.counts.add(ev.state)
         self.sites.setdefault(ev.site, Counts()).add(ev.state)
         if not isinstance(ev, ItemDone):
-            key = (ev.state, _reason(ev.reason))
+            key = (ev.state, reason_text(ev.reason))
             if key not in self.reasons and len(self.reasons) >= MAX_REASONS:
                 key = (ev.state, OTHER_REASON)
             self.reasons[key] += 1

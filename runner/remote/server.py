@@ -34,8 +34,10 @@ from runner.aio import to_the_end
 from runner.budgets import Clock, SystemClock
 from runner.config.configfile import Config
 from runner.errors import ConfigError, InvocationTokenError
-from runner.events import Observer
+from runner.events import FanOut, Observer
 from runner.journal import SqliteJournal
+from runner.monitor import InstallationView, Monitor, add_monitor_routes
+from runner.monitor.journaltime import timed_journal
 from runner.remote.fit import FitVerifier, JwksCache
 from runner.remote.installation_tokens import Installation, TokenStore
 from runner.remote.loopback import build_token_app
@@ -58,6 +60,7 @@ class RunningRemote:
     store: TokenStore
     desk: TriggerDesk
     jwks: JwksCache
+    monitor: Monitor
 
     def stop(self) -> None:
         """Drain the runs in flight (a second call stops them at once)."""
@@ -69,7 +72,7 @@ class RemoteEndpoint:
 
     def __init__(self, config: Config, serve: ServeConfig, verifier: FitVerifier,
                  store: TokenStore, desk: TriggerDesk, runs: Background,
-                 clock: Clock) -> None:
+                 clock: Clock, monitor: Monitor, operator_token: str | None) -> None:
         self._config = config
         self._serve = serve
         self._verifier = verifier
@@ -77,11 +80,14 @@ class RemoteEndpoint:
         self._desk = desk
         self._runs = runs
         self._clock = clock
+        self._monitor = monitor
+        self._operator_token = operator_token
 
     def app(self) -> web.Application:
         app = web.Application()
         for route in self._serve.routes:
             app.router.add_post(route.path, self._handler(route))
+        add_monitor_routes(app, self._monitor, self._operator_token)
         return app
 
     def _handler(self, route: ServeRoute) -> Handler:
@@ -156,6 +162,7 @@ async def serve_remote(
     templates = {r.path: JobTemplate.load(r.job, config)
                  for r in serve.routes if r.kind == "job" and r.job is not None}
     secret = _secret(config, serve)
+    operator_token = serve.operator_token.read() if serve.operator_token else None
     store = TokenStore(clock.now, leeway_s=serve.leeway_s)
     token_url = ""
     async with AsyncExitStack() as stack:
@@ -169,8 +176,14 @@ async def serve_remote(
                          max_age_s=serve.jwks_max_age_s)
         app_id = config.environments[serve.environment].app_id
         verifier = FitVerifier(jwks, app_id, clock=clock.now, leeway_s=serve.leeway_s)
+        monitor = Monitor(config, clock=clock, process="serve",
+                          pacers=lambda: {run: e.pacer for run, e in desk.engines.items()},
+                          installations=lambda: installation_views(store, serve.environment))
         desk = TriggerDesk(config, serve, journal, templates, clock=clock,
-                           token_url=lambda: token_url, secret=secret, observer=observer)
+                           token_url=lambda: token_url, secret=secret,
+                           observer=FanOut(monitor, observer) if observer else monitor,
+                           engine_journal=timed_journal(journal,
+                                                        monitor.metrics.journal_latency))
         token_runner = web.AppRunner(build_token_app(store, secret), access_log=None)
         await token_runner.setup()
         stack.push_async_callback(token_runner.cleanup)
@@ -180,7 +193,8 @@ async def serve_remote(
         await _listen(web.TCPSite(token_runner, "127.0.0.1", tport), key, config)
         token_url = _url(token_runner)
         runs = Background()
-        endpoint = RemoteEndpoint(config, serve, verifier, store, desk, runs, clock)
+        endpoint = RemoteEndpoint(config, serve, verifier, store, desk, runs, clock, monitor,
+                                  operator_token)
         runner = web.AppRunner(endpoint.app(), access_log=None)
         await runner.setup()
         try:
@@ -190,12 +204,23 @@ async def serve_remote(
             url = _url(runner)
             log.info("runner.remote.serving", url=url, token_url=token_url,
                      routes=[f"{r.kind} {r.path}" for r in serve.routes])
-            yield RunningRemote(url, token_url, store, desk, jwks)
+            yield RunningRemote(url, token_url, store, desk, jwks, monitor)
         finally:
             # Stop listening first, then let the runs drain and wait for them.
             await runner.cleanup()
             desk.stop()
             await runs.wait()
+
+
+def installation_views(store: TokenStore, environment: str) -> list[InstallationView]:
+    """The installations ``store`` knows, with their newest system token's times."""
+    views = []
+    for inst in store.installations():
+        held = store.token(inst.installation_id)
+        views.append(InstallationView(
+            inst.installation_id, inst.cloud_id, environment,
+            held.received_at if held else None, held.expires_at if held else None))
+    return views
 
 
 class Background:

@@ -9,6 +9,9 @@
     port = 8781
     secret_env = "FORGE_RUNNER_SERVE_SECRET"
 
+    [serve.status]                 # /status from elsewhere than loopback: the operator token
+    secret_env = "FORGE_RUNNER_OPERATOR_TOKEN"
+
     [[serve.routes]]
     path = "/forge/nightly"
     kind = "job"                   # lifecycle | refresh | job
@@ -99,6 +102,8 @@ class ServeConfig:
     token_max_wait_s: float = 7200.0
     token_endpoint: TokenEndpoint = TokenEndpoint()
     routes: tuple[ServeRoute, ...] = ()
+    # The status page from elsewhere than loopback needs this token ([serve.status]).
+    operator_token: SecretRef | None = None
 
 
 def serve_config(config: Config) -> ServeConfig | None:
@@ -154,6 +159,7 @@ def load_serve_config(t: Table, base: Path,
         token_max_wait_s=t.number("token_max_wait_s", d.token_max_wait_s, minimum=0),
         token_endpoint=_token_endpoint(t.table("token_endpoint"), base),
         routes=_routes(t, base),
+        operator_token=_status(t.table("status"), base),
     )
     t.done()
     return config
@@ -169,6 +175,12 @@ def _token_endpoint(t: Table, base: Path) -> TokenEndpoint:
     )
     t.done()
     return endpoint
+
+
+def _status(t: Table, base: Path) -> SecretRef | None:
+    ref = secret_ref(t, base, required=False)
+    t.done()
+    return ref
 
 
 def _routes(t: Table, base: Path) -> tuple[ServeRoute, ...]:

@@ -44,8 +44,9 @@ from runner.events import (
     TriggerDuplicate,
     TriggerOverlap,
 )
-from runner.job.jobfile import Job, check_rows
-from runner.journal import SqliteJournal
+from runner.job.jobfile import Job
+from runner.job.plan import make_plan
+from runner.journal import Journal, SqliteJournal
 from runner.journal.base import RunHandle, RunState
 from runner.journal.rules import job_identity
 from runner.remote.nightly import JobTemplate, job_config, journal_identity
@@ -92,10 +93,13 @@ class TriggerDesk:
         token_url: Callable[[], str],
         secret: str,
         observer: Observer | None = None,
+        engine_journal: Journal | None = None,
     ) -> None:
         self._config = config
         self._serve = serve
         self._journal = journal
+        # What the engines write to: the journal itself, or one that times its writes.
+        self._engine_journal: Journal = engine_journal or journal
         self._templates = templates
         self._clock = clock
         self._token_url = token_url
@@ -106,6 +110,8 @@ class TriggerDesk:
         self._active: dict[tuple[str, str], _Active] = {}
         self._bucket_locks: dict[str, asyncio.Lock] = {}
         self.outcomes: list[RunOutcome] = []
+        # The engines of the runs going on, by run ID (the status page reads their budgets).
+        self.engines: dict[str, Engine] = {}
         self._ended = asyncio.Event()
         self._stopping = False
 
@@ -165,7 +171,8 @@ class TriggerDesk:
         async with lock:
             if shutdown.draining or self._stopping:
                 return RunOutcome(route.path, site.name, None, None, "not started (stopping)")
-            checked = await asyncio.to_thread(check_rows, job, config)
+            # The plan checks every row as check_rows does, and knows the shortest duration too.
+            checked = await asyncio.to_thread(make_plan, job, config)
             identity = journal_identity(template.path, site.name)
             fresh = await self._fresh(identity, route)
             if fresh is None:
@@ -178,10 +185,15 @@ class TriggerDesk:
                 return RunOutcome(route.path, site.name, exc.run_id, 4, "locked elsewhere")
             await self._journal.set_total(handle.run_id, checked.items)
             opened = RemoteRunResumed if handle.resumed else RemoteRunStarted
-            self._emit(opened(run=handle.run_id, job=job.name, items=checked.items))
-            engine = Engine(config, job, self._journal, observer=self._observer,
+            self._emit(opened(run=handle.run_id, job=job.name, items=checked.items,
+                              site=site.name, bound_s=checked.shortest_s))
+            engine = Engine(config, job, self._engine_journal, observer=self._observer,
                             clock=self._clock, shutdown=shutdown)
-            result = await engine.run(handle)
+            self.engines[handle.run_id] = engine
+            try:
+                result = await engine.run(handle)
+            finally:
+                self.engines.pop(handle.run_id, None)
         self._emit(RemoteRunFinished(run=result.run_id, job=job.name, state=str(result.state),
                                      exit_code=result.exit_code))
         return RunOutcome(route.path, site.name, result.run_id, result.exit_code,

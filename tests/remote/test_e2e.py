@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from runner.config.configfile import load_config
@@ -63,12 +64,19 @@ value = { team = "{team}" }
     return path
 
 
+async def _get(url: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(url) as answer:
+        assert answer.status == 200, url
+        return await answer.text()
+
+
 @pytest.mark.slow
 async def test_nightly_sync_across_three_sites(tmp_path: Path, start_sandbox: StartSandbox,
                                                log_file: Path) -> None:
     """Installs on three sites, hourly and nightly triggers (one redelivered, one duplicated),
     tokens expiring mid-run: each site's nightly job ran once and completed, each trigger was
-    answered before its job's first mint, and no token is in the journal, logs or files."""
+    answered before its job's first mint, and no token is in the journal, logs, files,
+    /metrics or the status page."""
     clock = ScaledClock(SCALE)
     template = write_template(tmp_path)
     sandbox = forge_sandbox_config(
@@ -104,6 +112,8 @@ interval = "day"
             duplicated = await forge.trigger(NIGHTLY.key, "initech", duplicate=True)
             outcomes = await remote.desk.wait_for_outcomes(3)
             held = {inst: remote.store.token(inst) for inst in forge.installed.values()}
+            pages = {path: await _get(remote.url + path)
+                     for path in ("/metrics", "/status", "/status.json", "/status/chart.svg")}
 
     # Each delivery of the nightly trigger as planned: one plain, one redelivered after a
     # lost answer, one sent twice.
@@ -141,9 +151,15 @@ interval = "day"
         assert len(mints) >= USERS
         assert min(d.seq for d in deliveries) < min(mints)
 
-    # No system token, FIT or user token anywhere on disk: journal, logs, lock files.
+    # No system token, FIT or user token anywhere on disk (journal, logs, lock files), nor in
+    # what /metrics and the status page answered.
     secrets = [*forge.sent_secrets, *sb.world.user_tokens]
     assert len(secrets) > 3 * USERS
+    assert "forge_runner_mints_total" in pages["/metrics"]
+    assert forge.installed["acme"] in pages["/status.json"]  # the scan can find things
+    for route, text in pages.items():
+        leaked = [s for s in secrets if s in text or s[:16] in text]
+        assert not leaked, f"{route} holds a token"
     for path in tmp_path.rglob("*"):
         if path.is_file():
             data = path.read_bytes()

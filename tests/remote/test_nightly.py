@@ -115,6 +115,8 @@ env = "X"
         ('[[serve.routes]]\npath = "/a"\nkind = "job"', "serve.routes[0].job"),
         ('[[serve.routes]]\npath = "/a"\nkind = "refresh"\ninterval = "month"',
          "serve.routes[0].interval"),
+        ('[serve.status]\nsecret = "inline"', "serve.status.secret"),
+        ('[serve.status]\ntoken_env = "X"', "serve.status.token_env"),
     ],
 )
 def test_serve_config_refusals(tmp_path: Path, serve: str, key: str) -> None:
@@ -123,3 +125,14 @@ def test_serve_config_refusals(tmp_path: Path, serve: str, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         serve_config(load_config(_serve_config(tmp_path, serve)))
     assert info.value.key == key
+
+
+def test_serve_status_names_where_the_operator_token_is(tmp_path: Path) -> None:
+    """[serve.status] secret_env is where the status page's operator token is read from; with
+    no [serve.status] there is none (the page answers loopback only)."""
+    with_token = serve_config(load_config(_serve_config(
+        tmp_path, '[serve.status]\nsecret_env = "FORGE_RUNNER_OPERATOR_TOKEN"')))
+    assert with_token is not None and with_token.operator_token is not None
+    assert with_token.operator_token.env == "FORGE_RUNNER_OPERATOR_TOKEN"
+    without = serve_config(load_config(_serve_config(tmp_path, "")))
+    assert without is not None and without.operator_token is None
