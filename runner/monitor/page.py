@@ -123,7 +123,8 @@ function run(r) {
   card.append(table("Items by state", Object.keys(r.counts),
                     [Object.values(r.counts)], Object.keys(r.counts).map((_, i) => i)));
   card.append(table("Top failure reasons", ["state", "reason", "items", "rows"],
-    r.failures.map(f => [f.state, f.reason, f.count, f.rows.join(", ")]), [2]));
+    r.failures.map(f => [f.state, f.text && f.text !== f.reason ? `${f.reason}: ${f.text}`
+                         : f.reason, f.count, f.rows.join(", ")]), [2]));
   return card;
 }
 function budgets(b) {

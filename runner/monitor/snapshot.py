@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from runner.journal.reasons import text_of
 from runner.monitor import budgetstate
 from runner.monitor.subscriber import Monitor, RunView, SiteView
 
@@ -43,7 +44,7 @@ def snapshot(monitor: Monitor) -> dict[str, Any]:
 
 def _run(view: RunView) -> dict[str, Any]:
     stats = view.stats
-    failures = [{"state": state, "reason": reason, "count": count,
+    failures = [{"state": state, "reason": reason, "text": text_of(reason), "count": count,
                  "rows": view.rows.get((state, reason), [])}
                 for state, reason, count in stats.top_reasons(TOP_REASONS)]
     running = view.state == "running"

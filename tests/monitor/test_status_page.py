@@ -51,7 +51,7 @@ async def test_the_page_follows_a_migration_and_a_nightly_run(
         await budgets.screenshot(path=screenshot_path("budgets"))
         await expect(pause).to_have_count(0, timeout=WAIT_MS)  # and it ends
 
-        failure = run.locator("tbody tr", has_text="http 404")
+        failure = run.locator("tbody tr", has_text="http-404")
         await expect(failure).to_contain_text(FAILED_ROW, timeout=WAIT_MS)
         skipped = run.locator("tbody tr", has_text="deactivated")
         await expect(skipped).to_contain_text(SKIPPED_ROW, timeout=WAIT_MS)
@@ -87,7 +87,7 @@ async def test_the_page_shows_data_as_text(
         await page.goto(world.status_url)
         await world.forge.trigger(MIGRATE.key, "acme")
         run = page.locator("article.run", has_text="migration@")
-        failure = run.locator("tbody tr", has_text="http 404")
+        failure = run.locator("tbody tr", has_text="http-404")
         await expect(failure).to_contain_text('<img src=x onerror="document.title=1">LEG-9',
                                               timeout=WAIT_MS)
         assert await run.locator("img").count() == 0
