@@ -35,8 +35,9 @@ from runner.engine.shutdown import Shutdown
 from runner.errors import ExitCode, RunLockedError
 from runner.job.jobfile import Job, load_job
 from runner.job.plan import make_plan
-from runner.journal import ItemState, SqliteJournal
+from runner.journal import ItemState, Journal
 from runner.journal.base import REQUEUEABLE_STATES, RunCounts, RunHandle, RunRecord
+from runner.journal.open import describe, journal_target, open_journal
 from runner.progress import RunStats
 from runner.progress.output import RunOutput, add_color_option
 from runner.progress.report import RunInfo, check_report_path, write_report_async
@@ -151,7 +152,10 @@ async def _run(args: argparse.Namespace, config: Config, sandbox: SandboxConfig 
 async def _checked_run(args: argparse.Namespace, config: Config, sandbox: SandboxConfig | None,
                        output: RunOutput, mode: str, shutdown: Shutdown) -> int:
     async with AsyncExitStack() as stack:
-        journal = await stack.enter_async_context(SqliteJournal(config.runner.journal))
+        target = journal_target(config.runner)
+        # A database that goes away mid-run is waited for as long as a Jira call would be.
+        journal: Journal = await stack.enter_async_context(
+            open_journal(target, wait_s=config.retry_jira.deadline_s))
         job_path: Path | None = getattr(args, "job", None)
         if job_path is None:
             job_path = Path((await journal.get_run(args.run_id)).job_path)
@@ -201,8 +205,8 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
             output.note(Text.assemble(f"{verb} run ", (handle.run_id, "bold"),
                                       f" of {job.name}: {total} items"),
                         f"runner.run.{verb}", run=handle.run_id, job=job.name, items=total)
-        output.note(f"journal: {config.runner.journal}", "runner.run.journal",
-                    path=str(config.runner.journal))
+        output.note(f"journal: {describe(target)}", "runner.run.journal",
+                    path=describe(target))
         stats = RunStats.from_config(config)
         prior = (await journal.counts(handle.run_id)).by_state
         # A resumed run shows progress over what is left, not over the whole job.
@@ -239,7 +243,7 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
     return ExitCode.OK  # pragma: no cover (the stack never swallows)
 
 
-async def _open(journal: SqliteJournal, job: Job, config: Config, args: argparse.Namespace,
+async def _open(journal: Journal, job: Job, config: Config, args: argparse.Namespace,
                 mode: str, output: RunOutput) -> RunHandle:
     if mode == "run":
         if args.fresh:
@@ -252,7 +256,7 @@ async def _open(journal: SqliteJournal, job: Job, config: Config, args: argparse
     return await journal.resume(args.run_id)
 
 
-async def _engine_run(config: Config, job: Job, journal: SqliteJournal, handle: RunHandle,
+async def _engine_run(config: Config, job: Job, journal: Journal, handle: RunHandle,
                       stats: RunStats, output: RunOutput, shutdown: Shutdown) -> RunResult:
     engine = Engine(config, job, journal, observer=stats, shutdown=shutdown)
     progress = output.progress(stats, title=f"forge-runner: {job.name}")
@@ -273,7 +277,7 @@ async def _engine_run(config: Config, job: Job, journal: SqliteJournal, handle: 
     return result
 
 
-async def _fresh_warning(journal: SqliteJournal, job: Job) -> str:
+async def _fresh_warning(journal: Journal, job: Job) -> str:
     """What ``--fresh`` will do again: the creates done by the run a plain rerun would pick
     up (creates are the job's non-idempotent actions: sent again, they make a second one)."""
     latest = await journal.latest_run(str(job.path))

@@ -12,6 +12,7 @@ imports neither.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -127,7 +128,12 @@ class GatewayMessages:
 @dataclass(frozen=True)
 class RunnerSettings:
     concurrency: int = 16
+    # The SQLite journal's file; unused when ``journal_url`` is set.
     journal: Path = Path("forge-runner.db")
+    # A PostgreSQL journal: ``journal = "postgresql://..."``, or the URL read from the variable
+    # ``journal_url_env`` names. Never shown: it may hold a password.
+    journal_url: str | None = field(default=None, repr=False)
+    journal_url_env: str | None = None
     # Seconds between a request leaving and giving up on its answer.
     request_timeout_s: float = 30.0
     # A user token is refreshed this long before its expiry.
@@ -225,9 +231,24 @@ def _url(t: Table, name: str, default: str, cloud_id: str | None = None) -> str:
 
 def _runner(t: Table, base: Path) -> RunnerSettings:
     d = RunnerSettings()
+    journal = t.nonempty("journal", str(d.journal),
+                         expected="a file path or a postgresql:// URL")
+    url_env = t.nonempty("journal_url_env", None, expected="an environment variable's name")
+    url = journal if journal.startswith(("postgresql://", "postgres://")) else None
+    if url_env is not None:
+        if "journal" in t:
+            raise t.error("journal_url_env", "either journal or journal_url_env, not both",
+                          f"journal_url_env = {url_env!r} beside journal")
+        url = os.environ.get(url_env)
+        if not url or not url.startswith(("postgresql://", "postgres://")):
+            found = "not set" if not url else "set to something else"
+            raise t.error("journal_url_env", f"the name of a variable holding a postgresql:// "
+                          f"URL ({url_env} is {found})", repr(url_env))
     settings = RunnerSettings(
         concurrency=t.integer("concurrency", d.concurrency, minimum=1),
-        journal=_resolve(base, t.nonempty("journal", str(d.journal), expected="a file path")),
+        journal=d.journal if url is not None else _resolve(base, journal),
+        journal_url=url,
+        journal_url_env=url_env,
         request_timeout_s=t.number("request_timeout_s", d.request_timeout_s, positive=True),
         token_refresh_margin_s=t.number(
             "token_refresh_margin_s", d.token_refresh_margin_s, minimum=0

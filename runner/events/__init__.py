@@ -46,6 +46,9 @@ The catalogue, by name (class), in modules by stage:
                                              site, account, row, action (+ reason unless done)
     journal.failed       JournalFailed       row, action, error
     run.finished         RunFinished         run, state
+  journal (runner.journal.postgres)
+    journal.waiting      JournalWaiting      journal (URL, no password), reason, wait_s
+    journal.reconnected  JournalReconnected  journal, waited_s
   remote (runner.remote)
     remote.trigger.duplicate / .overlap / .accepted
                          TriggerDuplicate, TriggerOverlap, TriggerAccepted    route, site
@@ -91,6 +94,7 @@ from runner.events.jira import (
     QuotaNearLimit,
     Resume,
 )
+from runner.events.journal import JournalReconnected, JournalWaiting
 from runner.events.minting import (
     MintContextRefused,
     MintFailed,
@@ -136,6 +140,8 @@ __all__ = [
     "JiraRetry",
     "JiraUncertain",
     "JournalFailed",
+    "JournalReconnected",
+    "JournalWaiting",
     "MintContextRefused",
     "MintFailed",
     "MintOk",

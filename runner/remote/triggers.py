@@ -45,7 +45,7 @@ from runner.events import (
     TriggerOverlap,
 )
 from runner.job.jobfile import Job, check_rows
-from runner.journal import SqliteJournal
+from runner.journal import Journal
 from runner.journal.base import RunHandle, RunState
 from runner.journal.rules import job_identity
 from runner.remote.nightly import JobTemplate, job_config, journal_identity
@@ -85,7 +85,7 @@ class TriggerDesk:
         self,
         config: Config,
         serve: ServeConfig,
-        journal: SqliteJournal,
+        journal: Journal,
         templates: dict[str, JobTemplate],
         *,
         clock: Clock,
