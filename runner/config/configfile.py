@@ -12,7 +12,6 @@ imports neither.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from typing import Any
 
 from runner.config.ari import AriError, validate_ari
 from runner.config.checks import check_shared_buckets
+from runner.config.journalkeys import journal_keys
 from runner.config.tables import MISSING, Table, describe
 from runner.errors import ConfigError
 from runner.tokenroute import SecretRef, loopback_url_problem, secret_ref
@@ -231,22 +231,10 @@ def _url(t: Table, name: str, default: str, cloud_id: str | None = None) -> str:
 
 def _runner(t: Table, base: Path) -> RunnerSettings:
     d = RunnerSettings()
-    journal = t.nonempty("journal", str(d.journal),
-                         expected="a file path or a postgresql:// URL")
-    url_env = t.nonempty("journal_url_env", None, expected="an environment variable's name")
-    url = journal if journal.startswith(("postgresql://", "postgres://")) else None
-    if url_env is not None:
-        if "journal" in t:
-            raise t.error("journal_url_env", "either journal or journal_url_env, not both",
-                          f"journal_url_env = {url_env!r} beside journal")
-        url = os.environ.get(url_env)
-        if not url or not url.startswith(("postgresql://", "postgres://")):
-            found = "not set" if not url else "set to something else"
-            raise t.error("journal_url_env", f"the name of a variable holding a postgresql:// "
-                          f"URL ({url_env} is {found})", repr(url_env))
+    journal, url, url_env = journal_keys(t, str(d.journal))
     settings = RunnerSettings(
         concurrency=t.integer("concurrency", d.concurrency, minimum=1),
-        journal=d.journal if url is not None else _resolve(base, journal),
+        journal=d.journal if journal is None else _resolve(base, journal),
         journal_url=url,
         journal_url_env=url_env,
         request_timeout_s=t.number("request_timeout_s", d.request_timeout_s, positive=True),

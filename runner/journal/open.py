@@ -15,7 +15,8 @@ from pathlib import Path
 from runner.config.configfile import RunnerSettings
 from runner.events import Emitter
 from runner.journal.base import Journal
-from runner.journal.postgres import WAIT_S, PostgresJournal, is_postgres_url, safe_url
+from runner.journal.pgurl import is_postgres_url, safe_url
+from runner.journal.postgres import WAIT_S, PostgresJournal
 from runner.journal.sqlite import SqliteJournal
 
 JournalTarget = Path | str

@@ -24,7 +24,7 @@ from runner.journal.base import (
     item_key,
 )
 from runner.journal.queries import Mark, distinct_chunks
-from runner.journal.rules import refused_move
+from runner.journal.rules import new_run_id, refused_move, this_holder
 from runner.journal.schema import ITEM_COLUMNS, RUN_COLUMNS, item_from_row, run_from_row
 
 Conn = AsyncConnection[tuple[Any, ...]]
@@ -87,6 +87,20 @@ async def insert_run(conn: Conn, run: RunRecord) -> bool:
          run.holder),
     )
     return cur.rowcount == 1
+
+
+async def insert_new_run(conn: Conn, job_name: str, ident: str, job_fp: str, config_fp: str,
+                         job_text: str, now: float) -> RunRecord:
+    """A new run of the job, running, under a fresh ID."""
+    for _ in range(10):
+        run = RunRecord(
+            run_id=new_run_id(now), job_name=job_name, job_path=ident, job_fingerprint=job_fp,
+            config_fingerprint=config_fp, job_text=job_text, started_at=now, ended_at=None,
+            state=RunState.RUNNING, total_items=None, holder=this_holder(),
+        )
+        if await insert_run(conn, run):
+            return run
+    raise JournalError("could not find a free run ID")  # 16M IDs a day: never in practice
 
 
 async def set_running(conn: Conn, run_id: str, holder: str, config_fp: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any, LiteralString
 
 from psycopg import AsyncConnection
 
-from runner.errors import JournalError
+from runner.journal.schema import newer_journal
 
 # Advisory lock classes (the first key of the two-key form), so they can't collide with
 # another part's locks in the same database: the schema's migration, and a job's lock.
@@ -75,7 +75,8 @@ def schema_version() -> int:
     return len(MIGRATIONS)
 
 
-async def ensure_schema(conn: AsyncConnection[tuple[Any, ...]], *, create: bool) -> bool:
+async def ensure_schema(conn: AsyncConnection[tuple[Any, ...]], *, create: bool,
+                        where: str) -> bool:
     """Migrate the journal's tables forward to this code's version, in one transaction.
 
     Returns False when the database holds no journal and ``create`` is False (nothing is made).
@@ -96,10 +97,7 @@ async def ensure_schema(conn: AsyncConnection[tuple[Any, ...]], *, create: bool)
             return False
         latest = schema_version()
         if version > latest:
-            raise JournalError(
-                f"the journal has schema version {version}; this forge-runner knows up to "
-                f"{latest} (upgrade forge-runner)"
-            )
+            raise newer_journal(where, version, latest)
         if version == latest:
             return True
         if not exists:

@@ -5,27 +5,16 @@ Writes go through one writer connection with group commit (``pgwriter.py``); rea
 a small pool (``psycopg_pool``), one short statement or two per call, never a transaction held
 open across anything else.
 
-The job lock is a session advisory lock held by the writer's connection, with a ``locks`` row
-beside it saying who holds it. Why not a lease row renewed by heartbeat: a process that dies
-(SIGKILL, OOM, a lost host) closes its connection and PostgreSQL ends the session and its locks
-at once, so the job can be resumed the moment its holder is gone, with no lease to wait out and
-no clock to trust; a lease would keep a killed run's job locked for a whole term. The danger of
-session locks, a connection that drops while the process goes on, is closed by putting the lock
-on the connection that writes: no write can reach the database on a session without the lock,
-and after a reconnect the writer takes every lock again before it retries anything; a lock it
-can't take again (another process took the job meanwhile) stops that run's writes for good.
+The job lock: ``pglock.py`` (why an advisory lock on the writer's connection).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -44,7 +33,9 @@ from runner.journal.base import (
     RunState,
 )
 from runner.journal.marks import ItemMarks
-from runner.journal.pgschema import JOB_LOCK_CLASS, ensure_schema
+from runner.journal.pglock import JobLocks
+from runner.journal.pgschema import ensure_schema
+from runner.journal.pgurl import safe_url
 from runner.journal.pgwriter import RETRY_FIRST_S, RETRY_MAX_S, PgWriter
 from runner.journal.queries import Mark
 from runner.journal.rules import (
@@ -52,7 +43,6 @@ from runner.journal.rules import (
     MAX_REASON_CHARS,
     clean_text,
     job_identity,
-    new_run_id,
     parse_states,
     requeueable,
     resumes,
@@ -63,28 +53,11 @@ T = TypeVar("T")
 Conn = q.Conn
 
 PAGE_SIZE = 500
+# A job's lock still held is asked for again this many times, this far apart (``_locking``).
+LOCK_TRIES = 6
+LOCK_RETRY_S = 0.2
 # How long a read or write waits for a database that went away mid-run, by default.
 WAIT_S = 600.0
-
-
-def is_postgres_url(target: object) -> bool:
-    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
-
-
-def safe_url(url: str) -> str:
-    """``url`` without its password (in the user part or as a ``password=`` parameter)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        netloc = userinfo.split(":", 1)[0] + "@" + host
-    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"])
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
-def lock_key(ident: str) -> int:
-    """The job's advisory lock key (the second of the two-key form: a signed 32-bit int)."""
-    return int.from_bytes(hashlib.sha256(ident.encode()).digest()[:4], "big", signed=True)
 
 
 class PostgresJournal(ItemMarks):
@@ -115,9 +88,7 @@ class PostgresJournal(ItemMarks):
         self._writer: PgWriter | None = None
         self._pool: AsyncConnectionPool[Conn] | None = None
         # Runs this journal opened -> their job; jobs whose lock this process holds; runs lost.
-        self._held: dict[str, str] = {}
-        self._lost: set[str] = set()
-        self._owner = uuid.uuid4().hex
+        self._locks = JobLocks()
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -133,7 +104,7 @@ class PostgresJournal(ItemMarks):
                 "command again"
             ) from None
         try:
-            if not await ensure_schema(conn, create=self._create):
+            if not await ensure_schema(conn, create=self._create, where=self.where):
                 raise NoJournalError(self.where)
         except psycopg.Error as exc:
             await conn.close()
@@ -142,8 +113,8 @@ class PostgresJournal(ItemMarks):
             await conn.close()
             raise
         writer = PgWriter(self._connect, where=self.where, wait_s=self._wait_s,
-                          reconnected=self._relock, held=self._holds, translate=self._explain,
-                          emit=self._emit)
+                          reconnected=self._locks.relock, held=self._locks.holds,
+                          translate=self._explain, emit=self._emit)
         await writer.start(conn)
         self._writer = writer
         self._pool = AsyncConnectionPool(
@@ -158,14 +129,14 @@ class PostgresJournal(ItemMarks):
         writer, pool = self._writer, self._pool
         self._writer = self._pool = None
         if writer is not None:
-            if self._held:
+            if self._locks.runs:
                 # Should this fail, the locks end with the connection anyway.
                 with contextlib.suppress(JournalError):
-                    await writer.call(self._release_all)
+                    await writer.call(self._locks.release_all)
             await writer.stop()
         if pool is not None:
             await pool.close()
-        self._held.clear()
+        self._locks.runs.clear()
 
     async def _connect(self) -> Conn:
         try:
@@ -230,64 +201,6 @@ class PostgresJournal(ItemMarks):
             return (0, 0)
         return (self._writer.batches, self._writer.operations)
 
-    # -- the job lock (on the writer's connection) -------------------------------------------
-
-    async def _try_lock(self, conn: Conn, ident: str) -> bool:
-        if ident in self._held.values():
-            return False  # another run of this process holds it (the session's lock would let
-            # it in twice)
-        cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
-                                 (JOB_LOCK_CLASS, lock_key(ident)))
-        row = await cur.fetchone()
-        if not (row and row[0]):
-            return False
-        await conn.execute(
-            "INSERT INTO locks (job_path, holder, owner) VALUES (%s, %s, %s) "
-            "ON CONFLICT (job_path) DO UPDATE SET holder = excluded.holder, "
-            "owner = excluded.owner, taken_at = now()",
-            (ident, this_holder(), self._owner),
-        )
-        return True
-
-    async def _unlock(self, conn: Conn, ident: str) -> None:
-        await conn.execute("DELETE FROM locks WHERE job_path = %s AND owner = %s",
-                           (ident, self._owner))
-        await conn.execute("SELECT pg_advisory_unlock(%s, %s)", (JOB_LOCK_CLASS, lock_key(ident)))
-
-    async def _locked(self, conn: Conn, ident: str) -> RunLockedError:
-        latest = await q.latest_run(conn, ident)
-        cur = await conn.execute("SELECT holder FROM locks WHERE job_path = %s", (ident,))
-        row = await cur.fetchone()
-        run_id = latest.run_id if latest is not None else f"of {ident}"
-        return RunLockedError(run_id, str(row[0]) if row else "another process")
-
-    async def _relock(self, conn: Conn) -> None:
-        """After a reconnect: take every held job's lock again; a run whose lock another
-        process took meanwhile is lost (its writes are refused from now on)."""
-        for run_id, ident in list(self._held.items()):
-            if run_id in self._lost:
-                continue
-            cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
-                                     (JOB_LOCK_CLASS, lock_key(ident)))
-            row = await cur.fetchone()
-            if not (row and row[0]):
-                self._lost.add(run_id)
-
-    def _holds(self, run_id: str) -> bool:
-        return run_id in self._held and run_id not in self._lost
-
-    async def _release_all(self, conn: Conn) -> None:
-        for ident in set(self._held.values()):
-            await self._unlock(conn, ident)
-        self._held.clear()
-
-    def _check_held(self, run_id: str) -> None:
-        if run_id not in self._held:
-            raise JournalError(f"run {run_id} is not open in this journal (open_run or resume)")
-        if run_id in self._lost:
-            raise JournalError(f"run {run_id}: this process no longer holds its job (another "
-                               "took it over while the journal's database was unreachable)")
-
     # -- runs ---------------------------------------------------------------------------------
 
     async def open_run(
@@ -303,8 +216,8 @@ class PostgresJournal(ItemMarks):
         ident = job_identity(job_path)
 
         async def op(conn: Conn) -> RunHandle:
-            if not await self._try_lock(conn, ident):
-                raise await self._locked(conn, ident)
+            if not await self._locks.take(conn, ident):
+                raise await self._locks.refusal(conn, ident)
             try:
                 latest = await q.latest_run(conn, ident)
                 if latest is not None and resumes(
@@ -317,58 +230,70 @@ class PostgresJournal(ItemMarks):
                     handle = RunHandle(await self._run(conn, latest.run_id), True, changed,
                                        extends)
                 else:
-                    run = await self._insert_run(conn, job_name, ident, job_fingerprint,
-                                                 config_fingerprint, job_text)
+                    run = await q.insert_new_run(conn, job_name, ident, job_fingerprint,
+                                                config_fingerprint, job_text, self._clock())
                     handle = RunHandle(run, False)
             except BaseException:
-                await self._unlock(conn, ident)
+                await self._locks.release(conn, ident)
                 raise
-            self._held[handle.run_id] = ident
+            self._locks.runs[handle.run_id] = ident
             return handle
 
-        handle: RunHandle = await self._w().call(op)
+        return await self._locking(op)
+
+    async def _locking(self, op: Callable[[Conn], Awaitable[RunHandle]]) -> RunHandle:
+        """``op`` (which takes the job's lock), tried again for a moment while the lock is
+        held: a holder that was just killed keeps its lock until the server has seen its
+        connection close, which takes a few milliseconds after the process is gone."""
+        for _ in range(LOCK_TRIES - 1):
+            try:
+                handle: RunHandle = await self._w().call(op)
+            except RunLockedError:
+                await _pause(LOCK_RETRY_S)
+                continue
+            return handle
+        handle = await self._w().call(op)
         return handle
 
     async def resume(self, run_id: str) -> RunHandle:
         job = (await self.get_run(run_id)).job_path
 
         async def op(conn: Conn) -> RunHandle:
-            if not await self._try_lock(conn, job):
-                raise await self._locked(conn, job)
+            if not await self._locks.take(conn, job):
+                raise await self._locks.refusal(conn, job)
             try:
                 run = await self._run(conn, run_id)
                 await q.set_running(conn, run_id, this_holder(), run.config_fingerprint)
                 handle = RunHandle(await self._run(conn, run_id), True)
             except BaseException:
-                await self._unlock(conn, job)
+                await self._locks.release(conn, job)
                 raise
-            self._held[run_id] = job
+            self._locks.runs[run_id] = job
             return handle
 
-        handle: RunHandle = await self._w().call(op)
-        return handle
+        return await self._locking(op)
 
     async def claim(self, run_id: str, row_keys: Sequence[str]) -> Sequence[str]:
         # The job lock makes this process the run's only worker: every row is ours.
-        self._check_held(run_id)
+        self._locks.check(run_id)
         return list(row_keys)
 
     async def set_total(self, run_id: str, total_items: int) -> None:
-        self._check_held(run_id)
+        self._locks.check(run_id)
         total = int(total_items)
         await self._w().call(lambda conn: q.set_total(conn, run_id, total))
 
     async def finish_run(self, run_id: str, state: RunState | str) -> None:
         final = RunState(state)
-        self._check_held(run_id)
+        self._locks.check(run_id)
 
         async def op(conn: Conn) -> None:
             await q.set_ended(conn, run_id, final, self._clock())
-            ident = self._held.pop(run_id, None)
+            ident = self._locks.runs.pop(run_id, None)
             # Unlocked before the batch commits, yet safe: the next holder reads the run
             # inside its own batch, which sees this one's commit or waits for its row locks.
-            if ident is not None and ident not in self._held.values():
-                await self._unlock(conn, ident)
+            if ident is not None and ident not in self._locks.runs.values():
+                await self._locks.release(conn, ident)
 
         await self._w().call(op)
 
@@ -378,14 +303,14 @@ class PostgresJournal(ItemMarks):
         async def op(conn: Conn) -> int:
             run = await self._run(conn, run_id)
             # Not while another process runs the job: its workers would race the change.
-            borrowed = run_id not in self._held
-            if borrowed and not await self._try_lock(conn, run.job_path):
-                raise await self._locked(conn, run.job_path)
+            borrowed = run_id not in self._locks.runs
+            if borrowed and not await self._locks.take(conn, run.job_path):
+                raise await self._locks.refusal(conn, run.job_path)
             try:
                 return await q.requeue(conn, run, wanted, self._clock())
             finally:
                 if borrowed:
-                    await self._unlock(conn, run.job_path)
+                    await self._locks.release(conn, run.job_path)
 
         moved: int = await self._w().call(op)
         return moved
@@ -402,7 +327,7 @@ class PostgresJournal(ItemMarks):
         *,
         result: str | None = None,
     ) -> asyncio.Future[None]:
-        self._check_held(run_id)
+        self._locks.check(run_id)
         mark = Mark.of(run_id, item, state, clean_text(reason, MAX_REASON_CHARS),
                        clean_text(detail, MAX_DETAIL_CHARS), result, self._clock())
         return self._w().submit_mark(mark)
@@ -454,20 +379,6 @@ class PostgresJournal(ItemMarks):
         if run is None:
             raise RunNotFoundError(run_id, self.where)
         return run
-
-    async def _insert_run(self, conn: Conn, job_name: str, ident: str, job_fp: str,
-                          config_fp: str, job_text: str) -> RunRecord:
-        now = self._clock()
-        for _ in range(10):
-            run = RunRecord(
-                run_id=new_run_id(now), job_name=job_name, job_path=ident,
-                job_fingerprint=job_fp, config_fingerprint=config_fp, job_text=job_text,
-                started_at=now, ended_at=None, state=RunState.RUNNING, total_items=None,
-                holder=this_holder(),
-            )
-            if await q.insert_run(conn, run):
-                return run
-        raise JournalError("could not find a free run ID")  # 16M IDs a day: never in practice
 
 
 async def _pause(seconds: float) -> None:
