@@ -38,7 +38,7 @@ Op = Callable[[Conn], Awaitable[Any]]
 
 # Pauses between reconnection attempts: short first (a restart takes about 2.5 s), capped.
 RETRY_FIRST_S = 0.1
-RETRY_MAX_S = 2.0
+RETRY_MAX_S = 1.0
 
 
 @dataclass

@@ -7,15 +7,13 @@ import asyncio
 import base64
 import json
 import secrets
-import shutil
-import subprocess
 from pathlib import Path
 
 import jwt
-import pytest
 
 from runner.journal import ItemRef, Journal, PostgresJournal, SqliteJournal
 from runner.logs.redact import register_secret
+from tests.pgdb import pg_dump
 
 
 def _system_token() -> str:
@@ -88,17 +86,10 @@ async def test_no_token_in_the_database_or_its_wal(tmp_path: Path) -> None:
         _assert_none_in(snapshot, tokens)
 
 
-def _pg_dump(url: str) -> bytes:
-    tool = shutil.which("pg_dump")
-    if tool is None:
-        pytest.fail("pg_dump is not on PATH (the PostgreSQL client tools are needed)")
-    return subprocess.run([tool, "--no-owner", url], check=True, capture_output=True).stdout
-
-
 async def test_no_token_in_a_pg_dump_of_the_database(pg_url: str, tmp_path: Path) -> None:
     """The same writes on PostgreSQL leave none of the tokens in a ``pg_dump`` of the
     journal's database."""
     async with PostgresJournal(pg_url) as journal:
         tokens = await _write_tokens_everywhere(journal, tmp_path)
-    dump = await asyncio.to_thread(_pg_dump, pg_url)
+    dump = await asyncio.to_thread(pg_dump, pg_url)
     _assert_none_in({"pg_dump": dump}, tokens)
