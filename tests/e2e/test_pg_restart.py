@@ -70,9 +70,8 @@ async def test_two_restarts_mid_run_lose_nothing_and_repeat_nothing(
     async def twice() -> None:
         await _restart()
         # The second restart waits for writes that could only happen after the first.
-        second = loop.create_future()
-        watch.after(600, lambda: second.done() or second.set_result(None))
-        await second
+        second = watch.event_after(600)
+        await second.wait()
         await _restart()
 
     watch.at(300, lambda: restarts.append(loop.create_task(twice())))
