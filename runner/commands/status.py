@@ -1,10 +1,11 @@
 """``forge-runner status [RUN]``: the latest runs, or one run's items by state, site and reason.
 
-    forge-runner status [--config FILE | --journal PATH] [--limit N] [--format text|json]
-    forge-runner status RUN [--config FILE | --journal PATH] [--format text|json]
+    forge-runner status [--config FILE | --journal PATH|URL] [--limit N] [--format text|json]
+    forge-runner status RUN [--config FILE | --journal PATH|URL] [--format text|json]
 
-The journal is the one named by the config (``runner.journal``), or ``--journal``; without
-either, ``forge-runner.db`` in the current folder. Reading never creates a journal.
+The journal is the one named by the config (``[runner] journal`` or ``journal_url_env``), or
+``--journal`` (an SQLite file or a ``postgresql://`` URL); without either, ``forge-runner.db``
+in the current folder. Reading never creates a journal.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def add_parser(subparsers: Any) -> None:
 
 def add_journal_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--config", type=Path, metavar="FILE", help="read runner.journal from it")
+    where.add_argument("--config", type=Path, metavar="FILE",
+                       help="read the journal ([runner] journal or journal_url_env) from it")
     where.add_argument("--journal", type=parse_target, metavar="PATH|URL",
                        help="the journal itself: an SQLite file, or a postgresql:// URL")
 
