@@ -32,7 +32,7 @@ import psycopg
 from runner.errors import JournalError, RunnerError
 from runner.events import Emitter, JournalReconnected, JournalWaiting
 from runner.journal.pgqueries import Conn, mark_items
-from runner.journal.queries import Mark
+from runner.journal.queries import Mark, distinct_chunks
 
 Op = Callable[[Conn], Awaitable[Any]]
 
@@ -196,6 +196,11 @@ class PgWriter:
                 await conn.close()
 
     async def _apply(self, conn: Conn, batch: list[_Job]) -> list[tuple[bool, Any]]:
+        marks = [job.mark for job in batch if job.mark is not None]
+        if len(marks) == len(batch) and len(distinct_chunks(marks, cap=None)) == 1:
+            # Item marks only, one statement: its own transaction (the connection autocommits),
+            # one round trip instead of BEGIN, the statement and COMMIT.
+            return await self._run_marks(conn, batch)
         outcomes: list[tuple[bool, Any]] = []
         async with conn.transaction():
             start = 0
