@@ -13,9 +13,10 @@ States and the moves between them (``done`` is final: an item done is never sent
               │                   └──┘    ├── skipped (the user can't be impersonated)
               └── skipped / blocked / failed  └── blocked (the environment can't mint)
 
-A ``Journal`` is implemented by ``SqliteJournal`` (one process per job, a file lock) and
-``MemoryJournal`` (benchmarks); a PostgreSQL journal, several processes claiming rows under
-leases, fits the same methods: ``claim`` hands a process the rows it may work on.
+A ``Journal`` is implemented by ``SqliteJournal`` (one process per job, a file lock),
+``PostgresJournal`` (one process per job too, a session lock, but any host) and
+``MemoryJournal`` (benchmarks). Several processes working on one run, each claiming rows under
+leases, would fit the same methods: ``claim`` hands a process the rows it may work on.
 """
 
 from __future__ import annotations
