@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/memory.py [--rows 1000000] [--small 100000] [--users 10000]
                                      [--action python|http] [--skip-run] [--keep DIR]
+                                     [--postgres ADMIN_URL]
+
+``--postgres`` runs on the PostgreSQL journal instead of the SQLite file: each `run` in a
+database of its own made on that server (and dropped after).
 
 Generates the same job at two sizes (a CSV of ``rows`` and of ``small`` rows: synthetic users
 ``5ca1ab1e`` + 16 hex, cycling over ``users`` of them and over ``issues`` issues), then runs each
@@ -21,6 +25,7 @@ peak on ``small``. The exit code is 1 when a target is missed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import resource
@@ -29,9 +34,11 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from runner.sandbox.config import load_sandbox_config
 from runner.sandbox.systemtokens import issue_system_token
@@ -206,6 +213,8 @@ def main() -> int:
     parser.add_argument("--action", choices=("python", "http"), default="python")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--skip-run", action="store_true", help="measure plan only")
+    parser.add_argument("--postgres", metavar="ADMIN_URL",
+                        help="run on the PostgreSQL journal, a database made on this server")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="work in DIR (kept) instead of a temporary folder")
     args = parser.parse_args()
@@ -220,8 +229,8 @@ def main() -> int:
 def bench(args: argparse.Namespace, folder: Path) -> int:
     sizes = (args.small, args.rows)
     print(f"memory: plan and run on {args.small:,} and {args.rows:,} rows "
-          f"({args.users:,} users, {args.issues:,} issues, run action: {args.action})",
-          flush=True)
+          f"({args.users:,} users, {args.issues:,} issues, run action: {args.action}, journal: "
+          f"{'PostgreSQL' if args.postgres else 'SQLite'})", flush=True)
     (folder / "bench_noop.py").write_text(NOOP_MODULE)
     actions = PYTHON_ACTION if args.action == "python" else HTTP_ACTION
     for rows in sizes:
@@ -251,15 +260,50 @@ def bench(args: argparse.Namespace, folder: Path) -> int:
                     if leftover.is_file():
                         leftover.unlink()
                 job = f"job-{rows}.toml"
-                results.append(measure("run", rows, [*base, "run", job, "--config", "config.toml",
-                                                     "--quiet", "--log-format", "plain"], folder))
-                size = journal.stat().st_size if journal.exists() else 0
+                with contextlib.ExitStack() as stack:
+                    config = "config.toml"
+                    if args.postgres:
+                        url = stack.enter_context(bench_database(args.postgres))
+                        config = f"config-pg-{rows}.toml"
+                        (folder / config).write_text(
+                            runner_toml(sandbox.url, url, args.concurrency))
+                    results.append(measure("run", rows, [*base, "run", job, "--config", config,
+                                                         "--quiet", "--log-format", "plain"],
+                                           folder))
+                    size = (database_size(url) if args.postgres
+                            else journal.stat().st_size if journal.exists() else 0)
                 print(f"  run  {rows:>10,} rows: {results[-1].peak_mb:7.1f} MB "
                       f"in {results[-1].wall_s:.1f} s ({rows / results[-1].wall_s:,.0f} items/s,"
                       f" journal {size / 1e6:.0f} MB)", flush=True)
     finally:
         sandbox.stop()
     return report(results, args.small, args.rows)
+
+
+@contextlib.contextmanager
+def bench_database(admin_url: str) -> Iterator[str]:
+    """A database of the bench's own on ``admin_url``'s server; dropped after."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"forge_runner_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    parts = urlsplit(admin_url)
+    try:
+        yield urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
+def database_size(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        return int(row[0]) if row else 0
 
 
 def report(results: list[Measure], small: int, large: int) -> int:

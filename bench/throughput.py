@@ -1,8 +1,13 @@
-"""Items per second with every budget off: the engine on the SQLite journal versus in memory.
+"""Items per second with every budget off: the engine on the SQLite (and PostgreSQL) journal
+versus in memory.
 
     .venv/bin/python bench/throughput.py [--latency-ms 0,100] [--rows 5000] [--wan-rows 1000]
                                          [--users 200] [--issues 100] [--rounds 5]
                                          [--concurrency 16[,32,...]] [--pin]
+                                         [--postgres ADMIN_URL]
+
+``--postgres`` adds the PostgreSQL journal, in a database made for the bench on that server
+(and dropped after); its target: at a latency, at least 0.9 of memory.
 
 One job (each row: ``comment.add`` then ``issue.property.set``, as the row's user), run to the
 end by ``runner.engine.Engine`` constructed directly, on each journal in turn: a fresh
@@ -41,16 +46,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 # Run as `python bench/throughput.py`: this folder is on sys.path, memory.py beside it.
-from memory import Sandbox, runner_toml, write_csv
+from memory import Sandbox, bench_database, runner_toml, write_csv
 
 from runner.config.configfile import Config, load_config
 from runner.engine.engine import Engine
 from runner.job.jobfile import Job, load_job
-from runner.journal import ItemState, Journal, MemoryJournal, SqliteJournal
+from runner.journal import ItemState, Journal, MemoryJournal, PostgresJournal, SqliteJournal
 from runner.logs.setup import configure_logging
 from runner.sandbox.testing import MIGRATION_ACTIONS
 
 WAN_RATIO = 0.95  # SQLite / memory with Jira 100 ms (any latency > 0) away
+PG_WAN_RATIO = 0.9  # PostgreSQL / memory, likewise
 LOOPBACK_RATE = 1000.0  # SQLite items/s with Jira on loopback
 
 # The journals compared: name -> a fresh journal on a file of the folder.
@@ -84,7 +90,7 @@ async def one_round(name: str, journal: Journal, config: Config, job: Job, total
         result = await Engine(config, job, journal).run(handle)
         wall = time.perf_counter() - start
         per_commit = None
-        if isinstance(journal, SqliteJournal):
+        if isinstance(journal, SqliteJournal | PostgresJournal):
             commits, writes = journal.batches
             per_commit = writes / max(commits, 1)
     done = result.counts.get(ItemState.DONE, 0)
@@ -150,13 +156,16 @@ async def bench(folder: Path, args: argparse.Namespace) -> int:
     print(f"{'latency':>8}{'workers':>8}{BASE + ' items/s':>16}"
           + "".join(f"{name + ' items/s':>19}{'ratio':>7}" for name in others)
           + f"  (medians; targets: {KEPT} >= {WAN_RATIO} of {BASE} at a latency, "
-            f">= {LOOPBACK_RATE:,.0f} items/s at 0 ms)")
+            f">= {LOOPBACK_RATE:,.0f} items/s at 0 ms; postgres >= {PG_WAN_RATIO} of {BASE} "
+            "at a latency)")
     met = True
     for latency, by_concurrency in results.items():
         for concurrency, rates in by_concurrency.items():
             base = rates[BASE]
             ok = (rates[KEPT] / base >= WAN_RATIO if latency > 0
                   else rates[KEPT] >= LOOPBACK_RATE)
+            if "postgres" in rates and latency > 0:
+                ok = ok and rates["postgres"] / base >= PG_WAN_RATIO
             met = met and ok
             print(f"{latency:>6g}ms{concurrency:>8}{base:>16,.0f}"
                   + "".join(f"{rates[name]:>19,.0f}{rates[name] / base:>7.2f}" for name in others)
@@ -180,11 +189,17 @@ def main() -> int:
                         help="workers; a list measures each (16, the default config's)")
     parser.add_argument("--pin", action="store_true",
                         help="engine alone on the first allowed CPU, the sandbox on the second")
+    parser.add_argument("--postgres", metavar="ADMIN_URL",
+                        help="also the PostgreSQL journal, in a database made on this server")
     args = parser.parse_args()
     # A line per mint would drown the table: warnings and worse only.
     configure_logging(format="plain", level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="forge-runner-throughput-") as folder:
-        return asyncio.run(bench(Path(folder), args))
+        if args.postgres is None:
+            return asyncio.run(bench(Path(folder), args))
+        with bench_database(args.postgres) as url:
+            JOURNALS["postgres"] = lambda _: PostgresJournal(url)
+            return asyncio.run(bench(Path(folder), args))
 
 
 def _cores() -> tuple[int, int] | None:

@@ -5,7 +5,7 @@ The public API, for running jobs from Python rather than the command line::
     config = load_config("forge-runner.toml")
     job = load_job("jobs/example-migration.toml", config)
     plan = make_plan(job, config)                      # checks every row; sends nothing
-    async with SqliteJournal(config.runner.journal) as journal:
+    async with open_journal(journal_target(config.runner)) as journal:  # SQLite or PostgreSQL
         handle = await journal.open_run(job.name, str(job.path), job.fingerprint,
                                         config.fingerprint, job.text)
         await journal.set_total(handle.run_id, plan.items)
@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from runner.events import Observer
     from runner.job.jobfile import Job, Row, load_job
     from runner.job.plan import Plan, make_plan
-    from runner.journal import Journal, MemoryJournal, SqliteJournal
+    from runner.journal import Journal, MemoryJournal, PostgresJournal, SqliteJournal
+    from runner.journal.open import journal_target, open_journal
 
 _LAZY = {
     "Config": "runner.config.configfile",
@@ -54,7 +55,10 @@ _LAZY = {
     "load_job": "runner.job.jobfile",
     "Journal": "runner.journal",
     "MemoryJournal": "runner.journal",
+    "PostgresJournal": "runner.journal",
     "SqliteJournal": "runner.journal",
+    "journal_target": "runner.journal.open",
+    "open_journal": "runner.journal.open",
     "Plan": "runner.job.plan",
     "make_plan": "runner.job.plan",
 }
@@ -75,6 +79,7 @@ __all__ = [
     "MemoryJournal",
     "Observer",
     "Plan",
+    "PostgresJournal",
     "Row",
     "RunLockedError",
     "RunResult",
@@ -83,9 +88,11 @@ __all__ = [
     "SystemTokenError",
     "TransportError",
     "UserRefusedError",
+    "journal_target",
     "load_config",
     "load_job",
     "make_plan",
+    "open_journal",
 ]
 __version__ = "0.1.0"
 

@@ -2,8 +2,8 @@
 
 Exit codes (``runner.errors.ExitCode``): 0 all done, 1 some items failed, 2 invalid input,
 3 an environment (or some items) blocked, 4 the job is already running elsewhere, 5 a run that
-did nothing (no rows, or every item skipped), 6 the journal can't be read or written, 70 a bug,
-130 interrupted (SIGINT), 143 stopped by SIGTERM.
+did nothing (no rows, or every item skipped), 6 the journal can't be reached, read or written
+(or is newer than the code), 70 a bug, 130 interrupted (SIGINT), 143 stopped by SIGTERM.
 
 Every ``RunnerError`` that ends a command is one line on stderr and its exit code; only an
 unexpected exception (a bug) prints a traceback, with a line asking to report it. A reader
@@ -43,9 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Bulk work as many Atlassian users at once: paced, journaled, resumable.",
         epilog="Exit codes: 0 all done, 1 some items failed, 2 invalid input, "
         "3 an environment (or some items) blocked, 4 already running, 5 nothing done (no rows, "
-        "or every item skipped; --allow-empty), 6 the journal can't be read or written (fix "
-        "it, then the same command resumes), 70 a bug (please report it), 130 interrupted "
-        "(SIGINT), 143 stopped (SIGTERM). A closed output pipe (| head) exits 0.",
+        "or every item skipped; --allow-empty), 6 the journal can't be reached, read or "
+        "written, or is newer than this forge-runner (fix it, then the same command resumes), "
+        "70 a bug (please report it), 130 interrupted (SIGINT), 143 stopped (SIGTERM). A "
+        "closed output pipe (| head) exits 0.",
     )
     add_color_option(parser)
     parser.add_argument("--version", action="version", version=f"forge-runner {_version()}")

@@ -8,6 +8,8 @@ where it fails: CI always has the server.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -57,6 +59,16 @@ def fresh_database() -> Iterator[str]:
             sql.Identifier(name), sql.Identifier(TEMPLATE)))
         yield url_for(name)
     finally:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
         admin.close()
+        # A new connection: a test may have restarted the server, ending the first one.
+        with _admin() as again:
+            again.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
+def pg_dump(url: str) -> bytes:
+    """Everything the database at ``url`` holds, as ``pg_dump`` writes it (schema and rows)."""
+    tool = shutil.which("pg_dump")
+    if tool is None:
+        pytest.fail("pg_dump is not on PATH (the PostgreSQL client tools are needed)")
+    return subprocess.run([tool, "--no-owner", url], check=True, capture_output=True).stdout

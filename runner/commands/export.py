@@ -43,8 +43,9 @@ from runner.config.configfile import load_config
 from runner.errors import ExitCode, InputError
 from runner.job.jobfile import Job, load_job
 from runner.job.selection import from_identity
-from runner.journal import ItemRecord, ItemState, RunRecord, SqliteJournal
+from runner.journal import ItemRecord, ItemState, Journal, RunRecord
 from runner.journal.base import item_key
+from runner.journal.open import JournalTarget, open_journal
 
 CREATED = ("id", "key", "self")
 FIXED = ("row", "action_index", "action", "site", "account_id", *CREATED)
@@ -108,8 +109,8 @@ def export_command(args: argparse.Namespace) -> int:
     return asyncio.run(_export(args, journal_path(args), selection))
 
 
-async def _export(args: argparse.Namespace, path: Path, selection: Wanted) -> int:
-    async with SqliteJournal(path, create=False) as journal:
+async def _export(args: argparse.Namespace, path: JournalTarget, selection: Wanted) -> int:
+    async with open_journal(path, create=False, wait_s=0) as journal:
         run = await journal.get_run(args.run)  # RunNotFoundError before any file is written
         job = _job(args, run, selection) if selection.fields else None
         with _output(args.output) as out:
@@ -151,7 +152,7 @@ def _item(record: ItemRecord, fields: dict[str, str] | None) -> dict[str, Any]:
 
 
 async def _from_journal(
-    journal: SqliteJournal, run: RunRecord, selection: Wanted
+    journal: Journal, run: RunRecord, selection: Wanted
 ) -> AsyncIterator[dict[str, Any]]:
     async for record in journal.records(run.run_id, (ItemState.DONE,)):
         if selection.wants(record):
@@ -159,7 +160,7 @@ async def _from_journal(
 
 
 async def _joined(
-    journal: SqliteJournal, run: RunRecord, job: Job, selection: Wanted
+    journal: Journal, run: RunRecord, job: Job, selection: Wanted
 ) -> AsyncIterator[dict[str, Any]]:
     """The source's rows in order, a chunk at a time, each with its wanted items."""
     rows = iter(job.source.rows())
@@ -173,7 +174,7 @@ async def _joined(
                     yield _item(record, {f: row.fields.get(f, "") for f in selection.fields})
 
 
-async def _count(journal: SqliteJournal, run: RunRecord, selection: Wanted) -> int:
+async def _count(journal: Journal, run: RunRecord, selection: Wanted) -> int:
     n = 0
     async for record in journal.records(run.run_id, (ItemState.DONE,)):
         n += selection.wants(record)

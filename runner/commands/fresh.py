@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from runner.job.jobfile import Job
-from runner.journal import SqliteJournal
+from runner.journal import Journal
 
 
-async def fresh_warning(journal: SqliteJournal, job: Job, identity: str) -> str:
+async def fresh_warning(journal: Journal, job: Job, identity: str) -> str:
     """What ``--fresh`` will do again: the creates done by the run a plain rerun would pick
     up (creates are the job's non-idempotent actions: sent again, they make a second one)."""
     latest = await journal.latest_run(identity)

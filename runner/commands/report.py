@@ -32,7 +32,8 @@ from runner.commands.status import (
     run_json,
 )
 from runner.errors import ExitCode, InputError
-from runner.journal import PROBLEM_STATES, ItemRecord, ItemState, RunRecord, SqliteJournal
+from runner.journal import PROBLEM_STATES, ItemRecord, ItemState, Journal, RunRecord
+from runner.journal.open import JournalTarget, open_journal
 from runner.journal.reasons import REPORT_FIELDS, report_fields
 
 FIELDS = (
@@ -93,13 +94,13 @@ def _output(path: Path | None) -> Iterator[TextIO]:
 
 
 async def write_report(
-    path: Path,
+    path: JournalTarget,
     run_id: str,
     fmt: str,
     output: Path | None,
     states: Sequence[ItemState] = PROBLEM_STATES,
 ) -> int:
-    async with SqliteJournal(path, create=False) as journal:
+    async with open_journal(path, create=False, wait_s=0) as journal:
         run = await journal.get_run(run_id)  # RunNotFoundError before any file is written
         with _output(output) as out:
             await _write(journal, run, fmt, out, states)
@@ -107,7 +108,7 @@ async def write_report(
 
 
 async def _write(
-    journal: SqliteJournal, run: RunRecord, fmt: str, out: TextIO, states: Sequence[ItemState]
+    journal: Journal, run: RunRecord, fmt: str, out: TextIO, states: Sequence[ItemState]
 ) -> None:
     items = journal.records(run.run_id, states)
     if fmt == "csv":

@@ -39,8 +39,9 @@ from runner.errors import ExitCode, RunLockedError
 from runner.job.jobfile import Job, load_job
 from runner.job.plan import make_plan
 from runner.job.selection import Selection, from_identity, missing_keys
-from runner.journal import SqliteJournal
+from runner.journal import Journal
 from runner.journal.base import RunHandle
+from runner.journal.open import describe, journal_target, open_journal
 from runner.monitor import Monitor
 from runner.progress import RunStats
 from runner.progress.output import RunOutput, add_color_option
@@ -164,7 +165,10 @@ async def _run(args: argparse.Namespace, config: Config, sandbox: SandboxConfig 
 async def _checked_run(args: argparse.Namespace, config: Config, sandbox: SandboxConfig | None,
                        output: RunOutput, mode: str, shutdown: Shutdown) -> int:
     async with AsyncExitStack() as stack:
-        journal = await stack.enter_async_context(SqliteJournal(config.runner.journal))
+        target = journal_target(config.runner)
+        # A database that goes away mid-run is waited for as long as a Jira call would be.
+        journal: Journal = await stack.enter_async_context(
+            open_journal(target, wait_s=config.retry_jira.deadline_s))
         job_path: Path
         if mode == "run":
             job_path, selection = args.job, Selection.of(args.limit, args.only)
@@ -226,8 +230,8 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
             output.note(f"trial ({selection.describe()}): a run of its own; the job's full run "
                         "does every row, these too", "runner.run.trial",
                         selection=selection.describe())
-        output.note(f"journal: {config.runner.journal}", "runner.run.journal",
-                    path=str(config.runner.journal))
+        output.note(f"journal: {describe(target)}", "runner.run.journal",
+                    path=describe(target))
         stats = RunStats.from_config(config)
         prior = (await journal.counts(handle.run_id)).by_state
         # A resumed run shows progress over what is left, not over the whole job.
@@ -265,7 +269,7 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
     return ExitCode.OK  # pragma: no cover (the stack never swallows)
 
 
-async def _open(journal: SqliteJournal, job: Job, identity: str, config: Config,
+async def _open(journal: Journal, job: Job, identity: str, config: Config,
                 args: argparse.Namespace, mode: str, output: RunOutput) -> RunHandle:
     if mode == "run":
         if args.fresh:
@@ -279,7 +283,7 @@ async def _open(journal: SqliteJournal, job: Job, identity: str, config: Config,
     return await journal.resume(args.run_id)
 
 
-async def _engine_run(config: Config, job: Job, journal: SqliteJournal, handle: RunHandle,
+async def _engine_run(config: Config, job: Job, journal: Journal, handle: RunHandle,
                       stats: RunStats, output: RunOutput, shutdown: Shutdown,
                       monitor: Monitor | None, bound_s: float) -> RunResult:
     engine = watched_engine(monitor, handle.run_id, config, job, journal, stats, shutdown)

@@ -1,10 +1,11 @@
 """``forge-runner status [RUN]``: the latest runs, or one run's items by state, site and reason.
 
-    forge-runner status [--config FILE | --journal PATH] [--limit N] [--format text|json]
-    forge-runner status RUN [--config FILE | --journal PATH] [--format text|json]
+    forge-runner status [--config FILE | --journal PATH|URL] [--limit N] [--format text|json]
+    forge-runner status RUN [--config FILE | --journal PATH|URL] [--format text|json]
 
-The journal is the one named by the config (``runner.journal``), or ``--journal``; without
-either, ``forge-runner.db`` in the current folder. Reading never creates a journal.
+The journal is the one named by the config (``[runner] journal`` or ``journal_url_env``), or
+``--journal`` (an SQLite file or a ``postgresql://`` URL); without either, ``forge-runner.db``
+in the current folder. Reading never creates a journal.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any, TextIO
 from runner.commands import positive_int
 from runner.config.configfile import RunnerSettings
 from runner.errors import ExitCode
-from runner.journal import ItemState, RunCounts, RunRecord, RunState, SqliteJournal
+from runner.journal import ItemState, RunCounts, RunRecord, RunState
+from runner.journal.open import JournalTarget, journal_target, open_journal, parse_target
 from runner.journal.reasons import text_of
 
 # Columns of the runs table, in the order the states usually matter to a reader.
@@ -56,20 +58,22 @@ def add_parser(subparsers: Any) -> None:
 
 def add_journal_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--config", type=Path, metavar="FILE", help="read runner.journal from it")
-    where.add_argument("--journal", type=Path, metavar="PATH", help="the journal file itself")
+    where.add_argument("--config", type=Path, metavar="FILE",
+                       help="read the journal ([runner] journal or journal_url_env) from it")
+    where.add_argument("--journal", type=parse_target, metavar="PATH|URL",
+                       help="the journal itself: an SQLite file, or a postgresql:// URL")
 
 
-def journal_path(args: argparse.Namespace) -> Path:
-    """``--journal``, else the config's ``runner.journal``, else the default file name."""
+def journal_path(args: argparse.Namespace) -> JournalTarget:
+    """``--journal``, else the config's journal, else the default file name."""
     if args.journal is not None:
-        return Path(args.journal)
+        return args.journal  # type: ignore[no-any-return]
     if args.config is not None:
         from runner.config.configfile import (
             load_config,  # the whole config is checked, as for `run`
         )
 
-        return Path(load_config(args.config).runner.journal)
+        return journal_target(load_config(args.config).runner)
     return RunnerSettings().journal
 
 
@@ -78,8 +82,9 @@ def status_command(args: argparse.Namespace) -> int:
     return asyncio.run(_status(path, args.run, args.limit, args.format, sys.stdout))
 
 
-async def _status(path: Path, run_id: str | None, limit: int, fmt: str, out: TextIO) -> int:
-    async with SqliteJournal(path, create=False) as journal:
+async def _status(path: JournalTarget, run_id: str | None, limit: int, fmt: str,
+                  out: TextIO) -> int:
+    async with open_journal(path, create=False, wait_s=0) as journal:
         if run_id is None:
             runs = await journal.runs(limit)
             if fmt == "json":

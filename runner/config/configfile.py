@@ -22,6 +22,7 @@ from typing import Any
 
 from runner.config.ari import AriError, validate_ari
 from runner.config.checks import check_shared_buckets
+from runner.config.journalkeys import journal_keys
 from runner.config.tables import MISSING, Table, describe
 from runner.errors import ConfigError
 from runner.tokenroute import SecretRef, loopback_url_problem, secret_ref
@@ -127,7 +128,12 @@ class GatewayMessages:
 @dataclass(frozen=True)
 class RunnerSettings:
     concurrency: int = 16
+    # The SQLite journal's file; unused when ``journal_url`` is set.
     journal: Path = Path("forge-runner.db")
+    # A PostgreSQL journal: ``journal = "postgresql://..."``, or the URL read from the variable
+    # ``journal_url_env`` names. Never shown: it may hold a password.
+    journal_url: str | None = field(default=None, repr=False)
+    journal_url_env: str | None = None
     # Seconds between a request leaving and giving up on its answer.
     request_timeout_s: float = 30.0
     # A user token is refreshed this long before its expiry.
@@ -225,9 +231,12 @@ def _url(t: Table, name: str, default: str, cloud_id: str | None = None) -> str:
 
 def _runner(t: Table, base: Path) -> RunnerSettings:
     d = RunnerSettings()
+    journal, url, url_env = journal_keys(t, str(d.journal))
     settings = RunnerSettings(
         concurrency=t.integer("concurrency", d.concurrency, minimum=1),
-        journal=_resolve(base, t.nonempty("journal", str(d.journal), expected="a file path")),
+        journal=d.journal if journal is None else _resolve(base, journal),
+        journal_url=url,
+        journal_url_env=url_env,
         request_timeout_s=t.number("request_timeout_s", d.request_timeout_s, positive=True),
         token_refresh_margin_s=t.number(
             "token_refresh_margin_s", d.token_refresh_margin_s, minimum=0

@@ -11,7 +11,9 @@ For each action still to do:
   stays ``uncertain``; not found by search too soon after the item's start (search lags
   behind writes) -> the item waits out ``[runner] search_settle_s`` and is looked for again;
 - otherwise: journaled ``started`` (durable) before the request leaves, then ``done`` (with the
-  IDs created), ``failed`` (Jira's reason) or ``uncertain`` before the next action starts.
+  IDs created), ``failed`` (Jira's reason) or ``uncertain`` before the next action starts;
+  after a ``failed`` or ``uncertain`` one, the job's ``on_failure = "stop-row"`` (the default)
+  journals the row's later actions ``skipped`` (``row-stopped``), ``"continue"`` sends them.
 While the run drains, no next action is started, and an item that is only waiting (for a token,
 a permit, a 429's pause, a backoff before trying again) is cancelled: nothing of it is on the
 wire. It stays as journaled (``started`` once a request of it left), and a resume judges it as
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -76,7 +78,7 @@ from runner.jira.recovery import Found, Missing, Verdict, find_created, too_earl
 from runner.jira.userclient import UserJira
 from runner.job.jobfile import Job, Row
 from runner.journal import Journal
-from runner.journal.base import ItemRef, ItemState, item_key
+from runner.journal.base import ItemRef, ItemState, as_future, item_key
 from runner.journal.reasons import Reason, http, user_refused
 from runner.minting.minter import Minter
 
@@ -360,7 +362,7 @@ class RowWorker:
 
     def _done(self, ref: ItemRef, result: dict[str, Any] | None) -> None:
         """Queue ``done`` (see the module's docstring); the event follows once it is durable."""
-        future = _future(self.journal.submit_done(self.run_id, ref, result))
+        future = as_future(self.journal.submit_done(self.run_id, ref, result))
         self._unsettled.add(future)
         self._last_done[ref.row_key] = future
         future.add_done_callback(partial(self._done_settled, ref))
@@ -381,23 +383,16 @@ class RowWorker:
     async def _failed(self, ref: ItemRef, reason: Reason, target: str | None = None) -> None:
         await self.journal.mark_failed(self.run_id, ref, reason.code,
                                        detail=reason.detail(target))
-        self._broken[ref.row_key] = f"actions[{ref.action_index}] {ref.action} failed"
-        self._emit(ItemFailed(site=ref.site, account=ref.account_id, row=ref.row_key,
-                              action=ref.action, reason=reason.code,
-                              detail=reason.message or None, target=target))
+        self._ended(ItemFailed, "failed", ref, reason, target)
 
     async def _uncertain(self, ref: ItemRef, reason: Reason, target: str | None = None) -> None:
         await self.journal.mark_uncertain(self.run_id, ref, reason.code,
                                           detail=reason.detail(target))
-        self._broken[ref.row_key] = f"actions[{ref.action_index}] {ref.action} uncertain"
-        self._emit(ItemUncertain(site=ref.site, account=ref.account_id, row=ref.row_key,
-                                 action=ref.action, reason=reason.code,
-                                 detail=reason.message or None, target=target))
+        self._ended(ItemUncertain, "uncertain", ref, reason, target)
 
+    def _ended(self, cls: type[ItemFailed | ItemUncertain], how: str, ref: ItemRef,
+               reason: Reason, target: str | None) -> None:
+        self._broken[ref.row_key] = f"actions[{ref.action_index}] {ref.action} {how}"
+        self._emit(cls(site=ref.site, account=ref.account_id, row=ref.row_key, action=ref.action,
+                       reason=reason.code, detail=reason.message or None, target=target))
 
-def _future(done: Awaitable[object]) -> asyncio.Future[object]:
-    """The journal's handle on a queued ``done``: a future it settles at the commit. A coroutine
-    would do nothing until awaited, so it is refused rather than spawned as a loose task."""
-    if not isinstance(done, asyncio.Future):
-        raise TypeError(f"submit_done returned {type(done).__name__}, not a future")
-    return done

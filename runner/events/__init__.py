@@ -49,6 +49,9 @@ The catalogue, by name (class), in modules by stage:
     item.recovered       ItemRecovered       row, action, found (a create looked up at a resume)
     journal.failed       JournalFailed       row, action, error
     run.finished         RunFinished         run, state
+  journal (runner.journal.postgres)
+    journal.waiting      JournalWaiting      journal (URL, no password), reason, wait_s
+    journal.reconnected  JournalReconnected  journal, waited_s
   remote (runner.remote)
     remote.trigger.duplicate / .overlap / .accepted
                          TriggerDuplicate, TriggerOverlap, TriggerAccepted    route, site
@@ -95,6 +98,7 @@ from runner.events.jira import (
     QuotaNearLimit,
     Resume,
 )
+from runner.events.journal import JournalReconnected, JournalWaiting
 from runner.events.minting import (
     GatewayCall,
     MintContextRefused,
@@ -143,6 +147,8 @@ __all__ = [
     "JiraRetry",
     "JiraUncertain",
     "JournalFailed",
+    "JournalReconnected",
+    "JournalWaiting",
     "MintContextRefused",
     "MintFailed",
     "MintOk",

@@ -1,8 +1,9 @@
 """The durable journal: every run and the state of each of its items, so a run resumes anywhere.
 
 ``SqliteJournal`` is the default (one file, WAL, group commit on a writer thread);
-``MemoryJournal`` has the same interface without durability (benchmarks). ``Journal`` is the
-interface both implement.
+``PostgresJournal`` is the one several processes and hosts can share; ``MemoryJournal`` has the
+same interface without durability (benchmarks). ``Journal`` is the interface all implement;
+``runner.journal.open`` picks the configured one.
 """
 
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from runner.journal.base import (
     item_key,
 )
 from runner.journal.memory import MemoryJournal
+from runner.journal.postgres import PostgresJournal
 from runner.journal.sqlite import SqliteJournal
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "ItemState",
     "Journal",
     "MemoryJournal",
+    "PostgresJournal",
     "ReasonCount",
     "RunCounts",
     "RunHandle",
@@ -44,3 +47,4 @@ __all__ = [
 if TYPE_CHECKING:  # both implement the whole interface (checked by mypy)
     _sqlite: Journal = SqliteJournal("journal.db")
     _memory: Journal = MemoryJournal()
+    _postgres: Journal = PostgresJournal("postgresql://localhost/forge_runner")

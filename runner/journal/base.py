@@ -13,13 +13,15 @@ States and the moves between them (``done`` is final: an item done is never sent
               │                   └──┘    ├── skipped (the user can't be impersonated)
               └── skipped / blocked / failed  └── blocked (the environment can't mint)
 
-A ``Journal`` is implemented by ``SqliteJournal`` (one process per job, a file lock) and
-``MemoryJournal`` (benchmarks); a PostgreSQL journal, several processes claiming rows under
-leases, fits the same methods: ``claim`` hands a process the rows it may work on.
+A ``Journal`` is implemented by ``SqliteJournal`` (one process per job, a file lock),
+``PostgresJournal`` (one process per job too, a session lock, but any host) and
+``MemoryJournal`` (benchmarks). Several processes working on one run, each claiming rows under
+leases, would fit the same methods: ``claim`` hands a process the rows it may work on.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -314,3 +316,12 @@ class Journal(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def as_future(done: Awaitable[object]) -> asyncio.Future[object]:
+    """What ``submit_done`` returned, as the future the journal settles at the commit. A
+    coroutine would do nothing until awaited, so it is refused rather than spawned as a loose
+    task."""
+    if not isinstance(done, asyncio.Future):
+        raise TypeError(f"submit_done returned {type(done).__name__}, not a future")
+    return done

@@ -209,7 +209,7 @@ def mark_items(conn: sqlite3.Connection, marks: Sequence[Mark]) -> list[JournalE
     As few statements as possible (one for a whole transaction, usually): SQLite's work per
     statement, not per row, is most of what a small batch costs.
     """
-    chunks = _distinct_chunks(marks)
+    chunks = distinct_chunks(marks, cap=MARKS_PER_STATEMENT)
     if len(chunks) == 1:
         return _upsert(conn, chunks[0])
     # Several statements: a savepoint keeps them all-or-none, as the writer thread expects
@@ -259,14 +259,15 @@ def _done_keys(
     return out
 
 
-def _distinct_chunks(marks: Sequence[Mark]) -> list[list[Mark]]:
-    """Split ``marks`` in order so no chunk holds an item twice or more than the cap: within
-    one statement, a second move of the same item would be ambiguous to report."""
+def distinct_chunks(marks: Sequence[Mark], *, cap: int | None) -> list[list[Mark]]:
+    """Split ``marks`` in order so no chunk holds an item twice or more than ``cap`` marks:
+    within one statement, a second move of the same item would be ambiguous to report (and
+    PostgreSQL refuses to update a row twice in one statement)."""
     chunks: list[list[Mark]] = [[]]
     seen: set[tuple[str, str, int]] = set()
     for mark in marks:
         key = (mark.run_id, mark.row_key, mark.action_index)
-        if key in seen or len(chunks[-1]) >= MARKS_PER_STATEMENT:
+        if key in seen or (cap is not None and len(chunks[-1]) >= cap):
             chunks.append([])
             seen.clear()
         chunks[-1].append(mark)

@@ -15,8 +15,6 @@ from runner.errors import JournalError
 from runner.journal.base import ItemRecord, ItemState, RunRecord, RunState
 from runner.journal.rules import load_result
 
-SCHEMA_VERSION = 1
-
 SCHEMA = """
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY,
@@ -73,6 +71,10 @@ CREATE TRIGGER items_count_delete AFTER DELETE ON items BEGIN
 END;
 """
 
+# Each step moves the schema from version ``n - 1`` to ``n`` (index ``n - 1``); the version is
+# SQLite's ``user_version``. Add a step to change the schema; never edit one that has shipped.
+MIGRATIONS: list[str] = [SCHEMA]
+
 RUN_COLUMNS = (
     "run_id, job_name, job_path, job_fingerprint, config_fingerprint, job_text, started_at, "
     "ended_at, state, total_items, holder"
@@ -83,22 +85,31 @@ ITEM_COLUMNS = (
 )
 
 
-def ensure_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables in a new journal; refuse one written by a newer forge-runner."""
+def ensure_schema(conn: sqlite3.Connection, where: str = "") -> None:
+    """Migrate the journal forward to this code's version (creating the tables in a new one),
+    inside the writer's transaction; refuse one written by a newer forge-runner."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version == SCHEMA_VERSION:
+    latest = len(MIGRATIONS)
+    if version == latest:
         return
-    if version > SCHEMA_VERSION:
-        raise JournalError(
-            f"the journal has schema version {version}; this forge-runner knows up to "
-            f"{SCHEMA_VERSION} (upgrade forge-runner)"
-        )
-    tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
-    if tables:
-        raise JournalError("the file is an SQLite database but not a forge-runner journal")
-    for statement in _statements(SCHEMA):
-        conn.execute(statement)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    if version > latest:
+        raise newer_journal(where, version, latest)
+    if version == 0:
+        tables = conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+        if tables:
+            raise JournalError("the file is an SQLite database but not a forge-runner journal")
+    for step in MIGRATIONS[version:]:
+        for statement in _statements(step):
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {latest}")
+
+
+def newer_journal(where: str, version: int, latest: int) -> JournalError:
+    return JournalError(
+        f"journal {where}: written by a newer forge-runner (schema version {version}; this "
+        f"one knows up to {latest}); upgrade forge-runner to use it"
+    )
 
 
 def _statements(script: str) -> list[str]:

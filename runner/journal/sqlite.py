@@ -93,7 +93,7 @@ class SqliteJournal(ItemMarks):
             translate=partial(explain, self.path),
         )
         try:
-            await self._writer.call(ensure_schema)
+            await self._writer.call(partial(ensure_schema, where=str(self.path)))
         except BaseException:
             await self._writer.stop()
             self._writer = None

@@ -35,7 +35,7 @@ from runner.budgets import Clock, SystemClock
 from runner.config.configfile import Config
 from runner.errors import ConfigError, InvocationTokenError
 from runner.events import FanOut, Observer
-from runner.journal import SqliteJournal
+from runner.journal.open import journal_target, open_journal
 from runner.monitor import InstallationView, Monitor, add_monitor_routes
 from runner.monitor.journaltime import timed_journal
 from runner.remote.fit import FitVerifier, JwksCache
@@ -167,7 +167,8 @@ async def serve_remote(
     token_url = ""
     async with AsyncExitStack() as stack:
         journal = await stack.enter_async_context(
-            SqliteJournal(config.runner.journal, clock=clock.now)
+            open_journal(journal_target(config.runner), clock=clock.now,
+                         wait_s=config.retry_jira.deadline_s)
         )
         session = await stack.enter_async_context(aiohttp.ClientSession())
         jwks = JwksCache(serve.jwks_url, session, clock=clock.now,

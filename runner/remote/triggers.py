@@ -46,7 +46,7 @@ from runner.events import (
 )
 from runner.job.jobfile import Job
 from runner.job.plan import make_plan
-from runner.journal import Journal, SqliteJournal
+from runner.journal import Journal
 from runner.journal.base import RunHandle, RunState
 from runner.journal.rules import job_identity
 from runner.remote.nightly import JobTemplate, job_config, journal_identity
@@ -86,7 +86,7 @@ class TriggerDesk:
         self,
         config: Config,
         serve: ServeConfig,
-        journal: SqliteJournal,
+        journal: Journal,
         templates: dict[str, JobTemplate],
         *,
         clock: Clock,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.actions import ITEM_PROPERTY_KEY
+from runner.journal.open import JournalTarget
 from runner.sandbox.app import RunningSandbox
 from runner.sandbox.config import Faults, JiraLimits, MintLimit, SandboxConfig, SandboxIssue
 from runner.sandbox.jira.state import JiraState
@@ -138,22 +139,31 @@ class Rehearsal:
     journal_path: Path
     system_token: str = field(repr=False)
     spawned: int = 0
+    # A PostgreSQL journal's URL, when the config names one instead of the file.
+    journal_url: str | None = None
 
     @classmethod
     def start(
         cls, folder: Path, sandbox: RunningSandbox, *, concurrency: int = 16,
-        extra: str = "",
+        extra: str = "", journal_url: str | None = None,
     ) -> Rehearsal:
-        """Write the config (``extra`` TOML appended) and the system token file."""
+        """Write the config (``extra`` TOML appended) and the system token file; the journal
+        is the SQLite file beside the config, or the PostgreSQL database ``journal_url``."""
         token = issue_system_token(sandbox.config, "dev")
         token_file = folder / "system-token"
         token_file.write_text(token + "\n")
         token_file.chmod(0o600)
         journal = folder / "forge-runner.db"
         config = folder / "forge-runner.toml"
-        config.write_text(runner_config(sandbox, concurrency=concurrency, journal=journal.name,
+        config.write_text(runner_config(sandbox, concurrency=concurrency,
+                                        journal=journal_url or journal.name,
                                         token_file=token_file.name) + extra)
-        return cls(folder, sandbox, config, journal, token)
+        return cls(folder, sandbox, config, journal, token, journal_url=journal_url)
+
+    @property
+    def journal_target(self) -> JournalTarget:
+        """The journal the config names: the URL, else the file."""
+        return self.journal_url if self.journal_url is not None else self.journal_path
 
     @property
     def jira(self) -> JiraState:

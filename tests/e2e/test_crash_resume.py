@@ -1,4 +1,5 @@
-"""A real `forge-runner run` killed at random moments and run again: nothing lost, nothing twice.
+"""A real `forge-runner run` killed at random moments and run again: nothing lost, nothing twice
+(on the SQLite journal and on the PostgreSQL one).
 
 The job: 1,000 rows x (``comment.add``, ``issue.property.set``) = 2,000 items, 100 synthetic
 users over 50 issues of the sandbox served by the test. A kill moment is the N-th write request
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.journal import ItemRecord, ItemState, SqliteJournal
+from runner.journal import ItemRecord, ItemState
+from runner.journal.open import open_journal
 from runner.sandbox.app import RunningSandbox, serve
 from runner.sandbox.testing import CLOUD_A
 from tests.e2e.harness import (
@@ -75,13 +77,14 @@ async def sandbox() -> AsyncIterator[RunningSandbox]:
 
 
 @pytest.fixture
-def rehearsal(tmp_path: Path, sandbox: RunningSandbox) -> Rehearsal:
-    return Rehearsal.start(tmp_path, sandbox)
+def rehearsal(tmp_path: Path, sandbox: RunningSandbox, journal_url: str | None) -> Rehearsal:
+    """On the SQLite journal and on the PostgreSQL one."""
+    return Rehearsal.start(tmp_path, sandbox, journal_url=journal_url)
 
 
 async def _journal_items(rehearsal: Rehearsal, run_id: str,
                          rows: Sequence[dict[str, str]]) -> dict[str, ItemRecord]:
-    async with SqliteJournal(rehearsal.journal_path, create=False) as journal:
+    async with open_journal(rehearsal.journal_target, create=False) as journal:
         return dict(await journal.states(run_id, [row["legacy_id"] for row in rows]))
 
 

@@ -1,8 +1,10 @@
-"""No token, user or system, in anything a real run leaves behind: the journal and its WAL,
-what the process printed, the report, and what `status` and `report` print afterwards."""
+"""No token, user or system, in anything a real run leaves behind: the journal (the SQLite file
+and its WAL, or a ``pg_dump`` of the PostgreSQL database), what the process printed, the
+report, and what `status` and `report` print afterwards."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import signal
 from collections.abc import AsyncIterator, Mapping
@@ -20,6 +22,7 @@ from tests.e2e.harness import (
     bulk_sandbox_config,
     run_id_of,
 )
+from tests.pgdb import pg_dump
 
 pytestmark = pytest.mark.slow
 
@@ -51,12 +54,13 @@ def _leaks(files: Mapping[str, bytes], secrets: list[str]) -> list[str]:
             for i, secret in enumerate(secrets) for form in _forms(secret) if form in data]
 
 
-async def test_no_token_in_journal_wal_output_or_reports(tmp_path: Path,
-                                                         sandbox: RunningSandbox) -> None:
+async def test_no_token_in_journal_wal_output_or_reports(
+    tmp_path: Path, sandbox: RunningSandbox, journal_url: str | None
+) -> None:
     """After a run killed mid-way with its whole process group (its WAL left behind, as when
     the machine is lost) and resumed to the end with a report, none of the tokens the sandbox
-    issued, nor the system token, is in any file written."""
-    rehearsal = Rehearsal.start(tmp_path, sandbox)
+    issued, nor the system token, is in any file written, nor in the journal's database."""
+    rehearsal = Rehearsal.start(tmp_path, sandbox, journal_url=journal_url)
     job = rehearsal.write_job("secrets", _rows(), MIGRATION_ACTIONS)
     watch = ArrivalWatch.install(sandbox)
     first = await rehearsal.spawn("run", job, log_format="json")
@@ -65,7 +69,11 @@ async def test_no_token_in_journal_wal_output_or_reports(tmp_path: Path,
     assert killed.code == -signal.SIGKILL
     run_id = run_id_of(killed)
     after_kill = rehearsal.files()
-    assert any(name.endswith("forge-runner.db-wal") and data for name, data in after_kill.items())
+    if journal_url is None:
+        assert any(name.endswith("forge-runner.db-wal") and data
+                   for name, data in after_kill.items())
+    else:
+        after_kill["pg_dump"] = await asyncio.to_thread(pg_dump, journal_url)
 
     report = tmp_path / "report.json"
     final = await rehearsal.cli("run", job, "--report", report, log_format="json")
@@ -75,6 +83,9 @@ async def test_no_token_in_journal_wal_output_or_reports(tmp_path: Path,
                  ("report", run_id, "--format", "csv")):
         assert (await rehearsal.cli(*args)).code == 0
     after_all = rehearsal.files()
+    if journal_url is not None:
+        after_all["pg_dump"] = await asyncio.to_thread(pg_dump, journal_url)
+        assert b"LEG-404" in after_all["pg_dump"]  # the dump holds the journal's rows
 
     user_tokens = list(sandbox.world.user_tokens)
     # Two processes minted for their users: each at least once per user it got to.

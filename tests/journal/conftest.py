@@ -1,4 +1,10 @@
-"""Journals on real SQLite files in ``tmp_path``, and the in-memory one beside them."""
+"""The journals under test: SQLite on a real file in ``tmp_path``, PostgreSQL in a database of
+the test's own on the machine's server (``pg_url``), and the in-memory one beside them.
+
+One conformance suite: a test that takes ``journal`` (or ``make_journal``) runs against all
+three; one that takes ``reopen`` (a journal opened again, by another process too) runs against
+the two durable ones, through ``open_journal`` as every command opens them.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from runner.journal import ItemRef, Journal, MemoryJournal, SqliteJournal
+from runner.journal.open import JournalTarget, open_journal
 
 JOB_TEXT = """name = "migration"
 environment = "dev"
@@ -68,12 +75,33 @@ def job_ident(job_file: Path) -> str:
     return str(job_file.resolve())
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+def _target(backend: str, request: pytest.FixtureRequest, journal_file: Path) -> JournalTarget:
+    if backend == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return journal_file
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request: pytest.FixtureRequest, journal_file: Path) -> JournalTarget:
+    """Where the durable journal under test lives: the SQLite file, or a PostgreSQL URL."""
+    return _target(request.param, request, journal_file)
+
+
+@pytest.fixture
+def reopen(target: JournalTarget) -> Callable[..., Journal]:
+    """``async with reopen() as journal:`` the durable journal under test, opened afresh each
+    call (``reopen(create=False)`` as status and report open it)."""
+    return lambda **kwargs: open_journal(target, **kwargs)
+
+
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
 def make_journal(request: pytest.FixtureRequest, journal_file: Path) -> Callable[[], Journal]:
-    """Builds the journal under test: SQLite on a file, or the in-memory one."""
-    if request.param == "sqlite":
-        return lambda: SqliteJournal(journal_file)
-    return MemoryJournal
+    """Builds the journal under test: SQLite on a file, PostgreSQL, or the in-memory one."""
+    if request.param == "memory":
+        return MemoryJournal
+    where = _target(request.param, request, journal_file)
+    return lambda: open_journal(where)
 
 
 @pytest.fixture

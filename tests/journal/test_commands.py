@@ -1,4 +1,5 @@
-"""``forge-runner status`` and ``forge-runner report`` on a real journal file."""
+"""``forge-runner status`` and ``forge-runner report`` on a real journal: an SQLite file, or a
+PostgreSQL database given by its URL."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from runner.cli import main
-from runner.journal import ItemRef, RunState, SqliteJournal
+from runner.journal import ItemRef, RunState
+from runner.journal.open import JournalTarget, open_journal
 
 ACCOUNT = "5ca1ab1e00000000000000{:02d}"
 
@@ -20,9 +22,9 @@ def _ref(n: int, site: str = "acme", action: int = 0) -> ItemRef:
     return ItemRef(f"row-{n:03d}", action, site, ACCOUNT.format(n), "comment.add")
 
 
-async def _fill(path: Path, job: Path) -> tuple[str, str]:
+async def _fill(path: JournalTarget, job: Path) -> tuple[str, str]:
     """An older finished run, and a newer one with items in every state."""
-    async with SqliteJournal(path) as journal:
+    async with open_journal(path) as journal:
         old = (await journal.open_run("nightly", str(job.with_name("nightly.toml")), "n", "c",
                                       "")).run_id
         await journal.finish_run(old, RunState.FINISHED)
@@ -44,15 +46,14 @@ async def _fill(path: Path, job: Path) -> tuple[str, str]:
 
 
 @pytest.fixture
-def filled(tmp_path: Path) -> tuple[Path, str, str]:
-    """A journal file with two runs: (path, older run, newer run)."""
-    path = tmp_path / "forge-runner.db"
-    old, run = asyncio.run(_fill(path, tmp_path / "migration.toml"))
-    return path, old, run
+def filled(target: JournalTarget, tmp_path: Path) -> tuple[JournalTarget, str, str]:
+    """A journal with two runs: (its path or URL, older run, newer run)."""
+    old, run = asyncio.run(_fill(target, tmp_path / "migration.toml"))
+    return target, old, run
 
 
 def test_status_lists_the_latest_runs(
-    filled: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]
+    filled: tuple[JournalTarget, str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Without RUN, status lists runs newest first with their state and counts."""
     path, old, run = filled
@@ -68,7 +69,7 @@ def test_status_lists_the_latest_runs(
 
 
 def test_status_of_one_run_counts_by_state_site_and_reason(
-    filled: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]
+    filled: tuple[JournalTarget, str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """With RUN, status shows that run's counts by state, per site and by reason (as text and
     as JSON)."""
@@ -92,7 +93,7 @@ def test_status_of_one_run_counts_by_state_site_and_reason(
 
 
 def test_report_json_lists_every_problem_item(
-    filled: tuple[Path, str, str], tmp_path: Path
+    filled: tuple[JournalTarget, str, str], tmp_path: Path
 ) -> None:
     """report --format json writes each failed, skipped, blocked and uncertain item with its
     row, account, site, action and reason; done items are not in it."""
@@ -113,7 +114,7 @@ def test_report_json_lists_every_problem_item(
 
 
 def test_report_csv_has_one_line_per_item(
-    filled: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]
+    filled: tuple[JournalTarget, str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """report --format csv prints a header and one row per problem item; --state narrows it."""
     path, _, run = filled
@@ -133,7 +134,7 @@ def test_report_csv_has_one_line_per_item(
 
 
 def test_unknown_run_or_journal_is_an_input_error(
-    filled: tuple[Path, str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    filled: tuple[JournalTarget, str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An unknown run ID or a missing journal exits 2 with a message, and creates nothing."""
     path, _, _ = filled
@@ -149,13 +150,15 @@ def test_unknown_run_or_journal_is_an_input_error(
 
 
 def test_the_journal_path_comes_from_the_config(
-    filled: tuple[Path, str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    filled: tuple[JournalTarget, str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """--config FILE reads runner.journal from the config, relative to the config's folder."""
+    """--config FILE reads runner.journal from the config (a file relative to the config's
+    folder, or a URL)."""
     path, _, run = filled
     example = Path(__file__).resolve().parents[2] / "config.example.toml"
-    text = example.read_text().replace('journal = "forge-runner.db"', f'journal = "{path.name}"')
-    assert f'journal = "{path.name}"' in text
+    where = path if isinstance(path, str) else path.name
+    text = example.read_text().replace('journal = "forge-runner.db"', f'journal = "{where}"')
+    assert f'journal = "{where}"' in text
     config = tmp_path / "config.toml"
     config.write_text(text)
     assert main(["status", "--config", str(config)]) == 0
@@ -163,15 +166,15 @@ def test_the_journal_path_comes_from_the_config(
 
 
 def test_report_csv_neutralises_formulas(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    target: JournalTarget, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Row keys and reasons a spreadsheet would run as formulas get a ' in front in CSV;
     JSON keeps them as they are."""
-    path = tmp_path / "forge-runner.db"
+    path = target
     keys = ['=HYPERLINK("http://x","y")', "+1", "-2", "@SUM(A1)", "\tx", "plain"]
 
     async def fill() -> str:
-        async with SqliteJournal(path) as journal:
+        async with open_journal(path) as journal:
             run = (await journal.open_run("m", str(tmp_path / "m.toml"), "j", "c", "")).run_id
             for n, key in enumerate(keys):
                 ref = ItemRef(key, 0, "acme", ACCOUNT.format(n), "comment.add")

@@ -1,5 +1,5 @@
-"""The SQLite journal on a real file: durable before it returns, across SIGKILL, one process
-per job, group commit."""
+"""The durable journals: durable before they return, across SIGKILL, one process per job (on
+SQLite and on PostgreSQL); SQLite's group commit and file checks."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 
 from runner.commands.status import runs_table
 from runner.errors import JournalError, RunLockedError
-from runner.journal import ItemRef, ItemState, SqliteJournal
+from runner.journal import ItemRef, ItemState, Journal, SqliteJournal
+from runner.journal.open import JournalTarget
 
 MakeItem = Callable[..., ItemRef]
 
@@ -23,12 +24,13 @@ MakeItem = Callable[..., ItemRef]
 # with "done", at a line on its input it queues the started item's done first, and says so.
 CHILD = """
 import asyncio, os, signal, sys
-from runner.journal import ItemRef, SqliteJournal
+from runner.journal import ItemRef
+from runner.journal.open import open_journal, parse_target
 
 journal_path, job_path, then = sys.argv[1:4]
 
 async def main():
-    journal = SqliteJournal(journal_path)
+    journal = open_journal(parse_target(journal_path))
     await journal.open()
     handle = await journal.open_run("migration", job_path, "job-1", "config-1", "text")
     await journal.mark_started(handle.run_id, ItemRef("row-1", 0, "acme", "acc-1", "comment.add"))
@@ -55,7 +57,7 @@ def child_script(tmp_path: Path) -> Path:
     return path
 
 
-async def _spawn(script: Path, journal_file: Path, job_file: Path, then: str) -> tuple[
+async def _spawn(script: Path, journal_file: JournalTarget, job_file: Path, then: str) -> tuple[
     asyncio.subprocess.Process, str, int
 ]:
     proc = await asyncio.create_subprocess_exec(
@@ -69,15 +71,15 @@ async def _spawn(script: Path, journal_file: Path, job_file: Path, then: str) ->
 
 
 async def test_started_survives_sigkill(
-    child_script: Path, journal_file: Path, job_file: Path
+    child_script: Path, target: JournalTarget, reopen: Callable[..., Journal], job_file: Path
 ) -> None:
     """A process killed with SIGKILL right after ``mark_started`` returned leaves the item
     ``started`` (and the one before ``done``); status shows the run's process gone, and the
     job's next run resumes that run."""
-    proc, run_id, _ = await _spawn(child_script, journal_file, job_file, "kill")
+    proc, run_id, _ = await _spawn(child_script, target, job_file, "kill")
     assert await asyncio.wait_for(proc.wait(), 60) == -signal.SIGKILL
 
-    async with SqliteJournal(journal_file) as journal:
+    async with reopen() as journal:
         # Still "running" in the file; status tells that its process is gone.
         assert "its process is gone" in runs_table(await journal.runs())
         handle = await journal.open_run("migration", str(job_file), "job-1", "config-1", "text")
@@ -89,13 +91,13 @@ async def test_started_survives_sigkill(
 
 
 async def test_a_second_process_is_refused_until_the_first_dies(
-    child_script: Path, journal_file: Path, job_file: Path
+    child_script: Path, target: JournalTarget, reopen: Callable[..., Journal], job_file: Path
 ) -> None:
     """While another process runs the job, opening it raises RunLockedError naming that
     process; when the holder dies, the lock is free and the run resumes at once."""
-    proc, run_id, pid = await _spawn(child_script, journal_file, job_file, "wait")
+    proc, run_id, pid = await _spawn(child_script, target, job_file, "wait")
     try:
-        async with SqliteJournal(journal_file) as journal:
+        async with reopen() as journal:
             with pytest.raises(RunLockedError) as caught:
                 await journal.open_run("migration", str(job_file), "job-1", "config-1", "text")
             assert caught.value.run_id == run_id

@@ -1,4 +1,4 @@
-"""Items' states, as both journals (SQLite on a file, and in memory) record them."""
+"""Items' states, as every journal (SQLite on a file, PostgreSQL, in memory) records them."""
 
 from __future__ import annotations
 

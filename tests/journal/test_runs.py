@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from runner.errors import JobChangedError, RunLockedError, RunNotFoundError
-from runner.journal import ItemRef, ItemState, Journal, RunState, SqliteJournal
+from runner.journal import ItemRef, ItemState, Journal, RunState
 
 OpenJob = Callable[..., Awaitable[str]]
 MakeItem = Callable[..., ItemRef]
@@ -29,14 +29,14 @@ async def test_a_new_run_has_a_short_id_and_is_running(
 
 
 async def test_same_job_again_resumes_its_unfinished_run(
-    journal_file: Path, job_file: Path, job_text: str
+    reopen: Callable[..., Journal], job_file: Path, job_text: str
 ) -> None:
     """Running the same job again (same fingerprints), with the journal reopened, picks up
     the run it left unfinished."""
     text = job_text
-    async with SqliteJournal(journal_file) as journal:
+    async with reopen() as journal:
         first = await journal.open_run("migration", str(job_file), "job-1", "config-1", text)
-    async with SqliteJournal(journal_file) as again:
+    async with reopen() as again:
         # The same file by another spelling of its path is the same job.
         other_spelling = job_file.parent / "." / job_file.name
         handle = await again.open_run("migration", str(other_spelling), "job-1", "config-1",
@@ -184,14 +184,14 @@ async def test_one_open_run_per_job(journal: Journal, open_job: OpenJob) -> None
 
 
 async def test_each_run_a_process_opens_holds_its_own_job_lock(
-    journal_file: Path, tmp_path: Path, job_text: str
+    reopen: Callable[..., Journal], tmp_path: Path, job_text: str
 ) -> None:
     """Two runs of two jobs opened on one journal (as `serve` opens every triggered run) are
     each refused to another opener of the same file, and finishing one frees only that job."""
     jobs = [tmp_path / "first.toml", tmp_path / "second.toml"]
     for path in jobs:
         path.write_text(job_text)
-    async with SqliteJournal(journal_file) as journal, SqliteJournal(journal_file) as other:
+    async with reopen() as journal, reopen() as other:
         runs = [await journal.open_run(p.stem, str(p), "j", "c", job_text) for p in jobs]
         for path, handle in zip(jobs, runs, strict=True):
             with pytest.raises(RunLockedError) as refused:
