@@ -28,6 +28,7 @@ from typing import Any
 from rich.text import Text
 
 from runner.aio import single_error
+from runner.budgets.store import BudgetStore, open_store
 from runner.commands import positive_int
 from runner.config.configfile import Config, load_config
 from runner.engine.engine import FINAL, Engine, RunResult
@@ -152,6 +153,7 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
                        output: RunOutput, mode: str, shutdown: Shutdown) -> int:
     async with AsyncExitStack() as stack:
         journal = await stack.enter_async_context(SqliteJournal(config.runner.journal))
+        budget_store = await stack.enter_async_context(open_store(config.runner.budgets_at))
         job_path: Path | None = getattr(args, "job", None)
         if job_path is None:
             job_path = Path((await journal.get_run(args.run_id)).job_path)
@@ -207,7 +209,8 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
         prior = (await journal.counts(handle.run_id)).by_state
         # A resumed run shows progress over what is left, not over the whole job.
         stats.set_total(max(0, total - sum(n for s, n in prior.items() if s in FINAL)))
-        result = await _engine_run(config, job, journal, handle, stats, output, shutdown)
+        result = await _engine_run(config, job, journal, handle, stats, output, shutdown,
+                                   budget_store)
         stats.finish()
         allowed = job.allow_empty or args.allow_empty
         exit_code, closing = _outcome(result, await journal.counts(handle.run_id), allowed,
@@ -253,8 +256,10 @@ async def _open(journal: SqliteJournal, job: Job, config: Config, args: argparse
 
 
 async def _engine_run(config: Config, job: Job, journal: SqliteJournal, handle: RunHandle,
-                      stats: RunStats, output: RunOutput, shutdown: Shutdown) -> RunResult:
-    engine = Engine(config, job, journal, observer=stats, shutdown=shutdown)
+                      stats: RunStats, output: RunOutput, shutdown: Shutdown,
+                      budget_store: BudgetStore) -> RunResult:
+    engine = Engine(config, job, journal, observer=stats, shutdown=shutdown,
+                    budget_store=budget_store)
     progress = output.progress(stats, title=f"forge-runner: {job.name}")
     if progress is None:
         return await engine.run(handle)

@@ -128,6 +128,9 @@ class GatewayMessages:
 class RunnerSettings:
     concurrency: int = 16
     journal: Path = Path("forge-runner.db")
+    # Where the budgets every process shares live: the journal's database unless set (a path
+    # is an SQLite file, a postgresql:// URL a PostgreSQL database).
+    budgets: Path | str | None = None
     # Seconds between a request leaving and giving up on its answer.
     request_timeout_s: float = 30.0
     # A user token is refreshed this long before its expiry.
@@ -135,6 +138,11 @@ class RunnerSettings:
     # Search (``search/jql``) lags behind writes: a create it does not find within this many
     # seconds of the item's start may still exist, so it is looked for again, not sent again.
     search_settle_s: float = 30.0
+
+    @property
+    def budgets_at(self) -> Path | str:
+        """The database of the shared budgets: ``budgets``, else the journal's."""
+        return self.budgets if self.budgets is not None else self.journal
 
 
 @dataclass(frozen=True)
@@ -233,9 +241,19 @@ def _runner(t: Table, base: Path) -> RunnerSettings:
             "token_refresh_margin_s", d.token_refresh_margin_s, minimum=0
         ),
         search_settle_s=t.number("search_settle_s", d.search_settle_s, minimum=0),
+        budgets=_budget_store(t, base),
     )
     t.done()
     return settings
+
+
+def _budget_store(t: Table, base: Path) -> Path | str | None:
+    value = t.nonempty("budgets", None, expected="a file path or a postgresql:// URL")
+    if value is None:
+        return None
+    if value.startswith(("postgresql://", "postgres://")):
+        return value
+    return _resolve(base, value)
 
 
 def _ari(t: Table, name: str, product: str, type: str | None) -> str:

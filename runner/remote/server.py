@@ -32,6 +32,7 @@ from aiohttp import web
 
 from runner.aio import to_the_end
 from runner.budgets import Clock, SystemClock
+from runner.budgets.store import open_store
 from runner.config.configfile import Config
 from runner.errors import ConfigError, InvocationTokenError
 from runner.events import Observer
@@ -162,6 +163,7 @@ async def serve_remote(
         journal = await stack.enter_async_context(
             SqliteJournal(config.runner.journal, clock=clock.now)
         )
+        budget_store = await stack.enter_async_context(open_store(config.runner.budgets_at))
         session = await stack.enter_async_context(aiohttp.ClientSession())
         jwks = JwksCache(serve.jwks_url, session, clock=clock.now,
                          refetch_min_s=serve.jwks_refetch_min_s,
@@ -170,7 +172,8 @@ async def serve_remote(
         app_id = config.environments[serve.environment].app_id
         verifier = FitVerifier(jwks, app_id, clock=clock.now, leeway_s=serve.leeway_s)
         desk = TriggerDesk(config, serve, journal, templates, clock=clock,
-                           token_url=lambda: token_url, secret=secret, observer=observer)
+                           token_url=lambda: token_url, secret=secret, observer=observer,
+                           budget_store=budget_store)
         token_runner = web.AppRunner(build_token_app(store, secret), access_log=None)
         await token_runner.setup()
         stack.push_async_callback(token_runner.cleanup)

@@ -25,6 +25,7 @@ from enum import StrEnum
 import structlog
 
 from runner.budgets import Clock
+from runner.budgets.store import BudgetStore
 from runner.config.configfile import Config, SiteConfig
 from runner.engine.engine import Engine
 from runner.engine.shutdown import Shutdown
@@ -88,6 +89,7 @@ class TriggerDesk:
         journal: SqliteJournal,
         templates: dict[str, JobTemplate],
         *,
+        budget_store: BudgetStore | None = None,
         clock: Clock,
         token_url: Callable[[], str],
         secret: str,
@@ -96,6 +98,7 @@ class TriggerDesk:
         self._config = config
         self._serve = serve
         self._journal = journal
+        self._budget_store = budget_store
         self._templates = templates
         self._clock = clock
         self._token_url = token_url
@@ -180,7 +183,8 @@ class TriggerDesk:
             opened = RemoteRunResumed if handle.resumed else RemoteRunStarted
             self._emit(opened(run=handle.run_id, job=job.name, items=checked.items))
             engine = Engine(config, job, self._journal, observer=self._observer,
-                            clock=self._clock, shutdown=shutdown)
+                            clock=self._clock, shutdown=shutdown,
+                            budget_store=self._budget_store)
             result = await engine.run(handle)
         self._emit(RemoteRunFinished(run=result.run_id, job=job.name, state=str(result.state),
                                      exit_code=result.exit_code))
