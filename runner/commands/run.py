@@ -153,7 +153,6 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
                        output: RunOutput, mode: str, shutdown: Shutdown) -> int:
     async with AsyncExitStack() as stack:
         journal = await stack.enter_async_context(SqliteJournal(config.runner.journal))
-        budget_store = await stack.enter_async_context(open_store(config.runner.budgets_at))
         job_path: Path | None = getattr(args, "job", None)
         if job_path is None:
             job_path = Path((await journal.get_run(args.run_id)).job_path)
@@ -184,6 +183,8 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
             output.refuse(str(exc), ExitCode.ALREADY_RUNNING)
             return ExitCode.ALREADY_RUNNING
         await journal.set_total(handle.run_id, total)
+        # Opened only for a run that sends: a dry run takes nothing from the budgets.
+        budget_store = await stack.enter_async_context(open_store(config.runner.budgets_at))
         if sandbox is not None and sandbox.embedded:
             from runner.sandbox.embedded import serve_embedded
 

@@ -132,7 +132,8 @@ class Engine:
                 buckets = MintBuckets(clock=self.clock, observer=self.observer)
                 pacer = JiraPacer(config.jira_budgets, clock=self.clock, observer=self.observer)
             else:
-                buckets = SharedMintBuckets(store, clock=self.clock, observer=self.observer)
+                buckets = SharedMintBuckets(store, clock=self.clock, observer=self.observer,
+                                            answer_limit_s=config.runner.request_timeout_s)
                 pacer = SharedJiraPacer(config.jira_budgets, store, clock=self.clock,
                                         observer=self.observer)
             minters = {

@@ -22,7 +22,7 @@ from runner.budgets.store.calls import (
     learn_issue_interval,
     quota_news,
 )
-from runner.budgets.store.programs import Gen, Stmt, mint_take, pause
+from runner.budgets.store.programs import Gen, Stmt, mint_answered, mint_take, pause
 
 Opener = Callable[[], Any]
 
@@ -61,10 +61,25 @@ def test_the_journal_setting_picks_the_backend() -> None:
 async def test_a_mint_start_is_spaced_for_every_process(stores: Opener) -> None:
     """A second process's mint right after the first's waits out the interval."""
     a, b = await stores(), await stores()
-    assert (await a.run(mint_take("mint:dev", 10.0, 0.0))).ok
-    refused = await b.run(mint_take("mint:dev", 10.0, 0.0))
+    assert (await a.run(mint_take("mint:dev", 10.0, 0.0, 100, 60.0, 30.0))).grant.ok
+    refused = (await b.run(mint_take("mint:dev", 10.0, 0.0, 100, 60.0, 30.0))).grant
     assert not refused.ok and 9.0 < refused.wait_s <= 10.0
     assert refused.scope == "mint:dev" and not refused.paused
+
+
+async def test_no_start_leaves_within_a_window_of_the_answer_limit_starts_back(
+        stores: Opener) -> None:
+    """With 2 per 10 s, a third start waits for the first one's answer and then a whole
+    window after it, whichever process asks; before that answer it looks again soon."""
+    a, b = await stores(), await stores()
+    take = mint_take("mint:dev", 1e-6, 0.0, 2, 10.0, 30.0)
+    first = await a.run(take)
+    assert first.grant.ok and (await b.run(take)).grant.ok
+    unanswered = (await b.run(take)).grant
+    assert not unanswered.ok and unanswered.wait_s <= 0.01
+    await a.run(mint_answered("mint:dev", first.seq, 0.0))
+    after = (await b.run(take)).grant
+    assert not after.ok and 9.0 < after.wait_s <= 10.0
 
 
 async def test_one_process_pause_holds_every_process(stores: Opener) -> None:
@@ -73,7 +88,7 @@ async def test_one_process_pause_holds_every_process(stores: Opener) -> None:
     a, b = await stores(), await stores()
     assert await a.run(pause("mint:dev", 30.0, "mint rate limited"))
     assert not await b.run(pause("mint:dev", 5.0, "shorter"))
-    refused = await b.run(mint_take("mint:dev", 0.01, 0.0))
+    refused = (await b.run(mint_take("mint:dev", 0.01, 0.0, 100, 60.0, 30.0))).grant
     assert refused.paused and refused.reason == "mint rate limited"
     assert 29.0 < refused.wait_s <= 30.0
 

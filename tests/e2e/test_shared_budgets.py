@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -21,10 +22,11 @@ import pytest
 
 from runner.config.configfile import load_config
 from runner.remote.server import serve_remote
+from runner.sandbox.app import RunningSandbox
 from runner.sandbox.config import ForgeTrigger, JiraLimits, MintLimit
 from runner.sandbox.systemtokens import issue_system_token
 from runner.sandbox.testing import CLOUD_A, INSTALLATION_A, StartSandbox, pattern_account
-from tests.e2e.harness import APP_ID, Process, _child_env
+from tests.e2e.harness import APP_ID, Process, Rehearsal, _child_env
 from tests.remote.helpers import ROUTES, forge_of, forge_sandbox_config, write_serve_config
 
 MINTS, MINT_WINDOW_S = 100, 6.0
@@ -45,10 +47,7 @@ value = {{ job = "{job}" }}
 """
 
 
-def run_config(folder: Path, sb: object, token_file: Path, budgets: str) -> str:
-    from runner.sandbox.app import RunningSandbox
-
-    assert isinstance(sb, RunningSandbox)
+def run_config(folder: Path, sb: RunningSandbox, token_file: Path, budgets: str) -> str:
     return f"""[runner]
 concurrency = 8
 journal = "journal.db"
@@ -90,8 +89,6 @@ def write_jobs(folder: Path) -> list[Path]:
 
 
 async def spawn_run(folder: Path, config: Path, job: Path, n: int) -> Process:
-    import sys
-
     out, err = folder / f"run{n}.out", folder / f"run{n}.err"
     with out.open("wb") as out_f, err.open("wb") as err_f:
         proc = await asyncio.create_subprocess_exec(
@@ -171,3 +168,22 @@ interval = "day"
     assert max(per_window.values()) <= QUOTA
     # The quota bound: the calls needed more than one window's quota.
     assert len(per_window) > 1
+
+
+async def test_an_unreachable_budgets_database_is_one_line_and_exit_6(
+        tmp_path: Path, sandbox: RunningSandbox) -> None:
+    """`[runner] budgets` naming a PostgreSQL server that isn't there: exit 6, one line naming
+    the URL without its password, nothing sent, no traceback."""
+    rehearsal = Rehearsal.start(tmp_path, sandbox)
+    text = rehearsal.config_path.read_text()
+    rehearsal.config_path.write_text(text.replace(
+        "[runner]\n", '[runner]\nbudgets = "postgresql://forge:s3cret@127.0.0.1:1/forge"\n', 1))
+    job = rehearsal.write_job("j", [{"legacy_id": "L1", "account_id": pattern_account(1)}],
+                              '[[actions]]\ntype = "user.property.set"\nkey = "k"\n'
+                              'value = { v = "1" }\n')
+    done = await rehearsal.cli("run", job)
+    assert done.code == 6, done.text
+    (line,) = [ln for ln in done.err.splitlines() if "budgets' database" in ln]
+    assert "postgresql://forge:***@127.0.0.1:1/forge can't be opened" in line
+    assert "s3cret" not in done.text and "Traceback" not in done.text
+    assert sandbox.world.mints_accepted["dev"] == 0

@@ -15,10 +15,16 @@ each take is a generator of statements that a backend's driver runs in one trans
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+import psycopg
+from psycopg_pool import PoolTimeout
+
 from runner.budgets.store.programs import Program
+from runner.budgets.store.where import is_url, shown
+from runner.errors import JournalError
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -53,20 +59,22 @@ class StoreContext:
             await self._store.close()
 
 
-def is_url(location: str | Path) -> bool:
-    """Whether the journal setting names a PostgreSQL database rather than a file."""
-    return str(location).startswith(("postgresql://", "postgres://"))
-
-
 async def connect(location: str | Path) -> BudgetStore:
-    """The budget store at the journal setting ``location``: the one place the choice is made."""
-    if is_url(location):
-        from runner.budgets.store.postgres import PostgresStore
+    """The budget store at the journal setting ``location``: the one place the choice is made.
+    One that can't be opened is a ``JournalError`` (exit 6) naming it, password left out."""
+    try:
+        if is_url(location):
+            from runner.budgets.store.postgres import PostgresStore
 
-        return await PostgresStore.open(str(location))
-    from runner.budgets.store.sqlite import SqliteStore
+            return await PostgresStore.open(str(location))
+        from runner.budgets.store.sqlite import SqliteStore
 
-    return await SqliteStore.open(Path(location))
+        return await SqliteStore.open(Path(location))
+    except (OSError, sqlite3.Error, psycopg.Error, PoolTimeout) as exc:
+        raise JournalError(f"the budgets' database {shown(location)} can't be opened "
+                           f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                           f"); check that it is reachable and writable, then run the same "
+                           f"command again") from None
 
 
 def open_store(location: str | Path) -> StoreContext:

@@ -12,13 +12,17 @@ from __future__ import annotations
 import re
 from typing import Any, TypeVar, cast
 
-from psycopg_pool import AsyncConnectionPool
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from runner.budgets.store.programs import SCHEMA, Program, Refused, Stmt
+from runner.budgets.store.where import shown
+from runner.errors import JournalError
 
 T = TypeVar("T")
 _PARAM = re.compile(r"(?<![:\w]):([a-z_]\w*)")
 POOL_SIZE = 4
+CONNECT_TIMEOUT_S = 10.0
 # Any number: the advisory lock that lets one process at a time create the tables.
 _SCHEMA_LOCK = 7_140_014
 
@@ -36,13 +40,18 @@ class PostgresStore:
 
     @classmethod
     async def open(cls, url: str) -> PostgresStore:
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            url, min_size=1, max_size=POOL_SIZE, open=False, kwargs={"autocommit": True})
-        await pool.open(wait=True)
-        async with pool.connection() as conn, conn.transaction():
+        # One connection first: a server that isn't there fails now, with its own error,
+        # rather than after the pool's retries.
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True,
+                                                     connect_timeout=int(CONNECT_TIMEOUT_S))
+        async with conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             for ddl in SCHEMA:
                 await conn.execute(ddl)
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            url, min_size=1, max_size=POOL_SIZE, open=False, kwargs={"autocommit": True},
+            timeout=CONNECT_TIMEOUT_S)
+        await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
         return cls(url, pool)
 
     async def run(self, program: Program[T]) -> T:
@@ -62,6 +71,11 @@ class PostgresStore:
                     return cast(T, done.value)
         except Refused as refused:
             return cast(T, refused.grant)
+        except (psycopg.Error, PoolTimeout) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise JournalError(f"the budgets' database {shown(self.location)} failed ({first});"
+                               f" once it is back, run the same command again: it resumes"
+                               ) from None
 
     async def close(self) -> None:
         await self._pool.close()

@@ -17,6 +17,8 @@ Budgets (one row each; keys are the scopes' names, e.g. ``mint:dev``, ``burst:ac
 - ``budget_quota``: a points quota per scope (app, and tenant once Jira says so): its window's
   reset, points used, and a pacing arrival time spreading what is left to the reset.
 - ``budget_pause``: a 429's pause per scope (``blocked_until``), for every process.
+- ``budget_mint_log``: a mint bucket's last ``limit`` starts and when each was answered, the
+  window guard of ``mint_take``.
 """
 
 from __future__ import annotations
@@ -61,7 +63,10 @@ Program = Callable[[float], Gen[T]]
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS budget_gcra (key TEXT PRIMARY KEY, tat DOUBLE PRECISION NOT"
-    " NULL, cut_rate DOUBLE PRECISION, cut_at DOUBLE PRECISION, emission DOUBLE PRECISION)",
+    " NULL, cut_rate DOUBLE PRECISION, cut_at DOUBLE PRECISION, emission DOUBLE PRECISION,"
+    " seq BIGINT)",
+    "CREATE TABLE IF NOT EXISTS budget_mint_log (key TEXT NOT NULL, seq BIGINT NOT NULL,"
+    " started DOUBLE PRECISION NOT NULL, answered DOUBLE PRECISION, PRIMARY KEY (key, seq))",
     "CREATE TABLE IF NOT EXISTS budget_quota (scope TEXT PRIMARY KEY, points DOUBLE PRECISION"
     " NOT NULL, window_s DOUBLE PRECISION NOT NULL, reset_at DOUBLE PRECISION NOT NULL,"
     " used DOUBLE PRECISION NOT NULL, tat DOUBLE PRECISION NOT NULL)",
@@ -71,6 +76,8 @@ SCHEMA = (
 
 # Readiness within a microsecond counts as now (float arithmetic on times).
 EPSILON = 1e-6
+# A mint bucket waiting on a start not yet answered looks again this often.
+UNANSWERED_POLL_S = 0.01
 
 
 # -- pauses ----------------------------------------------------------------------------------------
@@ -129,11 +136,62 @@ def gcra(key: str, first: str, emission: str, tolerance: float, slack: float, no
         raise Refused(Grant(False, max(wait, EPSILON), key, reason))
 
 
-def mint_take(key: str, interval: float, slack: float) -> Program[Grant]:
-    """One mint start from bucket ``key``: starts evenly ``interval`` apart, for everyone."""
-    def program(now: float) -> Gen[Grant]:
-        yield from check_paused([key], now)
-        yield from gcra(key, ":interval", ":interval", 0.0, slack, now, {"interval": interval},
-                        "mint pacing")
-        return Grant(True)
+@dataclass(frozen=True)
+class MintGrant:
+    """A mint start's answer: granted as start ``seq`` of its bucket, or ``grant`` refused."""
+
+    grant: Grant
+    seq: int = 0
+
+
+def mint_take(key: str, interval: float, slack: float, limit: int, window_s: float,
+              answer_limit_s: float) -> Program[MintGrant]:
+    """One mint start from bucket ``key``, for everyone: starts evenly ``interval`` apart, and
+    none less than ``window_s`` after the answer to the start ``limit`` before it (the gateway
+    counted that one by then at the latest, so a sliding window can't hold ``limit + 1``,
+    whatever the delays). A start never answered (its process died) counts as answered
+    ``answer_limit_s`` after it left: its request has timed out by then."""
+    guard = ("SELECT 1 FROM budget_mint_log l WHERE l.key = budget_gcra.key AND l.seq ="
+             " budget_gcra.seq + 1 - :limit AND COALESCE(l.answered, l.started + :answer_limit)"
+             " + :window > :now")
+    params = {"interval": interval, "limit": limit, "window": window_s,
+              "answer_limit": answer_limit_s}
+
+    def program(now: float) -> Gen[MintGrant]:
+        try:
+            yield from check_paused([key], now)
+        except Refused as paused:
+            return MintGrant(paused.grant)
+        base = {**params, "key": key, "now": now, "slack": slack}
+        row = yield Stmt(
+            "INSERT INTO budget_gcra(key, tat, seq) VALUES (:key, :now + :interval, 1)"
+            " ON CONFLICT (key) DO UPDATE SET tat = GREATEST(budget_gcra.tat, :now - :slack)"
+            f" + :interval, seq = budget_gcra.seq + 1 WHERE budget_gcra.tat <= :now + {EPSILON}"
+            f" AND NOT EXISTS ({guard}) RETURNING seq", base)
+        if row is None:
+            state = yield Stmt(
+                "SELECT g.tat, COALESCE(l.answered, l.started + :answer_limit) + :window,"
+                " l.answered FROM budget_gcra g LEFT JOIN budget_mint_log l ON l.key = g.key"
+                " AND l.seq = g.seq + 1 - :limit WHERE g.key = :key", base)
+            assert state is not None
+            ready = max(float(state[0]), float(state[1]) if state[1] is not None else 0.0)
+            wait = max(ready - now, EPSILON)
+            if state[1] is not None and state[2] is None:
+                wait = min(wait, UNANSWERED_POLL_S)  # its answer may come any moment
+            return MintGrant(Grant(False, wait, key, "mint pacing"))
+        seq = int(row[0])
+        yield Stmt("INSERT INTO budget_mint_log(key, seq, started) VALUES (:key, :seq, :now)",
+                   {"key": key, "seq": seq, "now": now})
+        yield Stmt("DELETE FROM budget_mint_log WHERE key = :key AND seq <= :old",
+                   {"key": key, "old": seq - limit})
+        return MintGrant(Grant(True), seq)
+    return program
+
+
+def mint_answered(key: str, seq: int, ago: float) -> Program[None]:
+    """Start ``seq`` of bucket ``key`` was answered ``ago`` seconds before this program runs
+    (on the database's clock: ``now - ago``; the wait for the lock is not counted as delay)."""
+    def program(now: float) -> Gen[None]:
+        yield Stmt("UPDATE budget_mint_log SET answered = :at WHERE key = :key AND seq = :seq"
+                   " AND answered IS NULL", {"key": key, "seq": seq, "at": now - ago})
     return program

@@ -18,10 +18,26 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from runner.budgets.store.programs import SCHEMA, Program, Refused, Stmt
+from runner.errors import JournalError
 
 T = TypeVar("T")
 # How long a take waits for another process's lock before the failure is reported.
 BUSY_TIMEOUT_S = 30.0
+LOCK_POLL_S = 0.0005
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``, looking for the lock again every ``LOCK_POLL_S`` while another
+    process (or the journal's writer) holds it, for up to ``BUSY_TIMEOUT_S``."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(LOCK_POLL_S)
 
 
 def render(stmt: Stmt) -> str:
@@ -49,7 +65,10 @@ class SqliteStore:
                                timeout=BUSY_TIMEOUT_S)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("BEGIN IMMEDIATE")
+        # From here the lock is waited for by ``_begin``: SQLite's own busy handler sleeps
+        # 1, 2, 5, 10... ms between looks, which a mint slot of 60 ms can't afford.
+        conn.execute("PRAGMA busy_timeout = 0")
+        _begin(conn)
         for ddl in SCHEMA:
             conn.execute(ddl)
         conn.execute("COMMIT")
@@ -59,12 +78,17 @@ class SqliteStore:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     async def run(self, program: Program[T]) -> T:
-        return cast(T, await self._call(self._run, program))
+        try:
+            return cast(T, await self._call(self._run, program))
+        except sqlite3.Error as exc:
+            raise JournalError(f"the budgets in {self.location} can't be read or written "
+                               f"({exc}); free the disk or fix the file's permissions, then "
+                               f"run the same command again: it resumes") from None
 
     def _run(self, program: Program[T]) -> T:
         conn = self._conn
         assert conn is not None, "the store is closed"
-        conn.execute("BEGIN IMMEDIATE")
+        _begin(conn)
         try:
             gen = program(time.time())
             try:
