@@ -113,7 +113,6 @@ class SharedJiraPacer:
         burst = self._burst(request.method)
         cost = float(request.cost)
         async with self._queues.hold(Scope.burst(site, request.method, request.template)):
-            await self._background.settle()
             paused_scope: str | None = None
             while True:
                 await wait_out(self.pauses, scopes, deadline)

@@ -40,11 +40,16 @@ INITIAL_DELAY_S = 0.02
 # The delays remembered, and the share of them the margin covers (the guard covers the rest).
 DELAYS_KEPT = 256
 DELAY_QUANTILE = 0.5
+# A start whose answer never came (its process died mid-mint) counts as answered this long
+# after it left: a gateway answers in well under that, and a dead process holds the bucket's
+# window guard no longer.
+UNANSWERED_MINT_S = 5.0
 
 
 class Background:
-    """Store writes made from synchronous callbacks (a 429 seen): run as tasks, awaited by
-    ``settle`` before the next take, so a process never outruns its own news."""
+    """Store writes made from synchronous callbacks (a 429 seen, an answer come): run as
+    tasks beside the takes (this process already acts on what it writes), all awaited by
+    ``settle`` before the run ends."""
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -122,8 +127,9 @@ class SharedMintBucket:
         self._background.start(store())
 
     async def _take(self) -> tuple[float, int]:
+        # No waiting for this process's own background writes first: its pause is already
+        # held here (``_paused_until``), and the answers the guard reads are a window old.
         async with self._lock:
-            await self._background.settle()
             while True:
                 local = self._paused_until - self._clock.now()
                 if local > 0:

@@ -75,7 +75,9 @@ def add_parser(sub: Any) -> None:
                          description="Run a job: check it, then do every item, journaled. "
                          "Running the same job again resumes its unfinished run; once it "
                          "finished, it does only rows added to the source since (none: "
-                         "'nothing to do', exit 0).")
+                         "'nothing to do', exit 0). Every process on the same journal (other "
+                         "runs, serve's nightly runs) shares one set of budgets, kept in the "
+                         "journal's database ([runner] budgets to name another).")
     run.add_argument("job", type=Path, help="the job file (TOML)")
     add_common(run)
     run.add_argument("--dry-run", action="store_true",

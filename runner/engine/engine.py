@@ -27,7 +27,7 @@ from runner.budgets import Clock, SystemClock
 from runner.budgets.jira import JiraPacer
 from runner.budgets.mint import MintBuckets
 from runner.budgets.sharedjira import SharedJiraPacer
-from runner.budgets.sharedmint import SharedMintBuckets
+from runner.budgets.sharedmint import UNANSWERED_MINT_S, SharedMintBuckets
 from runner.budgets.store import BudgetStore
 from runner.config.configfile import Config
 from runner.engine.rowworker import RowWorker, Todo
@@ -133,7 +133,8 @@ class Engine:
                 pacer = JiraPacer(config.jira_budgets, clock=self.clock, observer=self.observer)
             else:
                 buckets = SharedMintBuckets(store, clock=self.clock, observer=self.observer,
-                                            answer_limit_s=config.runner.request_timeout_s)
+                                            answer_limit_s=min(UNANSWERED_MINT_S,
+                                                               config.runner.request_timeout_s))
                 pacer = SharedJiraPacer(config.jira_budgets, store, clock=self.clock,
                                         observer=self.observer)
             minters = {
