@@ -28,7 +28,7 @@ from typing import Any
 from rich.text import Text
 
 from runner.aio import single_error
-from runner.budgets.store import BudgetStore, open_store
+from runner.budgets.store import BudgetStore, location_of, open_store
 from runner.commands import positive_int
 from runner.config.configfile import Config, load_config
 from runner.engine.engine import FINAL, Engine, RunResult
@@ -186,7 +186,7 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
             return ExitCode.ALREADY_RUNNING
         await journal.set_total(handle.run_id, total)
         # Opened only for a run that sends: a dry run takes nothing from the budgets.
-        budget_store = await stack.enter_async_context(open_store(config.runner.budgets_at))
+        budget_store = await stack.enter_async_context(open_store(location_of(config.runner)))
         if sandbox is not None and sandbox.embedded:
             from runner.sandbox.embedded import serve_embedded
 

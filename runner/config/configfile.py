@@ -128,9 +128,7 @@ class GatewayMessages:
 class RunnerSettings:
     concurrency: int = 16
     journal: Path = Path("forge-runner.db")
-    # Where the budgets every process shares live: the journal's database unless set (a path
-    # is an SQLite file, a postgresql:// URL a PostgreSQL database).
-    budgets: Path | str | None = None
+    budgets: Path | str | None = None  # the shared budgets' database: a path or a URL
     # Seconds between a request leaving and giving up on its answer.
     request_timeout_s: float = 30.0
     # A user token is refreshed this long before its expiry.
@@ -138,11 +136,6 @@ class RunnerSettings:
     # Search (``search/jql``) lags behind writes: a create it does not find within this many
     # seconds of the item's start may still exist, so it is looked for again, not sent again.
     search_settle_s: float = 30.0
-
-    @property
-    def budgets_at(self) -> Path | str:
-        """The database of the shared budgets: ``budgets``, else the journal's."""
-        return self.budgets if self.budgets is not None else self.journal
 
 
 @dataclass(frozen=True)
@@ -249,9 +242,7 @@ def _runner(t: Table, base: Path) -> RunnerSettings:
 
 def _budget_store(t: Table, base: Path) -> Path | str | None:
     value = t.nonempty("budgets", None, expected="a file path or a postgresql:// URL")
-    if value is None:
-        return None
-    if value.startswith(("postgresql://", "postgres://")):
+    if value is None or value.startswith(("postgresql://", "postgres://")):
         return value
     return _resolve(base, value)
 

@@ -32,7 +32,7 @@ from aiohttp import web
 
 from runner.aio import to_the_end
 from runner.budgets import Clock, SystemClock
-from runner.budgets.store import open_store
+from runner.budgets.store import location_of, open_store
 from runner.config.configfile import Config
 from runner.errors import ConfigError, InvocationTokenError
 from runner.events import Observer
@@ -163,7 +163,7 @@ async def serve_remote(
         journal = await stack.enter_async_context(
             SqliteJournal(config.runner.journal, clock=clock.now)
         )
-        budget_store = await stack.enter_async_context(open_store(config.runner.budgets_at))
+        budget_store = await stack.enter_async_context(open_store(location_of(config.runner)))
         session = await stack.enter_async_context(aiohttp.ClientSession())
         jwks = JwksCache(serve.jwks_url, session, clock=clock.now,
                          refetch_min_s=serve.jwks_refetch_min_s,

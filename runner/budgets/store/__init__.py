@@ -24,6 +24,7 @@ from psycopg_pool import PoolTimeout
 
 from runner.budgets.store.programs import Program
 from runner.budgets.store.where import is_url, shown
+from runner.config.configfile import RunnerSettings
 from runner.errors import JournalError
 
 if TYPE_CHECKING:
@@ -81,4 +82,9 @@ def open_store(location: str | Path) -> StoreContext:
     return StoreContext(location)
 
 
-__all__ = ["BudgetStore", "connect", "is_url", "open_store"]
+def location_of(settings: RunnerSettings) -> str | Path:
+    """Where the shared budgets of a config live: ``[runner] budgets``, else the journal."""
+    return settings.budgets if settings.budgets is not None else settings.journal
+
+
+__all__ = ["BudgetStore", "connect", "is_url", "location_of", "open_store"]

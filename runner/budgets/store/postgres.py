@@ -21,7 +21,7 @@ from runner.errors import JournalError
 
 T = TypeVar("T")
 _PARAM = re.compile(r"(?<![:\w]):([a-z_]\w*)")
-POOL_SIZE = 4
+POOL_SIZE = 8
 CONNECT_TIMEOUT_S = 10.0
 # Any number: the advisory lock that lets one process at a time create the tables.
 _SCHEMA_LOCK = 7_140_014
