@@ -26,6 +26,7 @@ from runner.budgets.store.programs import Program
 from runner.budgets.store.where import is_url, shown
 from runner.config.configfile import RunnerSettings
 from runner.errors import JournalError
+from runner.journal.explain import explain
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -72,10 +73,12 @@ async def connect(location: str | Path) -> BudgetStore:
 
         return await SqliteStore.open(Path(location))
     except (OSError, sqlite3.Error, psycopg.Error, PoolTimeout) as exc:
+        if not is_url(location) and isinstance(exc, OSError | sqlite3.Error):
+            raise explain(Path(location), exc) from None  # the journal's file: its failure
+        first = str(exc).splitlines()[0] if str(exc) else ""
         raise JournalError(f"the budgets' database {shown(location)} can't be opened "
-                           f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                           f"); check that it is reachable and writable, then run the same "
-                           f"command again") from None
+                           f"({type(exc).__name__}: {first}); check that it is reachable and "
+                           f"writable, then run the same command again") from None
 
 
 def open_store(location: str | Path) -> StoreContext:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from runner.budgets.store.programs import SCHEMA, Program, Refused, Stmt
-from runner.errors import JournalError
+from runner.journal.explain import explain
 
 T = TypeVar("T")
 # How long a take waits for another process's lock before the failure is reported.
@@ -81,9 +81,8 @@ class SqliteStore:
         try:
             return cast(T, await self._call(self._run, program))
         except sqlite3.Error as exc:
-            raise JournalError(f"the budgets in {self.location} can't be read or written "
-                               f"({exc}); free the disk or fix the file's permissions, then "
-                               f"run the same command again: it resumes") from None
+            # The budgets live in the journal's file: its failure is the journal's, said so.
+            raise explain(self._path, exc) from None
 
     def _run(self, program: Program[T]) -> T:
         conn = self._conn
