@@ -5,11 +5,15 @@ The public API, for running jobs from Python rather than the command line::
     config = load_config("forge-runner.toml")
     job = load_job("jobs/example-migration.toml", config)
     plan = make_plan(job, config)                      # checks every row; sends nothing
-    async with open_journal(journal_target(config.runner)) as journal:  # SQLite or PostgreSQL
+    async with open_journal(journal_target(config.runner)) as journal, \
+            open_store(location_of(config.runner)) as budgets:  # SQLite or PostgreSQL
         handle = await journal.open_run(job.name, str(job.path), job.fingerprint,
                                         config.fingerprint, job.text)
         await journal.set_total(handle.run_id, plan.items)
-        result = await Engine(config, job, journal).run(handle)
+        result = await Engine(config, job, journal, budget_store=budgets).run(handle)
+
+``open_store`` opens the budgets every process on the journal shares; without
+``budget_store`` the engine paces in memory, as if it were alone.
 
 Names other than the errors are imported on first use, so the command line starts quickly.
 """
@@ -36,6 +40,7 @@ from runner.errors import (
 )
 
 if TYPE_CHECKING:
+    from runner.budgets.store import BudgetStore, location_of, open_store
     from runner.config.configfile import Config, load_config
     from runner.engine.engine import Engine, RunResult
     from runner.events import Observer
@@ -45,6 +50,9 @@ if TYPE_CHECKING:
     from runner.journal.open import journal_target, open_journal
 
 _LAZY = {
+    "BudgetStore": "runner.budgets.store",
+    "open_store": "runner.budgets.store",
+    "location_of": "runner.budgets.store",
     "Config": "runner.config.configfile",
     "load_config": "runner.config.configfile",
     "Engine": "runner.engine.engine",
@@ -66,6 +74,7 @@ _LAZY = {
 __all__ = [
     "ActionError",
     "BlockedEnvironmentError",
+    "BudgetStore",
     "Config",
     "ConfigError",
     "Engine",
@@ -91,8 +100,10 @@ __all__ = [
     "journal_target",
     "load_config",
     "load_job",
+    "location_of",
     "make_plan",
     "open_journal",
+    "open_store",
 ]
 __version__ = "0.1.0"
 

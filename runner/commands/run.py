@@ -27,6 +27,7 @@ from typing import Any
 from rich.text import Text
 
 from runner.aio import single_error
+from runner.budgets.store import BudgetStore, location_of, open_store
 from runner.commands import port_number, positive_int
 from runner.commands.closing import RETRIED, finished, nothing_to_do, outcome, recovery, touched
 from runner.commands.dryrun import token_lines
@@ -81,7 +82,9 @@ def add_parser(sub: Any) -> None:
                          description="Run a job: check it, then do every item, journaled. "
                          "Running the same job again resumes its unfinished run; once it "
                          "finished, it does only rows added to the source since (none: "
-                         "'nothing to do', exit 0).")
+                         "'nothing to do', exit 0). Every process on the same journal (other "
+                         "runs, serve's nightly runs) shares one set of budgets, kept in the "
+                         "journal's database ([runner] budgets to name another).")
     run.add_argument("job", type=Path, help="the job file (TOML)")
     add_common(run)
     run.add_argument("--dry-run", action="store_true",
@@ -207,6 +210,8 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
             output.refuse(str(exc), ExitCode.ALREADY_RUNNING)
             return ExitCode.ALREADY_RUNNING
         await journal.set_total(handle.run_id, total)
+        # Opened only for a run that sends: a dry run takes nothing from the budgets.
+        budget_store = await stack.enter_async_context(open_store(location_of(config.runner)))
         if sandbox is not None and sandbox.embedded:
             from runner.sandbox.embedded import serve_embedded
 
@@ -237,7 +242,7 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
         # A resumed run shows progress over what is left, not over the whole job.
         stats.set_total(max(0, total - sum(n for s, n in prior.items() if s in FINAL)))
         result = await _engine_run(config, job, journal, handle, stats, output, shutdown,
-                                   monitor, plan.shortest_s)
+                                   monitor, plan.shortest_s, budget_store)
         stats.finish()
         allowed = job.allow_empty or args.allow_empty
         exit_code, closing = outcome(result, await journal.counts(handle.run_id), allowed,
@@ -285,8 +290,10 @@ async def _open(journal: Journal, job: Job, identity: str, config: Config,
 
 async def _engine_run(config: Config, job: Job, journal: Journal, handle: RunHandle,
                       stats: RunStats, output: RunOutput, shutdown: Shutdown,
-                      monitor: Monitor | None, bound_s: float) -> RunResult:
-    engine = watched_engine(monitor, handle.run_id, config, job, journal, stats, shutdown)
+                      monitor: Monitor | None, bound_s: float,
+                      budget_store: BudgetStore) -> RunResult:
+    engine = watched_engine(monitor, handle.run_id, config, job, journal, stats, shutdown,
+                            budget_store)
     if monitor is not None:
         monitor.run_started(handle.run_id, job.name, job.sites, stats.total, bound_s=bound_s)
     progress = output.progress(stats, title=f"forge-runner: {job.name}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 from contextlib import AsyncExitStack
 
+from runner.budgets.store import BudgetStore
 from runner.config.configfile import Config
 from runner.engine.engine import Engine
 from runner.engine.shutdown import Shutdown
@@ -41,11 +42,14 @@ async def start_watch(stack: AsyncExitStack, port: int | None, config: Config,
 
 
 def watched_engine(monitor: Monitor | None, run_id: str, config: Config, job: Job,
-                   journal: Journal, observer: Observer, shutdown: Shutdown) -> Engine:
+                   journal: Journal, observer: Observer, shutdown: Shutdown,
+                   budget_store: BudgetStore | None) -> Engine:
     """The run's engine; with a monitor, it reports to it too and its journal writes are timed."""
     if monitor is None:
-        return Engine(config, job, journal, observer=observer, shutdown=shutdown)
+        return Engine(config, job, journal, observer=observer, shutdown=shutdown,
+                      budget_store=budget_store)
     engine = Engine(config, job, timed_journal(journal, monitor.metrics.journal_latency),
-                    observer=FanOut(observer, monitor), shutdown=shutdown)
+                    observer=FanOut(observer, monitor), shutdown=shutdown,
+                    budget_store=budget_store)
     monitor.pacers = lambda: {run_id: engine.pacer}
     return engine

@@ -134,6 +134,7 @@ class RunnerSettings:
     # ``journal_url_env`` names. Never shown: it may hold a password.
     journal_url: str | None = field(default=None, repr=False)
     journal_url_env: str | None = None
+    budgets: Path | str | None = None  # the shared budgets' database: a path or a URL
     # Seconds between a request leaving and giving up on its answer.
     request_timeout_s: float = 30.0
     # A user token is refreshed this long before its expiry.
@@ -242,9 +243,17 @@ def _runner(t: Table, base: Path) -> RunnerSettings:
             "token_refresh_margin_s", d.token_refresh_margin_s, minimum=0
         ),
         search_settle_s=t.number("search_settle_s", d.search_settle_s, minimum=0),
+        budgets=_budget_store(t, base),
     )
     t.done()
     return settings
+
+
+def _budget_store(t: Table, base: Path) -> Path | str | None:
+    value = t.nonempty("budgets", None, expected="a file path or a postgresql:// URL")
+    if value is None or value.startswith(("postgresql://", "postgres://")):
+        return value
+    return _resolve(base, value)
 
 
 def _ari(t: Table, name: str, product: str, type: str | None) -> str:

@@ -26,6 +26,9 @@ from runner.aio import single_error, to_the_end
 from runner.budgets import Clock, SystemClock
 from runner.budgets.jira import JiraPacer
 from runner.budgets.mint import MintBuckets
+from runner.budgets.sharedjira import SharedJiraPacer
+from runner.budgets.sharedmint import UNANSWERED_MINT_S, SharedMintBuckets
+from runner.budgets.store import BudgetStore
 from runner.config.configfile import Config
 from runner.engine.rowworker import RowWorker, Todo
 from runner.engine.scheduler import FairScheduler
@@ -81,15 +84,19 @@ class Engine:
         observer: Observer | None = None,
         clock: Clock | None = None,
         shutdown: Shutdown | None = None,
+        budget_store: BudgetStore | None = None,
     ) -> None:
+        """``budget_store``: the budgets every process on the journal shares; without one
+        (a benchmark's memory journal, a test) the budgets are this process's own."""
         self.config = config
+        self.budget_store = budget_store
         self.job = job
         self.journal = journal
         self.observer: Observer = observer or NullObserver()
         self.clock: Clock = clock or SystemClock()
         self.shutdown = shutdown or Shutdown()
         # The run's Jira budgets once it started, for the status page and /metrics to read.
-        self.pacer: JiraPacer | None = None
+        self.pacer: JiraPacer | SharedJiraPacer | None = None
 
     async def run(self, handle: RunHandle) -> RunResult:
         """Run to the end; whatever happens, the run is finished in the journal: a crash (a
@@ -120,7 +127,18 @@ class Engine:
         )
         connector = aiohttp.TCPConnector(limit=concurrency * 2 + 8)
         async with aiohttp.ClientSession(connector=connector) as session:
-            buckets = MintBuckets(clock=self.clock, observer=self.observer)
+            store = self.budget_store
+            buckets: MintBuckets | SharedMintBuckets
+            pacer: JiraPacer | SharedJiraPacer
+            if store is None:
+                buckets = MintBuckets(clock=self.clock, observer=self.observer)
+                pacer = JiraPacer(config.jira_budgets, clock=self.clock, observer=self.observer)
+            else:
+                buckets = SharedMintBuckets(store, clock=self.clock, observer=self.observer,
+                                            answer_limit_s=min(UNANSWERED_MINT_S,
+                                                               config.runner.request_timeout_s))
+                pacer = SharedJiraPacer(config.jira_budgets, store, clock=self.clock,
+                                        observer=self.observer)
             minters = {
                 name: Minter.from_config(
                     config,
@@ -132,11 +150,11 @@ class Engine:
                 )
                 for name in env_names
             }
-            self.pacer = JiraPacer(config.jira_budgets, clock=self.clock, observer=self.observer)
+            self.pacer = pacer  # read by the status page
             executor = CallExecutor(
                 JiraClient(session, timeout_s=config.runner.request_timeout_s),
                 minters,
-                self.pacer,
+                pacer,
                 config.retry_jira,
                 self.observer,
                 self.clock,
@@ -166,6 +184,10 @@ class Engine:
                 raise single_error(group) from None
             # The last items' ``done`` were queued without waiting: durable before counting.
             await to_the_end(worker.settle())
+            if isinstance(buckets, SharedMintBuckets):
+                await buckets.settle()
+            if isinstance(pacer, SharedJiraPacer):
+                await pacer.settle()
         blocked = {n: m.blocked.diagnostic for n, m in minters.items() if m.blocked is not None}
         return await self._finish(run_id, blocked)
 

@@ -38,6 +38,7 @@ import aiohttp
 
 from runner.budgets import Clock, SystemClock
 from runner.budgets.mint import MintBucket, MintBuckets
+from runner.budgets.sharedmint import SharedMintBucket, SharedMintBuckets
 from runner.config.configfile import Config, EnvironmentConfig, RetryPolicy, SiteConfig
 from runner.errors import (
     BlockedEnvironmentError,
@@ -86,7 +87,7 @@ class Minter:
         *,
         gateway: GatewayClient,
         system_tokens: SystemTokenProvider,
-        bucket: MintBucket,
+        bucket: MintBucket | SharedMintBucket,
         cache: TokenCache,
         retry: RetryPolicy,
         observer: Observer | None = None,
@@ -120,7 +121,7 @@ class Minter:
         environment: str,
         *,
         session: aiohttp.ClientSession,
-        buckets: MintBuckets,
+        buckets: MintBuckets | SharedMintBuckets,
         observer: Observer | None = None,
         clock: Clock | None = None,
         cache: TokenCache | None = None,

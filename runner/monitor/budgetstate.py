@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from runner.budgets.jira import JiraPacer
 from runner.budgets.quota import PointsQuota
+from runner.budgets.sharedjira import SharedJiraPacer
+from runner.jira.ratelimit import Scope
 from runner.progress.stats import RunStats
 
 
@@ -56,12 +58,18 @@ def mint_use(stats: RunStats) -> list[MintUse]:
             for bucket, budget in sorted(stats.budgets.items())]
 
 
-def quota_use(pacers: Iterable[JiraPacer], now: float) -> list[QuotaUse]:
+def quota_use(pacers: Iterable[JiraPacer | SharedJiraPacer], now: float) -> list[QuotaUse]:
     """The points quotas of the runs going on, one per scope. Each run's pacer counts what it
     spent and what Jira's headers said; where two runs hold the same scope, the one that sees
-    fewer points left is shown (Jira's quota is the app's, whoever spends it)."""
+    fewer points left is shown (Jira's quota is the app's, whoever spends it). A shared pacer
+    shows the app quota as its last take read it from the journal's database."""
     seen: dict[str, QuotaUse] = {}
     for pacer in pacers:
+        if isinstance(pacer, SharedJiraPacer):
+            if (use := _shared_quota(pacer, now)) is not None and (
+                    use.scope not in seen or use.left < seen[use.scope].left):
+                seen[use.scope] = use
+            continue
         for quota in _quotas(pacer):
             left = max(0.0, float(quota.snapshot(now)["remaining"]))
             use = QuotaUse(str(quota.scope), quota.points, quota.window_s,
@@ -69,6 +77,18 @@ def quota_use(pacers: Iterable[JiraPacer], now: float) -> list[QuotaUse]:
             if use.scope not in seen or use.left < seen[use.scope].left:
                 seen[use.scope] = use
     return [seen[scope] for scope in sorted(seen)]
+
+
+def _shared_quota(pacer: SharedJiraPacer, now: float) -> QuotaUse | None:
+    seen, budgets = pacer.quota_seen, pacer.budgets
+    if seen is None:
+        return None
+    window = budgets.quota_window_s
+    reset_at = (seen.at // window + 1) * window  # the store's windows start at multiples
+    used = seen.used if now < reset_at else 0.0
+    return QuotaUse(str(Scope.global_quota()), budgets.quota_points, window, used,
+                    max(0.0, budgets.quota_points - used), reset_at if now < reset_at
+                    else (now // window + 1) * window)
 
 
 def _quotas(pacer: JiraPacer) -> list[PointsQuota]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from runner.budgets import Clock, SystemClock
 from runner.budgets.jira import JiraPacer
+from runner.budgets.sharedjira import SharedJiraPacer
 from runner.config.configfile import Config
 from runner.events import (
     Event,
@@ -119,7 +120,7 @@ class Monitor:
         config: Config,
         *,
         clock: Clock | None = None,
-        pacers: Callable[[], Mapping[str, JiraPacer | None]] = dict,
+        pacers: Callable[[], Mapping[str, JiraPacer | SharedJiraPacer | None]] = dict,
         installations: Callable[[], Sequence[InstallationView]] = list,
         process: str = "run",
     ) -> None:

@@ -32,6 +32,7 @@ from aiohttp import web
 
 from runner.aio import to_the_end
 from runner.budgets import Clock, SystemClock
+from runner.budgets.store import location_of, open_store
 from runner.config.configfile import Config
 from runner.errors import ConfigError, InvocationTokenError
 from runner.events import FanOut, Observer
@@ -170,6 +171,7 @@ async def serve_remote(
             open_journal(journal_target(config.runner), clock=clock.now,
                          wait_s=config.retry_jira.deadline_s)
         )
+        budget_store = await stack.enter_async_context(open_store(location_of(config.runner)))
         session = await stack.enter_async_context(aiohttp.ClientSession())
         jwks = JwksCache(serve.jwks_url, session, clock=clock.now,
                          refetch_min_s=serve.jwks_refetch_min_s,
@@ -184,7 +186,8 @@ async def serve_remote(
                            token_url=lambda: token_url, secret=secret,
                            observer=FanOut(monitor, observer) if observer else monitor,
                            engine_journal=timed_journal(journal,
-                                                        monitor.metrics.journal_latency))
+                                                        monitor.metrics.journal_latency),
+                           budget_store=budget_store)
         token_runner = web.AppRunner(build_token_app(store, secret), access_log=None)
         await token_runner.setup()
         stack.push_async_callback(token_runner.cleanup)

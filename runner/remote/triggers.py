@@ -25,6 +25,7 @@ from enum import StrEnum
 import structlog
 
 from runner.budgets import Clock
+from runner.budgets.store import BudgetStore
 from runner.config.configfile import Config, SiteConfig
 from runner.engine.engine import Engine
 from runner.engine.shutdown import Shutdown
@@ -89,6 +90,7 @@ class TriggerDesk:
         journal: Journal,
         templates: dict[str, JobTemplate],
         *,
+        budget_store: BudgetStore | None = None,
         clock: Clock,
         token_url: Callable[[], str],
         secret: str,
@@ -100,6 +102,7 @@ class TriggerDesk:
         self._journal = journal
         # What the engines write to: the journal itself, or one that times its writes.
         self._engine_journal: Journal = engine_journal or journal
+        self._budget_store = budget_store
         self._templates = templates
         self._clock = clock
         self._token_url = token_url
@@ -194,6 +197,11 @@ class TriggerDesk:
                 result = await engine.run(handle)
             finally:
                 self.engines.pop(handle.run_id, None)
+            self._emit(opened(run=handle.run_id, job=job.name, items=checked.items))
+            engine = Engine(config, job, self._journal, observer=self._observer,
+                            clock=self._clock, shutdown=shutdown,
+                            budget_store=self._budget_store)
+            result = await engine.run(handle)
         self._emit(RemoteRunFinished(run=result.run_id, job=job.name, state=str(result.state),
                                      exit_code=result.exit_code))
         return RunOutcome(route.path, site.name, result.run_id, result.exit_code,

@@ -23,7 +23,7 @@ from runner.sandbox.config import SandboxEnvironment, SandboxSite
 from runner.sandbox.graphql_schema import load_schema
 from runner.sandbox.mintlimit import MintLimiter, Verdict
 from runner.sandbox.systemtokens import verify_system_token
-from runner.sandbox.world import World
+from runner.sandbox.world import MintArrival, World
 
 PATHS = ("/graphql", "/gateway/api/graphql")
 
@@ -151,7 +151,10 @@ class Gateway:
         """One ``offlineUserAuthToken`` call: the mutation's result, or _RateLimited."""
         world = self.world
         client = env.client_id
-        verdict = self.limiter.attempt(client, world.clock())
+        now = world.clock()
+        verdict = self.limiter.attempt(client, now)
+        if world.mint_arrivals is not None:
+            world.mint_arrivals.append(MintArrival(now, client, verdict.allowed))
         if not verdict.allowed:
             world.mints_rejected[client] += 1
             # The log records the wait the limiter computed, whichever shape tells the client.

@@ -49,6 +49,15 @@ class JiraArrival:
     issue: str | None  # the issueIdOrKey path parameter, if the route has one
 
 
+@dataclass(frozen=True)
+class MintArrival:
+    """One mint as it reached the gateway's limit."""
+
+    at: float
+    client_id: str
+    allowed: bool
+
+
 @dataclass
 class World:
     config: SandboxConfig
@@ -64,6 +73,9 @@ class World:
     # Every Jira request's arrival, when a test sets this to [] (off by default: it would grow
     # with the job).
     jira_arrivals: list[JiraArrival] | None = None
+    # Every mint's arrival at the gateway's limiter, when a test sets this to [] (off by
+    # default, as above): when, which OAuth client, and whether the limit let it through.
+    mint_arrivals: list[MintArrival] | None = None
     faults: Counter[str] = field(default_factory=Counter)  # "500", "503", "drop", ...
     # Each half's own state object, by name (e.g. "jira"), for tests to read back.
     parts: dict[str, Any] = field(default_factory=dict)

@@ -99,6 +99,20 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> Non
     assert source.cwd == sub.resolve()
 
 
+def test_the_shared_budgets_live_with_the_journal_unless_named(tmp_path: Path) -> None:
+    """Without [runner] budgets the shared budgets are the journal's; a path is resolved like
+    the journal's, a postgresql:// URL kept as written."""
+    from runner.budgets.store import location_of
+
+    plain = load_config(write(tmp_path, MINIMAL + '\n[runner]\njournal = "run.db"\n'))
+    assert location_of(plain.runner) == tmp_path.resolve() / "run.db"
+    named = load_config(write(tmp_path, MINIMAL + '\n[runner]\nbudgets = "b/budgets.db"\n'))
+    assert location_of(named.runner) == tmp_path.resolve() / "b" / "budgets.db"
+    url = "postgresql://forge@db.internal/forge"
+    remote = load_config(write(tmp_path, MINIMAL + f'\n[runner]\nbudgets = "{url}"\n'))
+    assert location_of(remote.runner) == url
+
+
 def test_fingerprint_is_the_sha256_of_the_file(tmp_path: Path) -> None:
     """A resumed run compares this to know the config did not change."""
     path = write(tmp_path, MINIMAL)

@@ -85,7 +85,7 @@ interval = "hour"
 def write_serve_config(folder: Path, sb: RunningSandbox, *, routes: str = ROUTES,
                        mint_limit: int = 1000, mint_window_s: float = 60.0,
                        concurrency: int = 4, serve_extra: str = "", token_extra: str = "",
-                       extra: str = "") -> Path:
+                       extra: str = "", runner_extra: str = "") -> Path:
     """A runner config for the sandbox ``sb`` with a ``[serve]`` section whose JWKS is the
     sandbox's. No sites: installations become sites as Forge invokes the remote."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -93,6 +93,7 @@ def write_serve_config(folder: Path, sb: RunningSandbox, *, routes: str = ROUTES
     path.write_text(f"""[runner]
 concurrency = {concurrency}
 journal = "journal.db"
+{runner_extra}
 
 [environments.dev]
 app_id = "{APP_ID}"

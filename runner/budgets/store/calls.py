@@ -1,0 +1,241 @@
+"""The Jira budgets' programs: one request's take from every budget it needs, all or none, and
+what Jira's answers teach them (``runner.budgets.store.programs`` says how programs run).
+
+A request takes, in this order, from: the pauses on its scopes (a 429 anywhere in the app),
+its issue (writes), its burst key, its site's own quota (once Jira has shown one), the app's
+quota. A refusal anywhere rolls the whole take back and says how long to wait.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from runner.budgets.store.programs import (
+    EPSILON,
+    Gen,
+    Grant,
+    Program,
+    Refused,
+    Stmt,
+    check_paused,
+    gcra,
+)
+
+# The quota's row rolled into the window holding :now, as SQL expressions over the old row.
+_NEW = "reset_at <= :now"
+_USED = f"(CASE WHEN {_NEW} THEN 0 ELSE used END)"
+_TAT = f"(CASE WHEN {_NEW} THEN :now ELSE tat END)"
+_RESET = f"(CASE WHEN {_NEW} THEN (FLOOR(:now / window_s) + 1) * window_s ELSE reset_at END)"
+# Seconds per point: what is usable spread evenly to the reset.
+_PER_POINT = f"(({_RESET} - :now) / GREATEST(points * :keep - {_USED}, 1))"
+# A burst key's rate now: the cut rate regrowing to the default.
+_RATE = ("LEAST(:rate, COALESCE(budget_gcra.cut_rate + :regrow * (:now - budget_gcra.cut_at),"
+         " :rate))")
+
+
+@dataclass(frozen=True)
+class QuotaTerms:
+    """How a quota is paced: ``margin`` of it kept unspent, ``burst`` of it may go at once."""
+
+    points: int
+    window_s: float
+    margin: float
+    burst: float
+
+
+@dataclass(frozen=True)
+class BurstTerms:
+    rate: float
+    capacity_s: float
+    regrow_per_s: float
+    min_rate: float
+    cut_hold_s: float
+
+
+@dataclass(frozen=True)
+class CallKeys:
+    """What one request takes from: the names of its scopes and the terms of its budgets."""
+
+    held: tuple[str, ...]  # every scope whose pause holds it back
+    burst: str
+    app_quota: str
+    tenant_quota: str
+    issue: str | None = None
+    issue_rate: str = ""  # the row holding what Jira showed of the site's per-issue limit
+    issue_interval: float = 0.0
+
+
+def _quota_take(scope: str, cost: float, terms: QuotaTerms, now: float) -> Stmt:
+    need = min(cost, terms.points * (1 - terms.margin))
+    return Stmt(
+        f"UPDATE budget_quota SET used = {_USED} + :cost, tat = GREATEST({_TAT}, :now)"
+        f" + :cost * {_PER_POINT}, reset_at = {_RESET} WHERE scope = :scope"
+        f" AND ({_USED} + :need <= points * :keep OR {_USED} = 0)"
+        f" AND GREATEST({_TAT}, :now) - GREATEST(1, :burst * points) * {_PER_POINT}"
+        f" <= :now + {EPSILON} RETURNING used",
+        {"scope": scope, "cost": cost, "need": need, "now": now, "keep": 1 - terms.margin,
+         "burst": terms.burst})
+
+
+def quota_row(scope: str, terms: QuotaTerms, now: float) -> Stmt:
+    reset = (now // terms.window_s + 1) * terms.window_s
+    return Stmt("INSERT INTO budget_quota(scope, points, window_s, reset_at, used, tat) VALUES"
+                " (:scope, :points, :window, :reset, 0, :now) ON CONFLICT (scope) DO NOTHING",
+                {"scope": scope, "points": terms.points, "window": terms.window_s,
+                 "reset": reset, "now": now})
+
+
+def take_quota(scope: str, cost: float, terms: QuotaTerms, now: float, *, make: bool
+               ) -> Gen[float | None]:
+    """Take ``cost`` points from quota ``scope``: the points it has used since, or None when
+    it has no row (and ``make`` is off: a tenant's quota exists only once Jira has shown it)."""
+    row = yield _quota_take(scope, cost, terms, now)
+    if row is not None:
+        return float(row[0])
+    state = yield Stmt("SELECT points, window_s, reset_at, used, tat FROM budget_quota"
+                       " WHERE scope = :scope", {"scope": scope})
+    if state is None:
+        if not make:
+            return None
+        yield quota_row(scope, terms, now)
+        if (taken := (yield _quota_take(scope, cost, terms, now))) is not None:
+            return float(taken[0])
+        state = yield Stmt("SELECT points, window_s, reset_at, used, tat FROM budget_quota"
+                           " WHERE scope = :scope", {"scope": scope})
+        assert state is not None
+    points, window_s, reset_at, used, tat = (float(v) for v in state)
+    if reset_at <= now:  # rolled: the refusal was by pacing in the new window
+        used, tat, reset_at = 0.0, now, (now // window_s + 1) * window_s
+    usable = points * (1 - terms.margin)
+    if used + min(cost, usable) > usable and used > 0:
+        raise Refused(Grant(False, reset_at - now, scope, "quota spent"))
+    per_point = (reset_at - now) / max(usable - used, 1.0)
+    wait = max(tat, now) - max(1.0, terms.burst * points) * per_point - now
+    raise Refused(Grant(False, max(wait, EPSILON), scope, "pacing"))
+
+
+def call_take(keys: CallKeys, cost: float, burst: BurstTerms, quota: QuotaTerms
+              ) -> Program[Grant]:
+    """Everything one request needs, taken at once, or nothing and how long to wait."""
+    def program(now: float) -> Gen[Grant]:
+        yield from check_paused(keys.held, now)
+        if keys.issue is not None:
+            interval = ("GREATEST(:interval, COALESCE((SELECT r.emission FROM budget_gcra r"
+                        " WHERE r.key = :rate_key), 0))")
+            yield from gcra(keys.issue, interval, interval, 0.0, 0.0, now,
+                            {"interval": keys.issue_interval, "rate_key": keys.issue_rate},
+                            "per-issue writes")
+        tolerance = max(0.0, burst.capacity_s - 1.0 / burst.rate)
+        yield from gcra(keys.burst, "1.0 / :rate", f"1.0 / {_RATE}", tolerance, 0.0, now,
+                        {"rate": burst.rate, "regrow": burst.regrow_per_s}, "burst pacing")
+        yield from take_quota(keys.tenant_quota, cost, quota, now, make=False)
+        used = yield from take_quota(keys.app_quota, cost, quota, now, make=True)
+        return Grant(True, used=used)
+    return program
+
+
+def call_give_back(keys: CallKeys, cost: float, burst: BurstTerms, quota: QuotaTerms
+                   ) -> Program[None]:
+    """A request taken but not sent: return its share of each budget."""
+    def program(now: float) -> Gen[None]:
+        if keys.issue is not None:
+            yield Stmt("UPDATE budget_gcra SET tat = tat - GREATEST(:interval, COALESCE((SELECT"
+                       " r.emission FROM budget_gcra r WHERE r.key = :rate_key), 0))"
+                       " WHERE key = :key", {"key": keys.issue, "interval": keys.issue_interval,
+                                             "rate_key": keys.issue_rate})
+        yield Stmt(f"UPDATE budget_gcra SET tat = tat - 1.0 / {_RATE} WHERE key = :key",
+                   {"key": keys.burst, "rate": burst.rate, "regrow": burst.regrow_per_s,
+                    "now": now})
+        for scope in (keys.tenant_quota, keys.app_quota):
+            yield Stmt(f"UPDATE budget_quota SET used = GREATEST(0, used - :cost), tat = tat"
+                       f" - :cost * {_PER_POINT} WHERE scope = :scope AND NOT ({_NEW})",
+                       {"scope": scope, "cost": cost, "now": now, "keep": 1 - quota.margin})
+    return program
+
+
+# -- what Jira's answers teach ---------------------------------------------------------------------
+def cut_burst(key: str, burst: BurstTerms) -> Program[float | None]:
+    """A burst 429 on ``key``: halve its rate for everyone (once per ``cut_hold_s``) and empty
+    its bucket. The new rate, or None when a cut came too recently."""
+    def program(now: float) -> Gen[float | None]:
+        tolerance = max(0.0, burst.capacity_s - 1.0 / burst.rate)
+        params: dict[str, Any] = {"key": key, "rate": burst.rate, "regrow": burst.regrow_per_s,
+                                  "now": now, "min": burst.min_rate, "hold": burst.cut_hold_s,
+                                  "tol": tolerance}
+        row = yield Stmt(
+            f"INSERT INTO budget_gcra(key, tat, cut_rate, cut_at) VALUES (:key, :now + :tol"
+            f" + 1.0 / GREATEST(:min, :rate / 2), GREATEST(:min, :rate / 2), :now) ON CONFLICT"
+            f" (key) DO UPDATE SET cut_rate = GREATEST(:min, {_RATE} / 2), cut_at = :now,"
+            f" tat = GREATEST(budget_gcra.tat, :now + :tol) + 1.0 / GREATEST(:min, {_RATE} / 2)"
+            f" WHERE budget_gcra.cut_at IS NULL OR budget_gcra.cut_at <= :now - :hold"
+            f" RETURNING cut_rate", params)
+        return float(row[0]) if row is not None else None
+    return program
+
+
+def learn_issue_interval(rate_key: str, interval: float) -> Program[bool]:
+    """Jira showed a site's per-issue limit tighter: space every issue's writes ``interval``
+    apart from now on, for everyone. Whether that tightened the stored interval."""
+    def program(now: float) -> Gen[bool]:
+        row = yield Stmt(
+            "INSERT INTO budget_gcra(key, tat, emission) VALUES (:key, :now, :e) ON CONFLICT"
+            " (key) DO UPDATE SET emission = excluded.emission WHERE budget_gcra.emission IS"
+            " NULL OR budget_gcra.emission < excluded.emission RETURNING emission",
+            {"key": rate_key, "now": now, "e": interval})
+        return row is not None
+    return program
+
+
+def issue_interval(rate_key: str) -> Program[float]:
+    """The per-issue interval Jira has shown for a site so far (0: none)."""
+    def program(now: float) -> Gen[float]:
+        row = yield Stmt("SELECT emission FROM budget_gcra WHERE key = :key", {"key": rate_key})
+        return float(row[0]) if row is not None and row[0] is not None else 0.0
+    return program
+
+
+@dataclass(frozen=True)
+class QuotaNews:
+    """What one answer said of a quota: points left, seconds to its reset, its policy."""
+
+    scope: str
+    remaining: float | None = None
+    reset_in_s: float | None = None
+    points: int | None = None
+    window_s: float | None = None
+    near_limit: bool = False
+    exhausted: bool = False
+
+
+def quota_news(news: QuotaNews, terms: QuotaTerms, *, make: bool) -> Program[None]:
+    """Fold what Jira said into the quota's row: its size and window from ``RateLimit-Policy``,
+    what is left (theirs wins when smaller), near-limit, and a quota 429 (nothing left until
+    the reset). ``make``: Jira has shown this quota exists (a tenant's), so store it."""
+    def program(now: float) -> Gen[None]:
+        sized = QuotaTerms(news.points or terms.points, news.window_s or terms.window_s,
+                           terms.margin, terms.burst)
+        if make:
+            yield quota_row(news.scope, sized, now)
+        if news.points is not None or news.window_s is not None:
+            yield Stmt("UPDATE budget_quota SET points = :points, reset_at = CASE WHEN"
+                       " window_s = :window THEN reset_at ELSE (FLOOR(:now / :window) + 1)"
+                       " * :window END, window_s = :window WHERE scope = :scope",
+                       {"scope": news.scope, "points": sized.points, "window": sized.window_s,
+                        "now": now})
+        yield Stmt(f"UPDATE budget_quota SET used = {_USED}, tat = {_TAT}, reset_at = {_RESET}"
+                   f" WHERE scope = :scope", {"scope": news.scope, "now": now})
+        if news.exhausted:
+            reset = None if news.reset_in_s is None else now + news.reset_in_s
+            yield Stmt("UPDATE budget_quota SET used = points, reset_at = CASE WHEN"
+                       " CAST(:reset AS DOUBLE PRECISION) IS NULL THEN reset_at ELSE"
+                       " GREATEST(reset_at, :reset) END WHERE scope = :scope",
+                       {"scope": news.scope, "reset": reset})
+            return
+        if news.remaining is not None:
+            yield Stmt("UPDATE budget_quota SET used = GREATEST(used, points - :remaining)"
+                       " WHERE scope = :scope", {"scope": news.scope, "remaining": news.remaining})
+        if news.near_limit:
+            yield Stmt("UPDATE budget_quota SET used = GREATEST(used, points * 0.8)"
+                       " WHERE scope = :scope", {"scope": news.scope})
+    return program

@@ -1,0 +1,84 @@
+"""The budget store in a PostgreSQL database: psycopg 3's asyncio API over a small pool.
+
+Every program runs in one transaction and reads the server's ``clock_timestamp()`` first: every
+process on every host judges its takes by that one clock. Each take is a conditional statement
+on the budget's row, so the row's lock orders concurrent takes; rows are always taken in one
+order (pauses read, then issue, burst key, tenant quota, app quota), so two takes never wait for
+each other. No transaction stays open across anything but its own statements.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar, cast
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from runner.budgets.store.programs import SCHEMA, Program, Refused, Stmt
+from runner.budgets.store.where import shown
+from runner.errors import JournalError
+
+T = TypeVar("T")
+_PARAM = re.compile(r"(?<![:\w]):([a-z_]\w*)")
+POOL_SIZE = 8
+CONNECT_TIMEOUT_S = 10.0
+# Any number: the advisory lock that lets one process at a time create the tables.
+_SCHEMA_LOCK = 7_140_014
+
+
+def render(stmt: Stmt) -> str:
+    return _PARAM.sub(r"%(\1)s", stmt.sql)
+
+
+class PostgresStore:
+    """Budgets in the PostgreSQL database at ``url``."""
+
+    def __init__(self, url: str, pool: AsyncConnectionPool[Any]) -> None:
+        self.location = url
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, url: str) -> PostgresStore:
+        # One connection first: a server that isn't there fails now, with its own error,
+        # rather than after the pool's retries.
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True,
+                                                     connect_timeout=int(CONNECT_TIMEOUT_S))
+        async with conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            for ddl in SCHEMA:
+                await conn.execute(ddl)
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            url, min_size=1, max_size=POOL_SIZE, open=False,
+            # A take's commit need not wait for the WAL's flush: a server crash may forget the
+            # last takes (a step of pacing, Jira's headers correct the rest), never an item.
+            kwargs={"autocommit": True, "options": "-c synchronous_commit=off"},
+            timeout=CONNECT_TIMEOUT_S)
+        await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+        return cls(url, pool)
+
+    async def run(self, program: Program[T]) -> T:
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = await conn.execute("SELECT extract(epoch from clock_timestamp())::float8")
+                now_row = await cur.fetchone()
+                assert now_row is not None
+                gen = program(float(now_row[0]))
+                try:
+                    stmt = next(gen)
+                    while True:
+                        cur = await conn.execute(render(stmt), stmt.params)
+                        row = await cur.fetchone() if cur.description is not None else None
+                        stmt = gen.send(row)
+                except StopIteration as done:
+                    return cast(T, done.value)
+        except Refused as refused:
+            return cast(T, refused.grant)
+        except (psycopg.Error, PoolTimeout) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise JournalError(f"the budgets' database {shown(self.location)} failed ({first});"
+                               f" once it is back, run the same command again: it resumes"
+                               ) from None
+
+    async def close(self) -> None:
+        await self._pool.close()

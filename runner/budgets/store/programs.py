@@ -1,0 +1,198 @@
+"""The budget statements, written once for SQLite and PostgreSQL: each take a small program.
+
+A program is a generator: it is given the database's clock (``now``, POSIX seconds, read once at
+the start of its transaction) and yields ``Stmt``s, receiving each one's first row (or None);
+what it returns is the take's answer. A backend's driver runs the whole program in one
+transaction and commits, or rolls back when the program says ``Refused`` (so a request refused
+by its fourth budget gives back what the first three granted without a statement of its own).
+
+Every take is one conditional statement on the budget's row, never a read followed by a write:
+``INSERT ... ON CONFLICT DO UPDATE ... WHERE <there is room> RETURNING``. A row returned means
+granted; none means refused, and the program reads the row only to say how long to wait.
+
+Budgets (one row each; keys are the scopes' names, e.g. ``mint:dev``, ``burst:acme:GET /x``):
+- ``budget_gcra``: a theoretical arrival time per key (GCRA). Mint buckets (evenly spaced),
+  burst keys (an adaptive rate: ``cut_rate`` at ``cut_at`` regrowing to the default), issues
+  (evenly spaced at the per-issue rate, slowed by what Jira showed: ``issuerate:<site>`` rows).
+- ``budget_quota``: a points quota per scope (app, and tenant once Jira says so): its window's
+  reset, points used, and a pacing arrival time spreading what is left to the reset.
+- ``budget_pause``: a 429's pause per scope (``blocked_until``), for every process.
+- ``budget_mint_log``: a mint bucket's last ``limit`` starts and when each was answered, the
+  window guard of ``mint_take``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Stmt:
+    """One SQL statement with ``:name`` parameters (each backend renders its own dialect)."""
+
+    sql: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A take's answer: granted (``wait_s`` 0), or refused for ``wait_s`` by ``scope``."""
+
+    ok: bool
+    wait_s: float = 0.0
+    scope: str = ""
+    reason: str = ""
+    paused: bool = False  # refused by a 429's pause rather than by pacing
+    used: float | None = None  # granted: the app quota's points used in its window since
+
+
+class Refused(Exception):
+    """Raised inside a program: roll back everything it took, answer ``grant``."""
+
+    def __init__(self, grant: Grant) -> None:
+        super().__init__(grant.scope)
+        self.grant = grant
+
+
+Gen = Generator[Stmt, Row | None, T]
+Program = Callable[[float], Gen[T]]
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS budget_gcra (key TEXT PRIMARY KEY, tat DOUBLE PRECISION NOT"
+    " NULL, cut_rate DOUBLE PRECISION, cut_at DOUBLE PRECISION, emission DOUBLE PRECISION,"
+    " seq BIGINT)",
+    "CREATE TABLE IF NOT EXISTS budget_mint_log (key TEXT NOT NULL, seq BIGINT NOT NULL,"
+    " started DOUBLE PRECISION NOT NULL, answered DOUBLE PRECISION, PRIMARY KEY (key, seq))",
+    "CREATE TABLE IF NOT EXISTS budget_quota (scope TEXT PRIMARY KEY, points DOUBLE PRECISION"
+    " NOT NULL, window_s DOUBLE PRECISION NOT NULL, reset_at DOUBLE PRECISION NOT NULL,"
+    " used DOUBLE PRECISION NOT NULL, tat DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS budget_pause (scope TEXT PRIMARY KEY, until DOUBLE PRECISION"
+    " NOT NULL, reason TEXT NOT NULL)",
+)
+
+# Readiness within a microsecond counts as now (float arithmetic on times).
+EPSILON = 1e-6
+# A mint bucket waiting on a start not yet answered looks again this often.
+UNANSWERED_POLL_S = 0.01
+
+
+# -- pauses ----------------------------------------------------------------------------------------
+def _in(name: str, values: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    names = [f"{name}{i}" for i in range(len(values))]
+    return ", ".join(f":{n}" for n in names), dict(zip(names, values, strict=True))
+
+
+def check_paused(scopes: Sequence[str], now: float) -> Gen[None]:
+    """Refuse while a 429's pause on any of ``scopes`` lasts."""
+    marks, params = _in("s", scopes)
+    row = yield Stmt(f"SELECT until, reason, scope FROM budget_pause WHERE scope IN ({marks})"
+                     " AND until > :now ORDER BY until DESC LIMIT 1", {**params, "now": now})
+    if row is not None:
+        raise Refused(Grant(False, float(row[0]) - now, str(row[2]), str(row[1]), paused=True))
+
+
+def pause(scope: str, seconds: float, reason: str) -> Program[bool]:
+    """Pause ``scope`` for ``seconds`` from the database's now; a longer pause stands."""
+    def program(now: float) -> Gen[bool]:
+        row = yield Stmt(
+            "INSERT INTO budget_pause(scope, until, reason) VALUES (:scope, :until, :reason)"
+            " ON CONFLICT (scope) DO UPDATE SET until = excluded.until, reason = excluded.reason"
+            " WHERE budget_pause.until < excluded.until RETURNING until",
+            {"scope": scope, "until": now + seconds, "reason": reason})
+        return row is not None
+    return program
+
+
+def paused_for(scopes: Sequence[str]) -> Program[float]:
+    """Seconds the longest pause on ``scopes`` still lasts (0 when none does)."""
+    def program(now: float) -> Gen[float]:
+        try:
+            yield from check_paused(scopes, now)
+        except Refused as refused:
+            return refused.grant.wait_s
+        return 0.0
+    return program
+
+
+# -- GCRA ------------------------------------------------------------------------------------------
+def gcra(key: str, first: str, emission: str, tolerance: float, slack: float, now: float,
+         params: dict[str, Any], reason: str) -> Gen[None]:
+    """Take one arrival from ``key``: granted while its arrival time is within ``tolerance``
+    of now, which then moves on by ``emission`` (an SQL expression over the row; ``first`` for
+    a new row). ``slack``: lateness forgiven, so a waiter that overslept a little keeps the
+    schedule instead of losing the time it overslept."""
+    base = {**params, "key": key, "now": now, "tol": tolerance, "slack": slack}
+    row = yield Stmt(
+        f"INSERT INTO budget_gcra(key, tat) VALUES (:key, :now + {first})"
+        f" ON CONFLICT (key) DO UPDATE SET tat = GREATEST(budget_gcra.tat, :now - :slack)"
+        f" + {emission} WHERE budget_gcra.tat - :tol <= :now + {EPSILON} RETURNING tat", base)
+    if row is None:
+        row = yield Stmt("SELECT tat FROM budget_gcra WHERE key = :key", {"key": key})
+        wait = float(row[0]) - tolerance - now if row is not None else 0.0
+        raise Refused(Grant(False, max(wait, EPSILON), key, reason))
+
+
+@dataclass(frozen=True)
+class MintGrant:
+    """A mint start's answer: granted as start ``seq`` of its bucket, or ``grant`` refused."""
+
+    grant: Grant
+    seq: int = 0
+
+
+def mint_take(key: str, interval: float, slack: float, limit: int, window_s: float,
+              answer_limit_s: float) -> Program[MintGrant]:
+    """One mint start from bucket ``key``, for everyone: starts evenly ``interval`` apart, and
+    none less than ``window_s`` after the answer to the start ``limit`` before it (the gateway
+    counted that one by then at the latest, so a sliding window can't hold ``limit + 1``,
+    whatever the delays). A start never answered (its process died) counts as answered
+    ``answer_limit_s`` after it left: its request has timed out by then."""
+    guard = ("SELECT 1 FROM budget_mint_log l WHERE l.key = budget_gcra.key AND l.seq ="
+             " budget_gcra.seq + 1 - :limit AND COALESCE(l.answered, l.started + :answer_limit)"
+             " + :window > :now")
+    params = {"interval": interval, "limit": limit, "window": window_s,
+              "answer_limit": answer_limit_s}
+
+    def program(now: float) -> Gen[MintGrant]:
+        try:
+            yield from check_paused([key], now)
+        except Refused as paused:
+            return MintGrant(paused.grant)
+        base = {**params, "key": key, "now": now, "slack": slack}
+        row = yield Stmt(
+            "INSERT INTO budget_gcra(key, tat, seq) VALUES (:key, :now + :interval, 1)"
+            " ON CONFLICT (key) DO UPDATE SET tat = GREATEST(budget_gcra.tat, :now - :slack)"
+            f" + :interval, seq = budget_gcra.seq + 1 WHERE budget_gcra.tat <= :now + {EPSILON}"
+            f" AND NOT EXISTS ({guard}) RETURNING seq", base)
+        if row is None:
+            state = yield Stmt(
+                "SELECT g.tat, COALESCE(l.answered, l.started + :answer_limit) + :window,"
+                " l.answered FROM budget_gcra g LEFT JOIN budget_mint_log l ON l.key = g.key"
+                " AND l.seq = g.seq + 1 - :limit WHERE g.key = :key", base)
+            assert state is not None
+            ready = max(float(state[0]), float(state[1]) if state[1] is not None else 0.0)
+            wait = max(ready - now, EPSILON)
+            if state[1] is not None and state[2] is None:
+                wait = min(wait, UNANSWERED_POLL_S)  # its answer may come any moment
+            return MintGrant(Grant(False, wait, key, "mint pacing"))
+        seq = int(row[0])
+        yield Stmt("INSERT INTO budget_mint_log(key, seq, started) VALUES (:key, :seq, :now)",
+                   {"key": key, "seq": seq, "now": now})
+        yield Stmt("DELETE FROM budget_mint_log WHERE key = :key AND seq <= :old",
+                   {"key": key, "old": seq - limit})
+        return MintGrant(Grant(True), seq)
+    return program
+
+
+def mint_answered(key: str, seq: int, ago: float) -> Program[None]:
+    """Start ``seq`` of bucket ``key`` was answered ``ago`` seconds before this program runs
+    (on the database's clock: ``now - ago``; the wait for the lock is not counted as delay)."""
+    def program(now: float) -> Gen[None]:
+        yield Stmt("UPDATE budget_mint_log SET answered = :at WHERE key = :key AND seq = :seq"
+                   " AND answered IS NULL", {"key": key, "seq": seq, "at": now - ago})
+    return program

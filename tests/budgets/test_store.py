@@ -1,0 +1,190 @@
+"""The budget store on SQLite and on PostgreSQL: the same tests against both backends, each
+``store`` a connection of its own as a separate process would hold."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.budgets.store import BudgetStore, connect, is_url
+from runner.budgets.store.calls import (
+    BurstTerms,
+    CallKeys,
+    QuotaNews,
+    QuotaTerms,
+    call_take,
+    cut_burst,
+    learn_issue_interval,
+    quota_news,
+)
+from runner.budgets.store.programs import Gen, Stmt, mint_answered, mint_take, pause
+
+Opener = Callable[[], Any]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def stores(request: pytest.FixtureRequest, tmp_path: Path
+                 ) -> AsyncIterator[Callable[[], Any]]:
+    """Opens stores on one database: an SQLite file, or a PostgreSQL database of the test's."""
+    location: str | Path = (tmp_path / "journal.db" if request.param == "sqlite"
+                            else request.getfixturevalue("pg_url"))
+    async with AsyncExitStack() as stack:
+        async def open_one() -> BudgetStore:
+            store = await connect(location)
+            stack.push_async_callback(store.close)
+            return store
+        yield open_one
+
+
+def _row(sql: str, **params: Any) -> Callable[[float], Gen[Any]]:
+    def program(now: float) -> Gen[Any]:
+        return (yield Stmt(sql, params))
+    return program
+
+
+BURST = BurstTerms(rate=100.0, capacity_s=0.5, regrow_per_s=1.0, min_rate=1.0, cut_hold_s=1.0)
+KEYS = CallKeys(("burst:acme:GET /x", "quota:global", "quota:acme:tenant", "site:acme"),
+                "burst:acme:GET /x", "quota:global", "quota:acme:tenant")
+
+
+def test_the_journal_setting_picks_the_backend() -> None:
+    """A postgresql:// or postgres:// URL is PostgreSQL; anything else is an SQLite path."""
+    assert is_url("postgresql://u@h/db") and is_url("postgres://h/db")
+    assert not is_url("forge-runner.db") and not is_url(Path("/tmp/postgresql.db"))
+
+
+async def test_a_mint_start_is_spaced_for_every_process(stores: Opener) -> None:
+    """A second process's mint right after the first's waits out the interval."""
+    a, b = await stores(), await stores()
+    assert (await a.run(mint_take("mint:dev", 10.0, 0.0, 100, 60.0, 30.0))).grant.ok
+    refused = (await b.run(mint_take("mint:dev", 10.0, 0.0, 100, 60.0, 30.0))).grant
+    assert not refused.ok and 9.0 < refused.wait_s <= 10.0
+    assert refused.scope == "mint:dev" and not refused.paused
+
+
+async def test_no_start_leaves_within_a_window_of_the_answer_limit_starts_back(
+        stores: Opener) -> None:
+    """With 2 per 10 s, a third start waits for the first one's answer and then a whole
+    window after it, whichever process asks; before that answer it looks again soon."""
+    a, b = await stores(), await stores()
+    take = mint_take("mint:dev", 1e-6, 0.0, 2, 10.0, 30.0)
+    first = await a.run(take)
+    assert first.grant.ok and (await b.run(take)).grant.ok
+    unanswered = (await b.run(take)).grant
+    assert not unanswered.ok and unanswered.wait_s <= 0.01
+    await a.run(mint_answered("mint:dev", first.seq, 0.0))
+    after = (await b.run(take)).grant
+    assert not after.ok and 9.0 < after.wait_s <= 10.0
+
+
+async def test_one_process_pause_holds_every_process(stores: Opener) -> None:
+    """A pause stored by one process refuses the other's takes until it ends; a shorter
+    pause does not shorten it."""
+    a, b = await stores(), await stores()
+    assert await a.run(pause("mint:dev", 30.0, "mint rate limited"))
+    assert not await b.run(pause("mint:dev", 5.0, "shorter"))
+    refused = (await b.run(mint_take("mint:dev", 0.01, 0.0, 100, 60.0, 30.0))).grant
+    assert refused.paused and refused.reason == "mint rate limited"
+    assert 29.0 < refused.wait_s <= 30.0
+
+
+async def test_no_two_processes_spend_the_same_point(stores: Opener) -> None:
+    """Sixteen takers on four connections race for a 50-point quota: exactly 50 are granted."""
+    conns = [await stores() for _ in range(4)]
+    terms = QuotaTerms(points=50, window_s=3600.0, margin=0.0, burst=1.0)
+    granted = 0
+
+    async def taker(store: BudgetStore) -> None:
+        nonlocal granted
+        burst = BurstTerms(1e6, 1e3, 1.0, 1.0, 1.0)
+        while (grant := await store.run(call_take(KEYS, 1.0, burst, terms))).ok:
+            granted += 1
+        assert grant.reason == "quota spent"
+
+    await asyncio.gather(*(taker(conns[i % 4]) for i in range(16)))
+    assert granted == 50
+
+
+async def test_a_refused_request_takes_nothing(stores: Opener) -> None:
+    """Refused by the quota, a request leaves its burst key as it was (all or none)."""
+    store = await stores()
+    terms = QuotaTerms(points=1, window_s=3600.0, margin=0.0, burst=1.0)
+    assert (await store.run(call_take(KEYS, 1.0, BURST, terms))).ok
+    tat = await store.run(_row("SELECT tat FROM budget_gcra WHERE key = :k", k=KEYS.burst))
+    refused = await store.run(call_take(KEYS, 1.0, BURST, terms))
+    assert not refused.ok and refused.scope == "quota:global"
+    assert await store.run(_row("SELECT tat FROM budget_gcra WHERE key = :k",
+                                k=KEYS.burst)) == tat
+
+
+async def test_jira_policy_resizes_the_quota_for_everyone(stores: Opener) -> None:
+    """RateLimit-Policy's q and w, stored by one process, are the quota another paces by."""
+    a, b = await stores(), await stores()
+    terms = QuotaTerms(points=1000, window_s=3600.0, margin=0.0, burst=1.0)
+    assert (await a.run(call_take(KEYS, 1.0, BURST, terms))).ok
+    await a.run(quota_news(QuotaNews("quota:global", points=3, window_s=60.0), terms,
+                           make=False))
+    assert await b.run(_row("SELECT points, window_s FROM budget_quota WHERE scope = :s",
+                            s="quota:global")) == (3, 60)
+    assert (await b.run(call_take(KEYS, 1.0, BURST, terms))).ok
+    assert (await b.run(call_take(KEYS, 1.0, BURST, terms))).ok
+    refused = await b.run(call_take(KEYS, 1.0, BURST, terms))
+    assert refused.reason == "quota spent" and refused.wait_s <= 60.0
+
+
+async def test_a_quota_429_spends_what_is_left_until_the_reset(stores: Opener) -> None:
+    """After a quota 429 no process takes a point until the reset Jira named."""
+    a, b = await stores(), await stores()
+    terms = QuotaTerms(points=1000, window_s=3600.0, margin=0.0, burst=1.0)
+    assert (await a.run(call_take(KEYS, 1.0, BURST, terms))).ok
+    await a.run(quota_news(QuotaNews("quota:global", reset_in_s=20.0, exhausted=True), terms,
+                           make=False))
+    refused = await b.run(call_take(KEYS, 1.0, BURST, terms))
+    assert refused.reason == "quota spent" and refused.wait_s > 0
+
+
+async def test_a_tenant_quota_exists_once_jira_shows_it(stores: Opener) -> None:
+    """Without a stored tenant quota requests take from the app's only; once Jira has shown
+    the tenant's (a 429 or RateLimit), every process takes from it too."""
+    a, b = await stores(), await stores()
+    terms = QuotaTerms(points=1000, window_s=3600.0, margin=0.0, burst=1.0)
+    assert (await a.run(call_take(KEYS, 1.0, BURST, terms))).ok
+    assert await a.run(_row("SELECT used FROM budget_quota WHERE scope = :s",
+                            s="quota:acme:tenant")) is None
+    await a.run(quota_news(QuotaNews("quota:acme:tenant", points=1, window_s=3600.0), terms,
+                           make=True))
+    assert (await b.run(call_take(KEYS, 1.0, BURST, terms))).ok
+    refused = await b.run(call_take(KEYS, 1.0, BURST, terms))
+    assert refused.scope == "quota:acme:tenant" and refused.reason == "quota spent"
+
+
+async def test_a_burst_cut_slows_the_key_for_everyone_once_per_hold(stores: Opener) -> None:
+    """A burst 429 halves the key's rate once (a second within the hold changes nothing),
+    and empties its bucket for every process."""
+    a, b = await stores(), await stores()
+    slow = BurstTerms(rate=2.0, capacity_s=0.5, regrow_per_s=0.0, min_rate=0.5, cut_hold_s=60.0)
+    assert await a.run(cut_burst(KEYS.burst, slow)) == 1.0
+    assert await b.run(cut_burst(KEYS.burst, slow)) is None
+    terms = QuotaTerms(points=1000, window_s=3600.0, margin=0.0, burst=1.0)
+    refused = await b.run(call_take(KEYS, 1.0, slow, terms))
+    assert refused.scope == KEYS.burst and 0.5 < refused.wait_s <= 1.0
+
+
+async def test_a_learned_per_issue_spacing_holds_every_issue_of_the_site(stores: Opener
+                                                                        ) -> None:
+    """Jira's tighter per-issue limit, learned once, spaces writes to any issue of the site,
+    for every process; a looser one changes nothing."""
+    a, b = await stores(), await stores()
+    assert await a.run(learn_issue_interval("issuerate:acme", 4.0))
+    assert not await b.run(learn_issue_interval("issuerate:acme", 1.0))
+    terms = QuotaTerms(points=1000, window_s=3600.0, margin=0.0, burst=1.0)
+    write = CallKeys(KEYS.held, KEYS.burst, KEYS.app_quota, KEYS.tenant_quota,
+                     "issue:acme:MIG-9", "issuerate:acme", 0.3)
+    assert (await a.run(call_take(write, 1.0, BURST, terms))).ok
+    refused = await b.run(call_take(write, 1.0, BURST, terms))
+    assert refused.scope == "issue:acme:MIG-9" and 3.5 < refused.wait_s <= 4.0
