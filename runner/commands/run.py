@@ -211,7 +211,8 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
             return ExitCode.ALREADY_RUNNING
         await journal.set_total(handle.run_id, total)
         # Opened only for a run that sends: a dry run takes nothing from the budgets.
-        budget_store = await stack.enter_async_context(open_store(location_of(config.runner)))
+        budget_store = await stack.enter_async_context(open_store(
+            location_of(config.runner), wait_s=config.retry_jira.deadline_s))
         if sandbox is not None and sandbox.embedded:
             from runner.sandbox.embedded import serve_embedded
 

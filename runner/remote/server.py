@@ -171,7 +171,8 @@ async def serve_remote(
             open_journal(journal_target(config.runner), clock=clock.now,
                          wait_s=config.retry_jira.deadline_s)
         )
-        budget_store = await stack.enter_async_context(open_store(location_of(config.runner)))
+        budget_store = await stack.enter_async_context(open_store(
+            location_of(config.runner), wait_s=config.retry_jira.deadline_s))
         session = await stack.enter_async_context(aiohttp.ClientSession())
         jwks = JwksCache(serve.jwks_url, session, clock=clock.now,
                          refetch_min_s=serve.jwks_refetch_min_s,

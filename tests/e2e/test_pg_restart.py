@@ -67,16 +67,22 @@ async def test_two_restarts_mid_run_lose_nothing_and_repeat_nothing(
     restarts: list[asyncio.Task[None]] = []
     loop = asyncio.get_running_loop()
 
+    second = asyncio.Event()
+
     async def twice() -> None:
         await _restart()
         # The second restart waits for writes that could only happen after the first.
-        second = watch.event_after(600)
+        watch.after(600, second.set)
         await second.wait()
         await _restart()
 
     watch.at(300, lambda: restarts.append(loop.create_task(twice())))
     ended = await rehearsal.cli("run", job)
     assert restarts, "the run ended before the first restart"
+    if not second.is_set():
+        restarts[0].cancel()  # the run ended before the second restart could happen
+        pytest.fail(f"the run ended before 600 writes arrived after the first restart:\n"
+                    f"{ended.text}")
     await restarts[0]
     print("\n".join(line for line in ended.err.splitlines() if "journal." in line))
     assert ended.code == 0, ended.text

@@ -47,12 +47,13 @@ class BudgetStore(Protocol):
 class StoreContext:
     """``async with open_store(location) as store``: opened on entry, closed on exit."""
 
-    def __init__(self, location: str | Path) -> None:
+    def __init__(self, location: str | Path, wait_s: float | None = None) -> None:
         self._location = location
+        self._wait_s = wait_s
         self._store: BudgetStore | None = None
 
     async def __aenter__(self) -> BudgetStore:
-        self._store = await connect(self._location)
+        self._store = await connect(self._location, wait_s=self._wait_s)
         return self._store
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -61,14 +62,16 @@ class StoreContext:
             await self._store.close()
 
 
-async def connect(location: str | Path) -> BudgetStore:
+async def connect(location: str | Path, *, wait_s: float | None = None) -> BudgetStore:
     """The budget store at the journal setting ``location``: the one place the choice is made.
     One that can't be opened is a ``JournalError`` (exit 6) naming it, password left out."""
     try:
         if is_url(location):
             from runner.budgets.store.postgres import PostgresStore
 
-            return await PostgresStore.open(str(location))
+            if wait_s is None:
+                return await PostgresStore.open(str(location))
+            return await PostgresStore.open(str(location), wait_s=wait_s)
         from runner.budgets.store.sqlite import SqliteStore
 
         return await SqliteStore.open(Path(location))
@@ -81,8 +84,9 @@ async def connect(location: str | Path) -> BudgetStore:
                            f"writable, then run the same command again") from None
 
 
-def open_store(location: str | Path) -> StoreContext:
-    return StoreContext(location)
+def open_store(location: str | Path, *, wait_s: float | None = None) -> StoreContext:
+    """``wait_s``: how long a take waits for a PostgreSQL database that went away mid-run."""
+    return StoreContext(location, wait_s)
 
 
 def location_of(settings: RunnerSettings) -> str | Path:

@@ -9,10 +9,13 @@ each other. No transaction stays open across anything but its own statements.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from typing import Any, TypeVar, cast
 
 import psycopg
+import structlog
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from runner.budgets.store.programs import SCHEMA, Program, Refused, Stmt
@@ -20,9 +23,14 @@ from runner.budgets.store.where import shown
 from runner.errors import JournalError
 
 T = TypeVar("T")
+log = structlog.get_logger("runner.budgets")
 _PARAM = re.compile(r"(?<![:\w]):([a-z_]\w*)")
 POOL_SIZE = 8
 CONNECT_TIMEOUT_S = 10.0
+# How long a take waits for a database that went away (a restart, a failover) by default.
+WAIT_S = 120.0
+# Between tries while it is away: short first (a restart takes seconds), then at most this.
+RETRY_MAX_S = 2.0
 # Any number: the advisory lock that lets one process at a time create the tables.
 _SCHEMA_LOCK = 7_140_014
 
@@ -34,12 +42,13 @@ def render(stmt: Stmt) -> str:
 class PostgresStore:
     """Budgets in the PostgreSQL database at ``url``."""
 
-    def __init__(self, url: str, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(self, url: str, pool: AsyncConnectionPool[Any], wait_s: float = WAIT_S) -> None:
         self.location = url
         self._pool = pool
+        self._wait_s = wait_s
 
     @classmethod
-    async def open(cls, url: str) -> PostgresStore:
+    async def open(cls, url: str, *, wait_s: float = WAIT_S) -> PostgresStore:
         # One connection first: a server that isn't there fails now, with its own error,
         # rather than after the pool's retries.
         conn = await psycopg.AsyncConnection.connect(url, autocommit=True,
@@ -53,11 +62,43 @@ class PostgresStore:
             # A take's commit need not wait for the WAL's flush: a server crash may forget the
             # last takes (a step of pacing, Jira's headers correct the rest), never an item.
             kwargs={"autocommit": True, "options": "-c synchronous_commit=off"},
+            # A connection the server dropped (a restart) is found at checkout, not at use.
+            check=AsyncConnectionPool.check_connection,
             timeout=CONNECT_TIMEOUT_S)
         await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
-        return cls(url, pool)
+        return cls(url, pool, wait_s)
 
     async def run(self, program: Program[T]) -> T:
+        """Run ``program`` in one transaction. A database that went away is waited for (up to
+        ``wait_s``): a transaction cut short rolled back whole, so running it again is safe; one
+        whose commit's answer was lost takes twice, which paces slower, never faster."""
+        started: float | None = None
+        pause = 0.1
+        while True:
+            try:
+                result = await self._run_once(program)
+            except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+                now = time.monotonic()
+                if started is None:
+                    started = now
+                    log.warning("runner.budgets.waiting", database=shown(self.location),
+                                error=_first_line(exc))
+                if now - started >= self._wait_s:
+                    raise self._failed(exc) from None
+                await asyncio.sleep(pause)
+                pause = min(RETRY_MAX_S, pause * 2)
+                continue
+            if started is not None:
+                log.info("runner.budgets.reconnected", database=shown(self.location),
+                         waited_s=round(time.monotonic() - started, 1))
+            return result
+
+    def _failed(self, exc: BaseException) -> JournalError:
+        return JournalError(f"the budgets' database {shown(self.location)} failed "
+                            f"({_first_line(exc)}); once it is back, run the same command "
+                            "again: it resumes")
+
+    async def _run_once(self, program: Program[T]) -> T:
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 cur = await conn.execute("SELECT extract(epoch from clock_timestamp())::float8")
@@ -74,11 +115,14 @@ class PostgresStore:
                     return cast(T, done.value)
         except Refused as refused:
             return cast(T, refused.grant)
-        except (psycopg.Error, PoolTimeout) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise JournalError(f"the budgets' database {shown(self.location)} failed ({first});"
-                               f" once it is back, run the same command again: it resumes"
-                               ) from None
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout):
+            raise  # the database went away: ``run`` waits for it
+        except psycopg.Error as exc:
+            raise self._failed(exc) from None
 
     async def close(self) -> None:
         await self._pool.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
