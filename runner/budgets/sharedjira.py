@@ -92,6 +92,10 @@ class SharedJiraPacer:
         self._issue_interval = (30.0 + issue_guard_s) / budgets.per_issue_30s
         self._issue_interval = max(self._issue_interval,
                                    (2.0 + issue_guard_s) / budgets.per_issue_2s)
+        # Jira's two per-issue windows, each lengthened by the guard (it counts arrivals, not
+        # departures); the average spacing above is only the baseline that learning tightens.
+        self._issue_windows = ((budgets.per_issue_2s, 2.0 + issue_guard_s),
+                               (budgets.per_issue_30s, 30.0 + issue_guard_s))
         self._learned: dict[str, float] = {}  # site -> per-issue spacing this process stored
         self._pause_after = pause_after_s
         self.quota_seen: QuotaSeen | None = None
@@ -112,7 +116,7 @@ class SharedJiraPacer:
         issue = str(Scope.issue(site, request.issue)) if request.issue is not None else None
         return CallKeys(tuple(held), str(Scope.burst(site, request.method, request.template)),
                         str(Scope.global_quota()), str(Scope.tenant_quota(site)), issue,
-                        f"issuerate:{site}", self._issue_interval)
+                        f"issuerate:{site}", 0.0, self._issue_windows)
 
     @asynccontextmanager
     async def permit(self, site: str, request: JiraRequest, *, deadline: float | None = None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -17,6 +18,7 @@ from runner.budgets.store.calls import (
     CallKeys,
     QuotaNews,
     QuotaTerms,
+    call_give_back,
     call_take,
     cut_burst,
     learn_issue_interval,
@@ -188,3 +190,23 @@ async def test_a_learned_per_issue_spacing_holds_every_issue_of_the_site(stores:
     assert (await a.run(call_take(write, 1.0, BURST, terms))).ok
     refused = await b.run(call_take(write, 1.0, BURST, terms))
     assert refused.scope == "issue:acme:MIG-9" and 3.5 < refused.wait_s <= 4.0
+
+
+async def test_per_issue_windows_take_a_burst_then_hold_for_every_process(stores: Opener
+                                                                        ) -> None:
+    """At most 3 writes to one issue in any 10 s: two processes together get three at once
+    (a burst, as Jira's windows allow), the fourth waits until the first leaves the window;
+    another issue is not held; a write given back frees its place."""
+    a, b = await stores(), await stores()
+    terms = QuotaTerms(points=1000, window_s=3600.0, margin=0.0, burst=1.0)
+    write = CallKeys(KEYS.held, KEYS.burst, KEYS.app_quota, KEYS.tenant_quota,
+                     "issue:acme:MIG-1", "issuerate:acme", 0.0, ((3, 10.0),))
+    assert [(await s.run(call_take(write, 1.0, BURST, terms))).ok for s in (a, b, a)] == [
+        True, True, True]
+    refused = await b.run(call_take(write, 1.0, BURST, terms))
+    assert refused.scope == "issue:acme:MIG-1" and 9.0 < refused.wait_s <= 10.0
+    other = CallKeys(*dataclasses.astuple(write)[:4], "issue:acme:MIG-2", "issuerate:acme",
+                     0.0, ((3, 10.0),))
+    assert (await b.run(call_take(other, 1.0, BURST, terms))).ok
+    await a.run(call_give_back(write, 1.0, BURST, terms))
+    assert (await b.run(call_take(write, 1.0, BURST, terms))).ok

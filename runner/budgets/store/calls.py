@@ -63,7 +63,9 @@ class CallKeys:
     tenant_quota: str
     issue: str | None = None
     issue_rate: str = ""  # the row holding what Jira showed of the site's per-issue limit
-    issue_interval: float = 0.0
+    issue_interval: float = 0.0  # a spacing every write to the issue keeps (0: none)
+    # (limit, window_s): at most ``limit`` writes to the issue in any ``window_s``
+    issue_windows: tuple[tuple[int, float], ...] = ()
 
 
 def _quota_take(scope: str, cost: float, terms: QuotaTerms, now: float) -> Stmt:
@@ -123,9 +125,12 @@ def call_take(keys: CallKeys, cost: float, burst: BurstTerms, quota: QuotaTerms
         if keys.issue is not None:
             interval = ("GREATEST(:interval, COALESCE((SELECT r.emission FROM budget_gcra r"
                         " WHERE r.key = :rate_key), 0))")
+            # The issue's row first: its lock (PostgreSQL) orders every take of this issue,
+            # so the log's counts below can't be read by two takes at once.
             yield from gcra(keys.issue, interval, interval, 0.0, 0.0, now,
                             {"interval": keys.issue_interval, "rate_key": keys.issue_rate},
                             "per-issue writes")
+            yield from issue_windows(keys.issue, keys.issue_windows, now)
         tolerance = max(0.0, burst.capacity_s - 1.0 / burst.rate)
         yield from gcra(keys.burst, "1.0 / :rate", f"1.0 / {_RATE}", tolerance, 0.0, now,
                         {"rate": burst.rate, "regrow": burst.regrow_per_s}, "burst pacing")
@@ -135,10 +140,29 @@ def call_take(keys: CallKeys, cost: float, burst: BurstTerms, quota: QuotaTerms
     return program
 
 
+def issue_windows(key: str, windows: tuple[tuple[int, float], ...], now: float) -> Gen[None]:
+    """One write to issue ``key``: refused while any window already holds its limit (the wait
+    is until the oldest write that fills it leaves), else logged."""
+    for limit, window_s in windows:
+        row = yield Stmt("SELECT t FROM budget_issue_log WHERE key = :key ORDER BY t DESC"
+                         " LIMIT 1 OFFSET :n", {"key": key, "n": limit - 1})
+        if row is not None and float(row[0]) + window_s > now + EPSILON:
+            raise Refused(Grant(False, float(row[0]) + window_s - now, key,
+                                "per-issue writes"))
+    if windows:
+        yield Stmt("INSERT INTO budget_issue_log(key, t) VALUES (:key, :now)",
+                   {"key": key, "now": now})
+        yield Stmt("DELETE FROM budget_issue_log WHERE key = :key AND t <= :old",
+                   {"key": key, "old": now - max(w for _, w in windows)})
+
+
 def call_give_back(keys: CallKeys, cost: float, burst: BurstTerms, quota: QuotaTerms
                    ) -> Program[None]:
     """A request taken but not sent: return its share of each budget."""
     def program(now: float) -> Gen[None]:
+        if keys.issue is not None and keys.issue_windows:
+            yield Stmt("DELETE FROM budget_issue_log WHERE key = :key AND t = (SELECT MAX(t)"
+                       " FROM budget_issue_log WHERE key = :key)", {"key": keys.issue})
         if keys.issue is not None:
             yield Stmt("UPDATE budget_gcra SET tat = tat - GREATEST(:interval, COALESCE((SELECT"
                        " r.emission FROM budget_gcra r WHERE r.key = :rate_key), 0))"

@@ -73,6 +73,10 @@ SCHEMA = (
     " used DOUBLE PRECISION NOT NULL, tat DOUBLE PRECISION NOT NULL)",
     "CREATE TABLE IF NOT EXISTS budget_pause (scope TEXT PRIMARY KEY, until DOUBLE PRECISION"
     " NOT NULL, reason TEXT NOT NULL)",
+    # Per-issue writes: a sliding log per issue (Jira's windows hold bursts a rate can't).
+    "CREATE TABLE IF NOT EXISTS budget_issue_log (key TEXT NOT NULL, t DOUBLE PRECISION NOT"
+    " NULL)",
+    "CREATE INDEX IF NOT EXISTS budget_issue_log_key_t ON budget_issue_log (key, t)",
 )
 
 # Readiness within a microsecond counts as now (float arithmetic on times).
