@@ -179,7 +179,8 @@ class LiveView(_Timer):
             parts.append(used)
         refused = sum(s.refused_users.values())
         if refused:
-            parts.append(f"{fmt.count(refused)} users can't be impersonated")
+            who = "user" if refused == 1 else "users"
+            parts.append(f"{fmt.count(refused)} {who} can't be impersonated")
         return "   ".join(parts)
 
 

@@ -92,7 +92,8 @@ class Summary:
         text += f": {', '.join(parts)}" if parts else ""
         refused = sum(stats.refused_users.values())
         if refused:
-            text += f"; {fmt.count(refused)} users can't be impersonated"
+            who = "user" if refused == 1 else "users"
+            text += f"; {fmt.count(refused)} {who} can't be impersonated"
         return text
 
 
