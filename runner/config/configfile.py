@@ -22,7 +22,7 @@ from typing import Any
 
 from runner.config.ari import AriError, validate_ari
 from runner.config.checks import check_shared_buckets
-from runner.config.journalkeys import journal_keys
+from runner.config.journalkeys import budgets_key, journal_keys
 from runner.config.tables import MISSING, Table, describe
 from runner.errors import ConfigError
 from runner.tokenroute import SecretRef, loopback_url_problem, secret_ref
@@ -243,17 +243,10 @@ def _runner(t: Table, base: Path) -> RunnerSettings:
             "token_refresh_margin_s", d.token_refresh_margin_s, minimum=0
         ),
         search_settle_s=t.number("search_settle_s", d.search_settle_s, minimum=0),
-        budgets=_budget_store(t, base),
+        budgets=budgets_key(t, base),
     )
     t.done()
     return settings
-
-
-def _budget_store(t: Table, base: Path) -> Path | str | None:
-    value = t.nonempty("budgets", None, expected="a file path or a postgresql:// URL")
-    if value is None or value.startswith(("postgresql://", "postgres://")):
-        return value
-    return _resolve(base, value)
 
 
 def _ari(t: Table, name: str, product: str, type: str | None) -> str:

@@ -1,8 +1,10 @@
-"""``[runner] journal`` and ``journal_url_env``: which journal, a file or a PostgreSQL URL."""
+"""``[runner] journal`` and ``journal_url_env``: which journal, a file or a PostgreSQL URL;
+``[runner] budgets``: where the shared budgets live when not in the journal's database."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from runner.config.tables import Table
 
@@ -30,3 +32,13 @@ def journal_keys(t: Table, default: str) -> tuple[str | None, str | None, str | 
         raise t.error("journal_url_env", f"the name of a variable holding a postgresql:// URL "
                       f"({url_env} is {found})", repr(url_env))
     return None, url, url_env
+
+
+def budgets_key(t: Table, base: Path) -> Path | str | None:
+    """``[runner] budgets``: where the shared budgets live when not in the journal's database
+    (a path, relative to the config's folder, or a PostgreSQL URL)."""
+    value = t.nonempty("budgets", None, expected="a file path or a postgresql:// URL")
+    if value is None or value.startswith(("postgresql://", "postgres://")):
+        return value
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p

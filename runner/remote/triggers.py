@@ -191,17 +191,13 @@ class TriggerDesk:
             self._emit(opened(run=handle.run_id, job=job.name, items=checked.items,
                               site=site.name, bound_s=checked.shortest_s))
             engine = Engine(config, job, self._engine_journal, observer=self._observer,
-                            clock=self._clock, shutdown=shutdown)
+                            clock=self._clock, shutdown=shutdown,
+                            budget_store=self._budget_store)
             self.engines[handle.run_id] = engine
             try:
                 result = await engine.run(handle)
             finally:
                 self.engines.pop(handle.run_id, None)
-            self._emit(opened(run=handle.run_id, job=job.name, items=checked.items))
-            engine = Engine(config, job, self._journal, observer=self._observer,
-                            clock=self._clock, shutdown=shutdown,
-                            budget_store=self._budget_store)
-            result = await engine.run(handle)
         self._emit(RemoteRunFinished(run=result.run_id, job=job.name, state=str(result.state),
                                      exit_code=result.exit_code))
         return RunOutcome(route.path, site.name, result.run_id, result.exit_code,

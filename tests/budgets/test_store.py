@@ -205,8 +205,7 @@ async def test_per_issue_windows_take_a_burst_then_hold_for_every_process(stores
         True, True, True]
     refused = await b.run(call_take(write, 1.0, BURST, terms))
     assert refused.scope == "issue:acme:MIG-1" and 9.0 < refused.wait_s <= 10.0
-    other = CallKeys(*dataclasses.astuple(write)[:4], "issue:acme:MIG-2", "issuerate:acme",
-                     0.0, ((3, 10.0),))
+    other = dataclasses.replace(write, issue="issue:acme:MIG-2")
     assert (await b.run(call_take(other, 1.0, BURST, terms))).ok
     await a.run(call_give_back(write, 1.0, BURST, terms))
     assert (await b.run(call_take(write, 1.0, BURST, terms))).ok
