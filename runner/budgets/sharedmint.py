@@ -53,15 +53,27 @@ class Background:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._failure: BaseException | None = None
 
     def start(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        # Every outcome is taken here, so a write that failed while the run was already
+        # stopping (the journal's disk full) is raised by ``settle``, not printed by asyncio.
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
 
     async def settle(self) -> None:
+        """Until every write has ended; the first that failed is raised."""
         while self._tasks:
-            await asyncio.gather(*list(self._tasks))
+            await asyncio.wait(list(self._tasks))
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
 
 
 class SharedMintBucket:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,14 +30,13 @@ import psycopg
 
 from runner.errors import JournalError, RunnerError
 from runner.events import Emitter, JournalReconnected, JournalWaiting
+from runner.journal.outage import Outage
 from runner.journal.pgqueries import Conn, mark_items
 from runner.journal.queries import Mark, distinct_chunks
 
 Op = Callable[[Conn], Awaitable[Any]]
 
 # Pauses between reconnection attempts: short first (a restart takes about 2.5 s), capped.
-RETRY_FIRST_S = 0.1
-RETRY_MAX_S = 1.0
 
 
 @dataclass
@@ -146,8 +144,7 @@ class PgWriter:
 
     async def _durably(self, batch: list[_Job]) -> list[tuple[bool, Any]]:
         """Apply ``batch``, waiting out a database that went away."""
-        waited_since: float | None = None
-        pause = RETRY_FIRST_S
+        outage = Outage(self._wait_s)
         while True:
             try:
                 if self._conn is None:
@@ -158,20 +155,17 @@ class PgWriter:
             except psycopg.OperationalError as exc:
                 # The server went away (or the session broke): reconnect, apply the batch again.
                 await self._drop()
-                now = time.monotonic()
-                if waited_since is None:
-                    waited_since = now
+                if outage.failed():
                     self._emit(JournalWaiting(journal=self._where, reason=_first_line(exc),
                                               wait_s=self._wait_s))
-                if now - waited_since >= self._wait_s:
+                if outage.over:
                     error = JournalError(
                         f"journal {self._where}: the database has been unreachable for "
-                        f"{now - waited_since:.0f}s ({_first_line(exc)}); start it, then run "
+                        f"{outage.waited_s:.0f}s ({_first_line(exc)}); start it, then run "
                         "the same command again to resume (what was journaled is safe)"
                     )
                     return [(False, _copy(error)) for _ in batch]
-                await asyncio.sleep(pause)  # waiting for a server to come back: nothing signals it
-                pause = min(pause * 2, RETRY_MAX_S)
+                await outage.pause()
             except Exception as exc:
                 failure: Exception
                 if isinstance(exc, RunnerError):
@@ -184,9 +178,9 @@ class PgWriter:
                     return [(False, failure)]
                 # Nothing of the batch was applied: each alone, so only the culprit fails.
                 return [(await self._durably([job]))[0] for job in batch]
-        if waited_since is not None:
+        if outage.since is not None:
             self._emit(JournalReconnected(journal=self._where,
-                                          waited_s=round(time.monotonic() - waited_since, 1)))
+                                          waited_s=round(outage.waited_s, 1)))
         return outcomes
 
     async def _drop(self) -> None:

@@ -33,10 +33,11 @@ from runner.journal.base import (
     RunState,
 )
 from runner.journal.marks import ItemMarks
+from runner.journal.outage import Outage
 from runner.journal.pglock import JobLocks
 from runner.journal.pgschema import ensure_schema
 from runner.journal.pgurl import safe_url
-from runner.journal.pgwriter import RETRY_FIRST_S, RETRY_MAX_S, PgWriter
+from runner.journal.pgwriter import PgWriter
 from runner.journal.queries import Mark
 from runner.journal.rules import (
     MAX_DETAIL_CHARS,
@@ -167,31 +168,26 @@ class PostgresJournal(ItemMarks):
         if self._pool is None:
             raise JournalError("the journal is not open (use `async with PostgresJournal(...)`)")
         pool = self._pool
-        since: float | None = None
-        pause = RETRY_FIRST_S
+        outage = Outage(self._wait_s)
         while True:
             try:
                 async with pool.connection() as conn:
                     value = await fn(conn)
                 break
             except (psycopg.OperationalError, PoolTimeout) as exc:
-                now = time.monotonic()
-                if since is None:
-                    since = now
+                if outage.failed():
                     self._emit(JournalWaiting(journal=self.where, reason=_one_line(exc),
                                               wait_s=self._wait_s))
-                if now - since >= self._wait_s:
+                if outage.over:
                     raise JournalError(
                         f"journal {self.where}: can't be reached ({_one_line(exc)}); start the "
                         "database, then run the same command again to resume"
                     ) from None
-                await _pause(pause)
-                pause = min(pause * 2, RETRY_MAX_S)
+                await outage.pause()
             except psycopg.Error as exc:
                 raise self._explain(exc) from None
-        if since is not None:
-            self._emit(JournalReconnected(journal=self.where,
-                                          waited_s=round(time.monotonic() - since, 1)))
+        if outage.since is not None:
+            self._emit(JournalReconnected(journal=self.where, waited_s=round(outage.waited_s, 1)))
         return value
 
     @property

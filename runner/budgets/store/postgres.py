@@ -9,9 +9,7 @@ each other. No transaction stays open across anything but its own statements.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from typing import Any, TypeVar, cast
 
 import psycopg
@@ -21,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from runner.budgets.store.programs import SCHEMA, Program, Refused, Stmt
 from runner.budgets.store.where import shown
 from runner.errors import JournalError
+from runner.journal.outage import Outage
 
 T = TypeVar("T")
 log = structlog.get_logger("runner.budgets")
@@ -29,8 +28,7 @@ POOL_SIZE = 8
 CONNECT_TIMEOUT_S = 10.0
 # How long a take waits for a database that went away (a restart, a failover) by default.
 WAIT_S = 120.0
-# Between tries while it is away: short first (a restart takes seconds), then at most this.
-RETRY_MAX_S = 2.0
+
 # Any number: the advisory lock that lets one process at a time create the tables.
 _SCHEMA_LOCK = 7_140_014
 
@@ -72,25 +70,21 @@ class PostgresStore:
         """Run ``program`` in one transaction. A database that went away is waited for (up to
         ``wait_s``): a transaction cut short rolled back whole, so running it again is safe; one
         whose commit's answer was lost takes twice, which paces slower, never faster."""
-        started: float | None = None
-        pause = 0.1
+        outage = Outage(self._wait_s)
         while True:
             try:
                 result = await self._run_once(program)
             except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-                now = time.monotonic()
-                if started is None:
-                    started = now
+                if outage.failed():
                     log.warning("runner.budgets.waiting", database=shown(self.location),
                                 error=_first_line(exc))
-                if now - started >= self._wait_s:
+                if outage.over:
                     raise self._failed(exc) from None
-                await asyncio.sleep(pause)
-                pause = min(RETRY_MAX_S, pause * 2)
+                await outage.pause()
                 continue
-            if started is not None:
+            if outage.since is not None:
                 log.info("runner.budgets.reconnected", database=shown(self.location),
-                         waited_s=round(time.monotonic() - started, 1))
+                         waited_s=round(outage.waited_s, 1))
             return result
 
     def _failed(self, exc: BaseException) -> JournalError:
