@@ -78,7 +78,7 @@ def _fill(folder: Path) -> Path:
      ("folder", "it can't be opened (unable to open database file); check that it is a "
                 "file")],
 )
-def test_a_corrupt_or_unopenable_journal_exits_5_naming_it(tmp_path: Path, journal: str,
+def test_a_corrupt_or_unopenable_journal_exits_6_naming_it(tmp_path: Path, journal: str,
                                                            said: str) -> None:
     """`run` and `status` on a journal that is not SQLite, or a folder where it should be,
     exit 6 with one line naming the file and what to do."""
@@ -114,7 +114,7 @@ def _journal_on(rehearsal: Rehearsal, folder: Path) -> Path:
 
 
 @pytest.mark.slow
-async def test_a_read_only_journal_exits_5_and_resumes_once_writable(
+async def test_a_read_only_journal_exits_6_and_resumes_once_writable(
     tmp_path: Path, sandbox: RunningSandbox, small_disk: Path
 ) -> None:
     """A run whose journal's file system is read-only exits 6 naming the file, sending
@@ -143,7 +143,7 @@ async def test_a_read_only_journal_exits_5_and_resumes_once_writable(
 
 
 @pytest.mark.slow
-async def test_a_disk_full_mid_run_exits_5_and_the_same_command_resumes(
+async def test_a_disk_full_mid_run_exits_6_and_the_same_command_resumes(
     tmp_path: Path, sandbox: RunningSandbox, small_disk: Path
 ) -> None:
     """When the journal's disk fills mid-run, the run stops with exit 6 and one line saying
