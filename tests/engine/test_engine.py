@@ -19,7 +19,7 @@ from runner.config.configfile import load_config
 from runner.engine.engine import Engine
 from runner.errors import JournalError
 from runner.job.jobfile import load_job
-from runner.journal import ItemState, SqliteJournal
+from runner.journal import ItemState, RunState, SqliteJournal
 from runner.sandbox.config import JiraLimits, SandboxConfig
 from runner.sandbox.testing import (
     ACME_ACTIVE,
@@ -183,7 +183,6 @@ def test_run_result_exit_codes() -> None:
     """Interrupted (130 after SIGINT or a stop asked in code, 143 after SIGTERM) beats blocked
     beats failed; skipped users alone exit 0."""
     from runner.engine.engine import RunResult
-    from runner.journal import RunState
 
     def code(counts: dict[ItemState, int], **kw: object) -> int:
         return RunResult("r", RunState.FINISHED, counts, **kw).exit_code  # type: ignore[arg-type]
@@ -246,7 +245,9 @@ async def test_an_error_inside_the_engine_comes_out_as_itself(
     tmp_path: Path, sandbox_config: SandboxConfig, start_sandbox: StartSandbox
 ) -> None:
     """A journal error in one of the engine's tasks reaches the caller as that error, not
-    wrapped in a task group's ExceptionGroup, so the command can print it as one line."""
+    wrapped in a task group's ExceptionGroup, so the command can print it as one line; and the
+    run is still finished in the journal, as interrupted for the next run to resume, never
+    left running."""
 
     class FailingJournal(SqliteJournal):
         async def claim(self, run_id: str, row_keys: Sequence[str]) -> Sequence[str]:
@@ -260,3 +261,5 @@ async def test_an_error_inside_the_engine_comes_out_as_itself(
                                             cfg.fingerprint, job.text)
             with pytest.raises(JournalError, match="disk full"):
                 await Engine(cfg, job, journal).run(handle)
+            run = await journal.get_run(handle.run_id)
+    assert run.state is RunState.INTERRUPTED

@@ -4,17 +4,12 @@ with its summary and no traceback."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from runner.config.configfile import load_config
-from runner.engine.engine import Engine
-from runner.errors import JournalError
-from runner.job.jobfile import load_job
 from runner.journal import ItemState, SqliteJournal
 from runner.journal.base import RunState
 from runner.sandbox.config import SandboxConfig
@@ -196,25 +191,3 @@ async def test_users_failing_alike_block_the_environment_with_exit_3(
     state, counts, _ = await last_run(tmp_path / "journal.db")
     assert state is RunState.FAILED
     assert counts.get(ItemState.FAILED, 0) + counts.get(ItemState.BLOCKED, 0) == 36, counts
-
-
-async def test_a_crash_inside_the_engine_leaves_the_run_interrupted(
-    tmp_path: Path, sandbox_config: SandboxConfig, start_sandbox: StartSandbox
-) -> None:
-    """An error that ends the engine (the journal failing under it) still finishes the run
-    in the journal, as interrupted for the next run to resume, never left running."""
-
-    class FailingJournal(SqliteJournal):
-        async def claim(self, run_id: str, row_keys: Sequence[str]) -> Sequence[str]:
-            raise JournalError("disk full")
-
-    async with start_sandbox(roomy(sandbox_config)) as sb:
-        cfg = load_config(write_runner_config(tmp_path, sb))
-        job = load_job(write_job(tmp_path, [pattern_account(n) for n in range(3)]), cfg)
-        async with FailingJournal(tmp_path / "journal.db") as journal:
-            handle = await journal.open_run(job.name, str(job.path), job.fingerprint,
-                                            cfg.fingerprint, job.text)
-            with pytest.raises(JournalError, match="disk full"):
-                await Engine(cfg, job, journal).run(handle)
-            run = await journal.get_run(handle.run_id)
-    assert run.state is RunState.INTERRUPTED
