@@ -33,19 +33,8 @@ from pathlib import Path
 from memory import LIMIT_MB, WITHIN, runner_toml, write_csv
 
 from runner.journal import RunState, SqliteJournal
+from runner.sandbox.testing import MIGRATION_ACTIONS
 
-ACTIONS = """\
-[[actions]]
-type = "comment.add"
-issue = "{issue}"
-body = "Migrated {legacy_id}"
-
-[[actions]]
-type = "issue.property.set"
-issue = "{issue}"
-key = "legacy"
-value = { id = "{legacy_id}" }
-"""
 BASE = "https://api.atlassian.com/ex/jira/6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b/rest/api/3"
 
 
@@ -112,7 +101,7 @@ def bench(args: argparse.Namespace, folder: Path) -> int:
         write_csv(data, rows, args.users, args.issues)
         job = folder / f"job-{rows}.toml"
         job.write_text(f'name = "export-{rows}"\nsite = "acme"\nrow_key = "legacy_id"\n\n'
-                       f'[source]\ncsv = "{data.name}"\n\n{ACTIONS}')
+                       f'[source]\ncsv = "{data.name}"\n\n{MIGRATION_ACTIONS}')
         start = time.perf_counter()
         run_id = fill_journal(folder / "journal.db", job, rows, args.users)
         print(f"  journal of {rows:,} rows written in {time.perf_counter() - start:.0f} s",

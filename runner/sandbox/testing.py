@@ -132,14 +132,16 @@ def require_specs_dir() -> Path:
     pytest.skip(message)
 
 
-# A job's two actions per row (columns ``issue`` and ``legacy_id``): a create that resume must
-# look up, then an idempotent write.
-MIGRATION_ACTIONS = """\
+# A job's comment per row (columns ``issue`` and ``legacy_id``): a create that resume must look up.
+COMMENT_ACTION = """\
 [[actions]]
 type = "comment.add"
 issue = "{issue}"
 body = "Migrated {legacy_id}"
+"""
 
+# The comment, then an idempotent write.
+MIGRATION_ACTIONS = COMMENT_ACTION + """
 [[actions]]
 type = "issue.property.set"
 issue = "{issue}"

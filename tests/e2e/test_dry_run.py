@@ -9,14 +9,8 @@ from pathlib import Path
 import pytest
 
 from runner.sandbox.app import RunningSandbox, serve
+from runner.sandbox.testing import COMMENT_ACTION as COMMENT
 from tests.e2e.harness import Rehearsal, account, bulk_sandbox_config
-
-COMMENT = """\
-[[actions]]
-type = "comment.add"
-issue = "{issue}"
-body = "Migrated {legacy_id}"
-"""
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import pytest
 from runner.sandbox.app import RunningSandbox, serve
 from runner.sandbox.config import Faults, SandboxUser
 from runner.sandbox.jira.faults import FaultPlan
+from runner.sandbox.testing import COMMENT_ACTION as COMMENT
 from tests.e2e.harness import (
     Rehearsal,
     account,
@@ -25,12 +26,6 @@ from tests.e2e.harness import (
 
 DEACTIVATED = [f"5dead000{n:016x}" for n in range(40)]
 NOT_FOUND = "Issue does not exist or you do not have permission to see it."
-COMMENT = """\
-[[actions]]
-type = "comment.add"
-issue = "{issue}"
-body = "Migrated {legacy_id}"
-"""
 PROPERTY = """
 [[actions]]
 type = "issue.property.set"

@@ -13,6 +13,7 @@ import pytest
 
 from runner.sandbox.app import RunningSandbox, serve
 from runner.sandbox.testing import CLOUD_A
+from runner.sandbox.testing import COMMENT_ACTION as COMMENT
 from tests.e2e.harness import (
     ArrivalWatch,
     Rehearsal,
@@ -21,13 +22,6 @@ from tests.e2e.harness import (
     comments_by_item,
     run_id_of,
 )
-
-COMMENT = """\
-[[actions]]
-type = "comment.add"
-issue = "{issue}"
-body = "Migrated {legacy_id}"
-"""
 
 
 def _rows(n: int, issue: str = "MIG-{k}") -> list[dict[str, str]]:

@@ -19,6 +19,7 @@ import pytest
 
 from runner.errors import ExitCode
 from runner.sandbox.app import RunningSandbox, serve
+from runner.sandbox.testing import COMMENT_ACTION as COMMENT
 from tests.clirun import example_folder, forge_runner, one_line
 from tests.e2e.harness import (
     ArrivalWatch,
@@ -27,13 +28,6 @@ from tests.e2e.harness import (
     bulk_sandbox_config,
     comments_by_item,
 )
-
-COMMENT = """\
-[[actions]]
-type = "comment.add"
-issue = "{issue}"
-body = "Migrated {legacy_id}"
-"""
 
 
 def _rows(n: int) -> list[dict[str, str]]:
