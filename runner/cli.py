@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "runner.commands.report",
     "runner.commands.export",
     "runner.commands.serve",
+    "runner.commands.worker",
     "runner.commands.doctor",
 )
 

@@ -258,6 +258,16 @@ class JournalError(RunnerError):
     """The journal can't be opened, read or written."""
 
 
+class LaneLost(RunnerError):
+    """This worker no longer holds a lane (its lease lapsed or another worker took it over):
+    nothing more of that lane is sent or journaled by it."""
+
+    def __init__(self, run_id: str, site: str, account_id: str, why: str = "its lease ended"):
+        self.lane = (run_id, site, account_id)
+        super().__init__(f"run {run_id}: the lane of {account_id} on {site} is no longer this "
+                         f"worker's ({why}); another worker goes on with it")
+
+
 class NoJournalError(JournalError):
     """No journal at the path ``status`` or ``report`` was given (they never create one)."""
 

@@ -28,6 +28,7 @@ from rich.text import Text
 
 from runner.aio import single_error
 from runner.budgets.store import BudgetStore, location_of, open_store
+from runner.cluster.settings import cluster_settings
 from runner.commands import port_number, positive_int
 from runner.commands.closing import RETRIED, finished, nothing_to_do, outcome, recovery, touched
 from runner.commands.dryrun import token_lines
@@ -36,7 +37,7 @@ from runner.commands.watch import start_watch, watched_engine
 from runner.config.configfile import Config, load_config
 from runner.engine.engine import FINAL, RunResult
 from runner.engine.shutdown import Shutdown
-from runner.errors import ExitCode, RunLockedError
+from runner.errors import ConfigError, ExitCode, RunLockedError
 from runner.job.jobfile import Job, load_job
 from runner.job.plan import make_plan
 from runner.job.selection import Selection, from_identity, missing_keys
@@ -99,6 +100,9 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--only", action="append", metavar="KEY[,KEY...]",
                      help="a trial: only the rows with these keys (the job's row_key values), "
                      "as a run of their own; repeatable")
+    run.add_argument("--detach", action="store_true",
+                     help="on a PostgreSQL journal: start (or resume) the run, load its rows, "
+                     "and leave it to `forge-runner worker` processes")
     run.set_defaults(func=lambda a: _main(a, mode="run"))
 
     resume = sub.add_parser("resume", help="resume a run by its ID (resolves uncertain items)",
@@ -134,6 +138,12 @@ def _main(args: argparse.Namespace, *, mode: str) -> int:
     # Their packages read [sandbox] and [serve]: a bad one stops here too, before any run opens.
     sandbox = sandbox_config(config)
     serve_config(config)
+    if isinstance(journal_target(config.runner), str):
+        cluster_settings(config)  # a run on PostgreSQL is shared by lanes: [cluster] checked
+    elif getattr(args, "detach", False):
+        raise ConfigError("runner.journal", "a postgresql:// URL for --detach (workers share "
+                          "runs through PostgreSQL)", str(config.runner.journal),
+                          file=config.path)
     if args.concurrency:
         config = replace(config, runner=replace(config.runner, concurrency=args.concurrency))
     output = RunOutput(log_format=args.log_format, quiet=args.quiet, verbose=args.verbose,
@@ -243,8 +253,16 @@ async def _checked_run(args: argparse.Namespace, config: Config, sandbox: Sandbo
         # A resumed run shows progress over what is left, not over the whole job.
         stats.set_total(max(0, total - sum(n for s, n in prior.items() if s in FINAL)))
         result = await _engine_run(config, job, journal, handle, stats, output, shutdown,
-                                   monitor, plan.shortest_s, budget_store)
+                                   monitor, plan.shortest_s, budget_store,
+                                   detach=bool(getattr(args, "detach", False)))
         stats.finish()
+        if getattr(args, "detach", False):
+            # Its one line, printed even when quiet: what was handed to the workers.
+            output.console.print(Text.assemble(
+                "run ", (result.run_id, "bold"), f" of {job.name}: {total} items loaded in "
+                "the journal and left to the workers (`forge-runner worker`); "
+                "`forge-runner status` follows it"))
+            return ExitCode.OK
         allowed = job.allow_empty or args.allow_empty
         exit_code, closing = outcome(result, await journal.counts(handle.run_id), allowed,
                                 fresh=bool(getattr(args, "fresh", False)))
@@ -292,9 +310,9 @@ async def _open(journal: Journal, job: Job, identity: str, config: Config,
 async def _engine_run(config: Config, job: Job, journal: Journal, handle: RunHandle,
                       stats: RunStats, output: RunOutput, shutdown: Shutdown,
                       monitor: Monitor | None, bound_s: float,
-                      budget_store: BudgetStore) -> RunResult:
+                      budget_store: BudgetStore, detach: bool = False) -> RunResult:
     engine = watched_engine(monitor, handle.run_id, config, job, journal, stats, shutdown,
-                            budget_store)
+                            budget_store, detach=detach)
     if monitor is not None:
         monitor.run_started(handle.run_id, job.name, job.sites, stats.total, bound_s=bound_s)
     progress = output.progress(stats, title=f"forge-runner: {job.name}")

@@ -12,6 +12,7 @@ import errno
 from contextlib import AsyncExitStack
 
 from runner.budgets.store import BudgetStore
+from runner.cluster.runengine import ClusterEngine
 from runner.config.configfile import Config
 from runner.engine.engine import Engine
 from runner.engine.shutdown import Shutdown
@@ -19,6 +20,7 @@ from runner.errors import ConfigError
 from runner.events import FanOut, Observer
 from runner.job.jobfile import Job
 from runner.journal import Journal
+from runner.journal.postgres import PostgresJournal
 from runner.monitor import Monitor, serve_monitor
 from runner.monitor.journaltime import timed_journal
 from runner.progress.output import RunOutput
@@ -43,8 +45,18 @@ async def start_watch(stack: AsyncExitStack, port: int | None, config: Config,
 
 def watched_engine(monitor: Monitor | None, run_id: str, config: Config, job: Job,
                    journal: Journal, observer: Observer, shutdown: Shutdown,
-                   budget_store: BudgetStore | None) -> Engine:
-    """The run's engine; with a monitor, it reports to it too and its journal writes are timed."""
+                   budget_store: BudgetStore | None, *,
+                   detach: bool = False) -> Engine | ClusterEngine:
+    """The run's engine; with a monitor, it reports to it too and its journal writes are timed.
+    On a PostgreSQL journal, the run is shared by lanes (``runner.cluster``)."""
+    if isinstance(journal, PostgresJournal):
+        cluster = ClusterEngine(config, job, journal, shutdown=shutdown,
+                                budget_store=budget_store, detach=detach,
+                                observer=observer if monitor is None
+                                else FanOut(observer, monitor))
+        if monitor is not None:
+            monitor.pacers = lambda: {run_id: cluster.pacer}
+        return cluster
     if monitor is None:
         return Engine(config, job, journal, observer=observer, shutdown=shutdown,
                       budget_store=budget_store)

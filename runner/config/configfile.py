@@ -3,9 +3,11 @@
 Secrets never live in the file: a system token comes from an environment variable, a file or a
 command (``SystemTokenSource``). An error names the file, the key's path and what was expected.
 
-The ``[sandbox]`` and ``[serve]`` tables belong to the simulator and the remote endpoint: they
-are kept as read (``sandbox_table``, ``serve_table``) and parsed by their own packages
-(``runner.sandbox.config.sandbox_config``, ``runner.remote.settings.serve_config``), so the core
+The ``[sandbox]``, ``[serve]`` and ``[cluster]`` tables belong to the simulator, the remote
+endpoint and the workers: they are kept as read (``sandbox_table``, ``serve_table``,
+``cluster_table``) and parsed by their own packages
+(``runner.sandbox.config.sandbox_config``, ``runner.remote.settings.serve_config``,
+``runner.cluster.settings.cluster_settings``), so the core
 imports neither.
 """
 
@@ -157,6 +159,7 @@ class Config:
     # The [sandbox] and [serve] tables as read, for their packages to parse; None when absent.
     sandbox_table: Mapping[str, Any] | None = None
     serve_table: Mapping[str, Any] | None = None
+    cluster_table: Mapping[str, Any] | None = None
     # sha256 of the file's bytes: a resumed run checks it did not change.
     fingerprint: str = field(default="")
 
@@ -200,6 +203,7 @@ def load_config(path: str | Path) -> Config:
     check_shared_buckets(environments, error)
     sandbox = MappingProxyType(root.table("sandbox").data) if "sandbox" in root else None
     serve = MappingProxyType(root.table("serve").data) if "serve" in root else None
+    cluster = MappingProxyType(root.table("cluster").data) if "cluster" in root else None
     root.done()
     return Config(
         path=path,
@@ -212,6 +216,7 @@ def load_config(path: str | Path) -> Config:
         gateway_messages=messages,
         sandbox_table=sandbox,
         serve_table=serve,
+        cluster_table=cluster,
         fingerprint=hashlib.sha256(data).hexdigest(),
     )
 

@@ -19,28 +19,24 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
-import aiohttp
 import structlog
 
 from runner.aio import single_error, to_the_end
 from runner.budgets import Clock, SystemClock
 from runner.budgets.jira import JiraPacer
-from runner.budgets.mint import MintBuckets
 from runner.budgets.sharedjira import SharedJiraPacer
-from runner.budgets.sharedmint import UNANSWERED_MINT_S, SharedMintBuckets
 from runner.budgets.store import BudgetStore
 from runner.config.configfile import Config
-from runner.engine.rowworker import RowWorker, Todo
+from runner.engine.rowworker import RowWorker
 from runner.engine.scheduler import FairScheduler
 from runner.engine.shutdown import Shutdown
+from runner.engine.todo import Todo
+from runner.engine.tools import engine_tools
 from runner.errors import ExitCode
 from runner.events import Emitter, NullObserver, Observer, RunFinished
-from runner.jira.client import JiraClient
-from runner.jira.executor import CallExecutor
 from runner.job.jobfile import Job, Row
 from runner.journal import Journal, RunHandle
 from runner.journal.base import ItemRecord, ItemState, RunState, item_key
-from runner.minting.minter import Minter
 
 log = structlog.get_logger("runner.engine")
 
@@ -125,40 +121,12 @@ class Engine:
         scheduler: FairScheduler[tuple[Row, list[Todo]]] = FairScheduler(
             weights, workers=concurrency, buffer_per_site=max(8, 2 * concurrency)
         )
-        connector = aiohttp.TCPConnector(limit=concurrency * 2 + 8)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            store = self.budget_store
-            buckets: MintBuckets | SharedMintBuckets
-            pacer: JiraPacer | SharedJiraPacer
-            if store is None:
-                buckets = MintBuckets(clock=self.clock, observer=self.observer)
-                pacer = JiraPacer(config.jira_budgets, clock=self.clock, observer=self.observer)
-            else:
-                buckets = SharedMintBuckets(store, clock=self.clock, observer=self.observer,
-                                            answer_limit_s=min(UNANSWERED_MINT_S,
-                                                               config.runner.request_timeout_s))
-                pacer = SharedJiraPacer(config.jira_budgets, store, clock=self.clock,
-                                        observer=self.observer)
-            minters = {
-                name: Minter.from_config(
-                    config,
-                    name,
-                    session=session,
-                    buckets=buckets,
-                    observer=self.observer,
-                    clock=self.clock,
-                )
-                for name in env_names
-            }
-            self.pacer = pacer  # read by the status page
-            executor = CallExecutor(
-                JiraClient(session, timeout_s=config.runner.request_timeout_s),
-                minters,
-                pacer,
-                config.retry_jira,
-                self.observer,
-                self.clock,
-            )
+        async with engine_tools(config, env_names, concurrency=concurrency,
+                                store=self.budget_store, clock=self.clock,
+                                observer=self.observer) as tools:
+            minters = tools.minters
+            self.pacer = tools.pacer  # read by the status page
+            executor = tools.executor
             worker = RowWorker(
                 config,
                 job,
@@ -184,10 +152,7 @@ class Engine:
                 raise single_error(group) from None
             # The last items' ``done`` were queued without waiting: durable before counting.
             await to_the_end(worker.settle())
-            if isinstance(buckets, SharedMintBuckets):
-                await buckets.settle()
-            if isinstance(pacer, SharedJiraPacer):
-                await pacer.settle()
+            await tools.settle()
         blocked = {n: m.blocked.diagnostic for n, m in minters.items() if m.blocked is not None}
         return await self._finish(run_id, blocked)
 
@@ -243,16 +208,22 @@ class Engine:
         for row in chunk:
             if row.key not in mine:
                 continue
-            todo = []
-            for action in self.job.actions:
-                record = records.get(item_key(row.key, action.index))
-                prior = record.state if record is not None else ItemState.PENDING
-                if prior not in FINAL:
-                    since = record.updated_at if record is not None else None
-                    todo.append(Todo(action, prior, since))
+            todo = todo_of(self.job, row, records)
             if todo:
                 out.append((row, todo))
         return out
+
+
+def todo_of(job: Job, row: Row, records: Mapping[str, ItemRecord]) -> list[Todo]:
+    """The row's actions not final in the journal (``records``: its items by key), in order."""
+    todo = []
+    for action in job.actions:
+        record = records.get(item_key(row.key, action.index))
+        prior = record.state if record is not None else ItemState.PENDING
+        if prior not in FINAL:
+            since = record.updated_at if record is not None else None
+            todo.append(Todo(action, prior, since))
+    return todo
 
 
 def _cancel_all(tasks: Iterable[asyncio.Task[None]]) -> None:

@@ -31,24 +31,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
 import structlog
 
-from runner.actions import Action, PythonAction
+from runner.actions import PythonAction
 from runner.config.configfile import Config, SiteConfig
 from runner.engine import why
 from runner.engine.flight import Dropped, Flight
 from runner.engine.shutdown import Shutdown
+from runner.engine.todo import Todo, result_of
 from runner.errors import (
     ActionError,
     BlockedEnvironmentError,
     GatewayError,
     JiraCallError,
     JournalError,
+    LaneLost,
     SystemTokenError,
     TransportError,
     UserRefusedError,
@@ -84,26 +85,7 @@ from runner.minting.minter import Minter
 
 log = structlog.get_logger("runner.engine")
 
-# ``self`` too: the created thing's REST URL, which an export hands on (a migration's map).
-RESULT_KEYS = ("id", "key", "self")
-
-
-@dataclass(frozen=True)
-class Todo:
-    action: Action | PythonAction
-    prior: ItemState  # its state in the journal before this run touched it
-    # When the journal last recorded it (its start, for one a crash left ``started``).
-    since: float | None = None
-
-
-def result_of(body: Any) -> dict[str, Any] | None:
-    """What Jira returned that matters later: the IDs and keys of what was created."""
-    if isinstance(body, Mapping):
-        kept = {k: body[k] for k in RESULT_KEYS if isinstance(body.get(k), str | int)}
-        return kept or None
-    return None
-
-
+Gate = Callable[[str, ItemRef], Awaitable[None]]
 class RowWorker:
     def __init__(
         self,
@@ -118,7 +100,11 @@ class RowWorker:
         shutdown: Shutdown,
         deadline: float,
         wall: Callable[[], float] = time.time,
+        gate: Gate | None = None,
     ) -> None:
+        """``gate(run_id, item)`` is awaited before every request of an item leaves, and again
+        once its ``started`` is durable: a worker's lane whose lease is ending raises
+        ``LaneLost`` there, and nothing of that item is sent."""
         self.config = config
         self.job = job
         self.journal = journal
@@ -130,6 +116,7 @@ class RowWorker:
         self.shutdown = shutdown
         self.deadline = deadline
         self.wall = wall  # the journal's clock: what ``Todo.since`` is measured on
+        self.gate = gate
         self._flights: set[Flight] = set()
         # ``done`` writes queued and not yet known to be durable, and the first that failed.
         self._unsettled: set[asyncio.Future[object]] = set()
@@ -151,10 +138,17 @@ class RowWorker:
             await asyncio.wait(set(self._unsettled))
         self.check_journal()
 
-    def _drop_waiting(self) -> None:
+    def _drop_waiting(self, lane: tuple[str, str] | None = None) -> None:
+        """Drop what only waits: of every row (a drain), or of one (site, account) lane."""
         for flight in list(self._flights):
+            if lane is not None and (flight.ref.site, flight.ref.account_id) != lane:
+                continue
             if not flight.sending:
                 flight.drop()
+
+    def drop_lane(self, site: str, account_id: str) -> None:
+        """A lane this worker lost: what of it only waits is dropped, nothing more is sent."""
+        self._drop_waiting((site, account_id))
 
     async def _on_send(self, flight: Flight) -> None:
         """Right before a request of ``flight`` leaves: journal ``started`` (durable before
@@ -162,6 +156,8 @@ class RowWorker:
         self.check_journal()
         if flight.dropped:
             raise Dropped  # dropped as it woke: stop before anything more is journaled or sent
+        if self.gate is not None:
+            await self.gate(self.run_id, flight.ref)
         # On the wire from here: a drain arriving while ``started`` is being journaled must not
         # cancel it, or the item would stay ``started`` with nothing sent (and a create that
         # can't be looked up would become ``uncertain`` on resume).
@@ -169,6 +165,8 @@ class RowWorker:
         if not flight.started:
             await self.journal.mark_started(self.run_id, flight.ref)
             flight.started = True
+            if self.gate is not None:  # the write may have waited out a database outage
+                await self.gate(self.run_id, flight.ref)
         previous, flight.previous_done = flight.previous_done, None
         if previous is not None:
             await previous  # durable already: queued before the ``started`` just awaited
@@ -203,7 +201,7 @@ class RowWorker:
                             await self._one(site, row, step, ref, flight)
                         finally:
                             self._flights.discard(flight)
-                except Dropped:
+                except (Dropped, LaneLost):
                     return
                 except TimeoutError:
                     if window.expired():
@@ -372,6 +370,8 @@ class RowWorker:
         if self._last_done.get(ref.row_key) is future:
             del self._last_done[ref.row_key]
         failure = None if future.cancelled() else future.exception()
+        if isinstance(failure, LaneLost):
+            return  # the lane's new owner judges the item again, as a resume would
         if failure is not None:
             self._emit(JournalFailed(row=ref.row_key, action=ref.action, error=str(failure)))
             if self._journal_failure is None:

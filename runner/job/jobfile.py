@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +38,8 @@ from runner.job.tally import HashTally
 # wholes: a property saying "migrated" after its comment failed would be wrong), or go on.
 ON_FAILURE = ("stop-row", "continue")
 
-__all__ = ["ON_FAILURE", "Job", "Row", "RowCheck", "Source", "check_rows", "item_key", "load_job"]
+__all__ = ["ON_FAILURE", "Job", "Row", "RowCheck", "Source", "StoredSource", "check_rows",
+           "item_key", "load_job", "parse_job"]
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,20 @@ def load_job(path: str | Path, config: Config) -> Job:
     path = Path(path)
     try:
         data = path.read_bytes()
-        text = data.decode("utf-8")
-        doc = tomllib.loads(text)
     except OSError as exc:
         raise JobError("(file)", f"expected a readable job file, found {exc.strerror or exc}",
                        file=path) from None
+    return parse_job(data, path, config)
+
+
+def parse_job(data: bytes, path: Path, config: Config, *,
+              stored: Sequence[str] | None = None) -> Job:
+    """Check a job file's bytes (read from ``path``) against ``config``. With ``stored`` (the
+    source's columns, as a journal keeps them for a run whose rows it holds) the job's source
+    is not opened: its rows come from the journal (``StoredSource``)."""
+    try:
+        text = data.decode("utf-8")
+        doc = tomllib.loads(text)
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise JobError("(file)", f"expected valid TOML, found {exc}", file=path) from None
 
@@ -92,7 +102,9 @@ def load_job(path: str | Path, config: Config) -> Job:
     row_key: str | None = root.nonempty("row_key", None, expected="a column name")
     shape = RowShape(row_key=row_key, default_site=sites[0] if len(sites) == 1 else None)
     try:
-        source = _source(root.table("source", required=True), path.parent, shape)
+        table = root.table("source", required=True)
+        source = (_source(table, path.parent, shape) if stored is None
+                  else StoredSource(str(path), tuple(stored)))
     except JobError as exc:
         if exc.file is not None:
             raise
@@ -116,6 +128,17 @@ def load_job(path: str | Path, config: Config) -> Job:
     root.done()
     return Job(path, name, sites, weights, source, actions, hashlib.sha256(data).hexdigest(),
                text, row_key, environment, allow_empty, on_failure)
+
+
+class StoredSource:
+    """A run's source whose rows the journal holds: only its columns are known here."""
+
+    def __init__(self, description: str, columns: tuple[str, ...]):
+        self.description = description
+        self.columns = columns
+
+    def rows(self) -> Iterator[Row]:
+        raise RuntimeError("a stored run's rows are read from its journal, not its source")
 
 
 def _sites(root: Table, config: Config) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from runner.errors import JournalError
+from runner.errors import JournalError, LaneLost
 from runner.journal.base import (
     PROBLEM_STATES,
     ItemRecord,
@@ -200,6 +200,73 @@ async def mark_items(conn: Conn, marks: Sequence[Mark]) -> list[JournalError | N
                 out.append(refused_move(item_key(mark.row_key, mark.action_index),
                                         ItemState(mark.state)))
     return out
+
+
+# The same move, accepted only while the item's lane is held by the writer under the fence it
+# gives and its lease has not lapsed. ``FOR SHARE`` on the lane makes a takeover (which updates
+# the lane's row) and this write wait for each other: whichever commits first, the other sees it.
+_FENCED = (
+    "WITH v AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::integer[], %s::text[], "
+    "%s::text[], %s::integer[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
+    "%s::double precision[], %s::bigint[], %s::text[]) AS v (run_id, row_key, action_index, "
+    "action, state, attempts, reason, detail, result, site, account_id, updated_at, fence, "
+    "owner)), "
+    "ok AS MATERIALIZED (SELECT v.* FROM v JOIN lanes l ON l.run_id = v.run_id "
+    "AND l.site = v.site AND l.account_id = v.account_id AND l.owner = v.owner "
+    "AND l.fence = v.fence AND l.state = 'held' AND l.lease_until > now() FOR SHARE OF l) "
+    f"INSERT INTO items ({ITEM_COLUMNS}, fence) SELECT {ITEM_COLUMNS}, fence FROM ok "
+    "ON CONFLICT (run_id, row_key, action_index) DO UPDATE SET "
+    "action = excluded.action, state = excluded.state, "
+    "attempts = items.attempts + excluded.attempts, "
+    "reason = excluded.reason, detail = excluded.detail, "
+    "result = coalesce(excluded.result, items.result), site = excluded.site, "
+    "account_id = excluded.account_id, updated_at = excluded.updated_at, "
+    "fence = excluded.fence "
+    "WHERE items.state <> 'done' OR excluded.state = 'done' "
+    "RETURNING run_id, row_key, action_index"
+)
+
+
+async def mark_items_fenced(conn: Conn, marks: Sequence[Mark],
+                            guards: Sequence[tuple[str, int]]) -> list[Exception | None]:
+    """``mark_items`` for lanes: each mark with its (owner, fence); a mark whose lane is no
+    longer the owner's under that fence is refused with ``LaneLost``."""
+    out: list[Exception | None] = []
+    guard_of = {id(m): g for m, g in zip(marks, guards, strict=True)}
+    for chunk in distinct_chunks(marks, cap=None):
+        columns = [list(column) for column in zip(*chunk, strict=True)]
+        columns.append([guard_of[id(m)][1] for m in chunk])
+        columns.append([guard_of[id(m)][0] for m in chunk])
+        cur = await conn.execute(_FENCED, columns)
+        applied = {(str(r), str(k), int(i)) for r, k, i in await cur.fetchall()}
+        refused = [m for m in chunk if (m.run_id, m.row_key, m.action_index) not in applied]
+        held = await _held_lanes(conn, refused, guard_of)
+        for mark in chunk:
+            if (mark.run_id, mark.row_key, mark.action_index) in applied:
+                out.append(None)
+            elif (mark.run_id, mark.site, mark.account_id) not in held:
+                out.append(LaneLost(mark.run_id, mark.site, mark.account_id,
+                                    "its write was refused: the lease ended or another "
+                                    "worker holds the lane"))
+            else:
+                out.append(refused_move(item_key(mark.row_key, mark.action_index),
+                                        ItemState(mark.state)))
+    return out
+
+
+async def _held_lanes(conn: Conn, marks: Sequence[Mark],
+                      guard_of: dict[int, tuple[str, int]]) -> set[tuple[str, str, str]]:
+    held: set[tuple[str, str, str]] = set()
+    for mark in marks:
+        owner, fence = guard_of[id(mark)]
+        cur = await conn.execute(
+            "SELECT 1 FROM lanes WHERE run_id = %s AND site = %s AND account_id = %s "
+            "AND owner = %s AND fence = %s AND state = 'held' AND lease_until > now()",
+            (mark.run_id, mark.site, mark.account_id, owner, fence),
+        )
+        if await cur.fetchone() is not None:
+            held.add((mark.run_id, mark.site, mark.account_id))
+    return held
 
 
 async def item_states(conn: Conn, run_id: str, row_keys: Sequence[str]) -> dict[str, ItemRecord]:

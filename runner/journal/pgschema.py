@@ -5,6 +5,13 @@ The journal's own tables only: ``journal_schema`` (its version), ``runs``, ``ite
 session advisory lock, ``postgres.py``). Other parts keep their tables, and their versions, in
 their own modules.
 
+Version 2 adds what several workers share a run by (``runner/cluster``): ``workers`` (one row
+per process start), ``run_rows`` (a run's rows, loaded once by the process that starts it, so
+no other host needs the job's data file), ``lanes`` (one user of one run on one site: the unit
+a worker leases, with its owner, fence and lease judged by the database's clock), ``flows``
+(one per run and site: the virtual time of weighted fair claiming) and ``items.fence`` (the
+fence under which an item's last write was accepted).
+
 ``items`` is written with fillfactor 80: every item is inserted once and updated a few times
 (started, then done), and room on the page lets an update stay on it. Counts by state are read
 from the ``(run_id, state, ...)`` index rather than kept in a counts row, which every mark of a
@@ -66,6 +73,54 @@ MIGRATIONS: list[tuple[LiteralString, ...]] = [
             holder text NOT NULL,
             owner text NOT NULL,
             taken_at timestamptz NOT NULL DEFAULT now()
+        )""",
+    ),
+    (
+        "ALTER TABLE runs ADD COLUMN lanes boolean NOT NULL DEFAULT false",
+        "ALTER TABLE runs ADD COLUMN loaded boolean NOT NULL DEFAULT false",
+        "ALTER TABLE runs ADD COLUMN columns text",
+        "ALTER TABLE items ADD COLUMN fence bigint",
+        """CREATE TABLE workers (
+            id text PRIMARY KEY,
+            host text NOT NULL,
+            pid integer NOT NULL,
+            proc_start text NOT NULL,
+            started_at timestamptz NOT NULL DEFAULT now(),
+            heartbeat_at timestamptz NOT NULL DEFAULT now(),
+            stopped_at timestamptz
+        )""",
+        """CREATE TABLE run_rows (
+            run_id text NOT NULL REFERENCES runs (run_id),
+            row_key text COLLATE "C" NOT NULL,
+            seq bigint NOT NULL,
+            site text NOT NULL,
+            account_id text NOT NULL,
+            line integer NOT NULL,
+            fields text NOT NULL,
+            PRIMARY KEY (run_id, row_key)
+        )""",
+        "CREATE INDEX run_rows_by_lane ON run_rows (run_id, site, account_id, seq)",
+        """CREATE TABLE lanes (
+            run_id text NOT NULL REFERENCES runs (run_id),
+            site text NOT NULL,
+            account_id text NOT NULL,
+            state text NOT NULL,
+            owner text,
+            fence bigint NOT NULL DEFAULT 0,
+            lease_until timestamptz,
+            lease_s double precision NOT NULL DEFAULT 0,
+            rows integer NOT NULL,
+            first_seq bigint NOT NULL,
+            PRIMARY KEY (run_id, site, account_id)
+        ) WITH (fillfactor = 70)""",
+        "CREATE INDEX lanes_open ON lanes (run_id, site, first_seq) WHERE state <> 'done'",
+        "CREATE INDEX lanes_by_owner ON lanes (owner) WHERE state = 'held'",
+        """CREATE TABLE flows (
+            run_id text NOT NULL REFERENCES runs (run_id),
+            site text NOT NULL,
+            weight double precision NOT NULL,
+            vtime double precision NOT NULL,
+            PRIMARY KEY (run_id, site)
         )""",
     ),
 ]

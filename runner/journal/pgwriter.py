@@ -31,7 +31,7 @@ import psycopg
 from runner.errors import JournalError, RunnerError
 from runner.events import Emitter, JournalReconnected, JournalWaiting
 from runner.journal.outage import Outage
-from runner.journal.pgqueries import Conn, mark_items
+from runner.journal.pgqueries import Conn, mark_items, mark_items_fenced
 from runner.journal.queries import Mark, distinct_chunks
 
 Op = Callable[[Conn], Awaitable[Any]]
@@ -44,6 +44,8 @@ class _Job:
     future: asyncio.Future[Any]
     mark: Mark | None = None
     op: Op | None = None
+    # (owner, fence) of a lane's mark: written only while that owner holds the lane under it.
+    guard: tuple[str, int] | None = None
 
 
 class PgWriter:
@@ -82,8 +84,9 @@ class PgWriter:
         self._conn = conn
         self._task = asyncio.create_task(self._main(), name="journal-writer")
 
-    def submit_mark(self, mark: Mark) -> asyncio.Future[None]:
-        return self._put(_Job(self._future(), mark=mark))
+    def submit_mark(self, mark: Mark,
+                    guard: tuple[str, int] | None = None) -> asyncio.Future[None]:
+        return self._put(_Job(self._future(), mark=mark, guard=guard))
 
     async def call(self, op: Op) -> Any:
         """Run ``op(conn)`` in the writer's next batch, under its own savepoint; its result once
@@ -191,7 +194,9 @@ class PgWriter:
 
     async def _apply(self, conn: Conn, batch: list[_Job]) -> list[tuple[bool, Any]]:
         marks = [job.mark for job in batch if job.mark is not None]
-        if len(marks) == len(batch) and len(distinct_chunks(marks, cap=None)) == 1:
+        guarded = {job.guard is not None for job in batch}
+        if (len(marks) == len(batch) and len(guarded) == 1
+                and len(distinct_chunks(marks, cap=None)) == 1):
             # Item marks only, one statement: its own transaction (the connection autocommits),
             # one round trip instead of BEGIN, the statement and COMMIT.
             return await self._run_marks(conn, batch)
@@ -223,6 +228,16 @@ class PgWriter:
             return False, self._translate(exc)
 
     async def _run_marks(self, conn: Conn, jobs: list[_Job]) -> list[tuple[bool, Any]]:
+        if any(job.guard is not None for job in jobs):
+            lanes = [job for job in jobs if job.guard is not None]
+            plain = [job for job in jobs if job.guard is None]
+            done = dict(zip(map(id, plain), await self._run_marks(conn, plain) if plain else [],
+                            strict=True))
+            fenced = await mark_items_fenced(conn, [j.mark for j in lanes if j.mark],
+                                             [j.guard for j in lanes if j.guard])
+            done.update(zip(map(id, lanes), ((why is None, why) for why in fenced),
+                            strict=True))
+            return [done[id(job)] for job in jobs]
         marks = [job.mark for job in jobs if job.mark is not None]
         # A run this process lost (another took its lock while the database was away) gets
         # nothing written: its new owner decides.

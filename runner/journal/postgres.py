@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from runner.errors import JournalError, NoJournalError, RunLockedError, RunNotFoundError
 from runner.events import Emitter, JournalReconnected, JournalWaiting
+from runner.journal import pglanes as lanes
 from runner.journal import pgqueries as q
 from runner.journal.base import (
     PROBLEM_STATES,
@@ -52,6 +53,8 @@ from runner.journal.rules import (
 
 T = TypeVar("T")
 Conn = q.Conn
+# (run, site, account) -> the (owner, fence) this process holds the lane under; raises LaneLost.
+LaneGuard = Callable[[str, str, str], tuple[str, int]]
 
 PAGE_SIZE = 500
 # A job's lock still held is asked for again this many times, this far apart (``_locking``).
@@ -90,6 +93,9 @@ class PostgresJournal(ItemMarks):
         self._pool: AsyncConnectionPool[Conn] | None = None
         # Runs this journal opened -> their job; jobs whose lock this process holds; runs lost.
         self._locks = JobLocks()
+        # Runs this process works on by lanes -> the guard of each write: the (owner, fence)
+        # under which this process holds the item's lane, or LaneLost.
+        self._lanes: dict[str, LaneGuard] = {}
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -114,7 +120,8 @@ class PostgresJournal(ItemMarks):
             await conn.close()
             raise
         writer = PgWriter(self._connect, where=self.where, wait_s=self._wait_s,
-                          reconnected=self._locks.relock, held=self._locks.holds,
+                          reconnected=self._locks.relock,
+                          held=lambda run_id: run_id in self._lanes or self._locks.holds(run_id),
                           translate=self._explain, emit=self._emit)
         await writer.start(conn)
         self._writer = writer
@@ -162,6 +169,46 @@ class PostgresJournal(ItemMarks):
         if self._writer is None:
             raise JournalError("the journal is not open (use `async with PostgresJournal(...)`)")
         return self._writer
+
+    # -- lanes (``runner.cluster``) -------------------------------------------------------------
+
+    def join(self, run_id: str, guard: LaneGuard) -> None:
+        """Work on ``run_id`` by lanes: each of its items' writes is accepted only while
+        ``guard(run_id, site, account_id)``'s (owner, fence) holds the item's lane."""
+        self._lanes[run_id] = guard
+
+    def leave(self, run_id: str) -> None:
+        self._lanes.pop(run_id, None)
+
+    async def write(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """``fn`` in the writer's next batch: after every write queued before it."""
+        result: T = await self._w().call(fn)
+        return result
+
+    async def connect(self) -> Conn:
+        """A connection of the caller's own (autocommit), e.g. for a heartbeat that must not
+        queue behind the pool."""
+        return await self._connect()
+
+    async def let_go(self, run_id: str) -> None:
+        """Release the run's job lock and leave its state as it is (workers go on with it)."""
+        async def op(conn: Conn) -> None:
+            ident = self._locks.runs.pop(run_id, None)
+            if ident is not None and ident not in self._locks.runs.values():
+                await self._locks.release(conn, ident)
+
+        await self._w().call(op)
+
+    async def execute(self, fn: Callable[[Conn], Awaitable[T]], *, wait: bool = True) -> T:
+        """``fn`` on a pooled connection (one short statement or two, autocommit); with
+        ``wait`` a database that went away is waited for, else its error is raised at once
+        (``psycopg.OperationalError`` or ``PoolTimeout``)."""
+        if wait:
+            return await self._read(fn)
+        if self._pool is None:
+            raise JournalError("the journal is not open (use `async with PostgresJournal(...)`)")
+        async with self._pool.connection(timeout=5.0) as conn:
+            return await fn(conn)
 
     async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """``fn`` on a pooled connection; a database that went away is waited for."""
@@ -303,7 +350,9 @@ class PostgresJournal(ItemMarks):
             if borrowed and not await self._locks.take(conn, run.job_path):
                 raise await self._locks.refusal(conn, run.job_path)
             try:
-                return await q.requeue(conn, run, wanted, self._clock())
+                moved = await q.requeue(conn, run, wanted, self._clock())
+                await lanes.reopen_requeued(conn, run_id)
+                return moved
             finally:
                 if borrowed:
                     await self._locks.release(conn, run.job_path)
@@ -323,10 +372,14 @@ class PostgresJournal(ItemMarks):
         *,
         result: str | None = None,
     ) -> asyncio.Future[None]:
-        self._locks.check(run_id)
+        guard = self._lanes.get(run_id)
+        if guard is None:
+            self._locks.check(run_id)
         mark = Mark.of(run_id, item, state, clean_text(reason, MAX_REASON_CHARS),
                        clean_text(detail, MAX_DETAIL_CHARS), result, self._clock())
-        return self._w().submit_mark(mark)
+        if guard is None:
+            return self._w().submit_mark(mark)
+        return self._w().submit_mark(mark, guard(run_id, item.site, item.account_id))
 
     # -- reads --------------------------------------------------------------------------------
 

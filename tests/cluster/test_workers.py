@@ -1,0 +1,146 @@
+"""Several real worker processes on one run, on the machine's PostgreSQL and the sandbox: a
+worker killed mid-run has its lanes finished by the others, with nothing lost or repeated and
+each user's items in order; a drained worker gives its lanes back at once."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import random
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from runner.sandbox.app import RunningSandbox, serve
+from runner.sandbox.testing import CLOUD_A
+from tests.e2e.harness import (
+    ArrivalWatch,
+    Rehearsal,
+    account,
+    bulk_sandbox_config,
+    comments_by_item,
+    run_id_of,
+)
+
+USERS = 120
+ROWS = 360
+ISSUES = 40
+LEASE_S = 4.0
+ACTIONS = """\
+[[actions]]
+type = "comment.add"
+issue = "{issue}"
+body = "Migrated {legacy_id}"
+
+[[actions]]
+type = "issue.property.set"
+issue = "{issue}"
+key = "legacy-{legacy_id}"
+value = { id = "{legacy_id}" }
+"""
+
+pytestmark = pytest.mark.slow
+
+
+def _rows() -> list[dict[str, str]]:
+    return [{"legacy_id": f"LEG-{n:04d}", "account_id": account(n % USERS),
+             "issue": f"MIG-{n % ISSUES + 1}"} for n in range(ROWS)]
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[RunningSandbox]:
+    async with serve(bulk_sandbox_config(ISSUES), port=0) as running:
+        yield running
+
+
+@pytest.fixture
+def rehearsal(tmp_path: Path, sandbox: RunningSandbox, pg_url: str) -> Rehearsal:
+    rehearsal = Rehearsal.start(tmp_path, sandbox, journal_url=pg_url, concurrency=8)
+    text = rehearsal.config_path.read_text()
+    # A short lease, so a takeover happens within the test; a request must fit in half of it.
+    text = text.replace("request_timeout_s = 30.0", "request_timeout_s = 2.0")
+    rehearsal.config_path.write_text(text + f"\n[cluster]\nlease_s = {LEASE_S}\npoll_s = 0.2\n")
+    return rehearsal
+
+
+def _journal(url: str, run_id: str) -> tuple[dict[str, str], dict[str, int]]:
+    """Items by state, and the fence of each lane, as the journal holds them."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        states = dict(conn.execute(
+            "SELECT row_key || '#' || action_index, state FROM items WHERE run_id = %s",
+            (run_id,)).fetchall())
+        fences = dict(conn.execute("SELECT account_id, fence FROM lanes WHERE run_id = %s",
+                                   (run_id,)).fetchall())
+    return states, fences
+
+
+def _assert_once_and_in_order(rehearsal: Rehearsal, rows: list[dict[str, str]],
+                              states: dict[str, str]) -> None:
+    assert len(states) == 2 * len(rows)
+    assert {s for s in states.values()} == {"done"}, states
+    comments = comments_by_item(rehearsal.jira)
+    assert {k: n for k, n in comments.items() if n != 1} == {}
+    assert set(comments) == {f"{r['legacy_id']}#0" for r in rows}
+    # Each user's comments were made in the order of the user's rows (comment IDs grow).
+    made: dict[str, list[tuple[int, int]]] = {}
+    for issue in rehearsal.jira.site(CLOUD_A).issues.values():
+        for comment in issue.comments:
+            item = comment.properties.get("forge-runner.item", {}).get("item", "")
+            made.setdefault(comment.author, []).append((int(item[4:8]), int(comment.id)))
+    inversions = 0
+    for seq in made.values():
+        ids = [cid for _, cid in sorted(seq)]
+        inversions += sum(1 for a, b in itertools.pairwise(ids) if b < a)
+    assert inversions == 0
+
+
+async def test_a_killed_worker_s_lanes_are_finished_by_the_others(
+    rehearsal: Rehearsal, pg_url: str,
+) -> None:
+    """`run` and two `worker`s share a run of 720 items; one worker is SIGKILLed at a seeded
+    write: the run still ends with `run` exit 0, every comment made once, each user's comments
+    in row order, and the killed worker's lanes taken over under a higher fence."""
+    rows = _rows()
+    job = rehearsal.write_job("shared", rows, ACTIONS)
+    seed = int(os.environ.get("FORGE_RUNNER_E2E_SEED") or random.SystemRandom().randrange(2**32))
+    moment = random.Random(seed).randrange(60, 240)
+    print(f"SIGKILL at write {moment} (FORGE_RUNNER_E2E_SEED={seed})")
+    watch = ArrivalWatch.install(rehearsal.sandbox)
+    starter = await rehearsal.spawn("run", job)
+    workers = [await rehearsal.spawn("worker") for _ in range(2)]
+    watch.after(moment, functools.partial(workers[0].signal, signal.SIGKILL))
+    ended = await starter.wait()
+    assert ended.code == 0, ended.text
+    for w in workers[1:]:
+        w.signal(signal.SIGTERM)
+        assert (await w.wait()).code == 0
+    assert (await workers[0].wait()).code == -signal.SIGKILL
+    states, fences = _journal(pg_url, run_id_of(ended))
+    _assert_once_and_in_order(rehearsal, rows, states)
+    assert max(fences.values()) >= 2, "the killed worker's lanes were taken over"
+
+
+async def test_a_drained_worker_gives_its_lanes_back_at_once(
+    rehearsal: Rehearsal, pg_url: str,
+) -> None:
+    """A worker SIGTERMed mid-run exits 0 holding no lane; `run` finishes the run without
+    waiting out a lease, nothing repeated."""
+    rows = _rows()
+    job = rehearsal.write_job("drained", rows, ACTIONS)
+    watch = ArrivalWatch.install(rehearsal.sandbox)
+    detached = await rehearsal.cli("run", job, "--detach")
+    assert detached.code == 0, detached.text
+    worker = await rehearsal.spawn("worker")
+    watch.after(100, functools.partial(worker.signal, signal.SIGTERM))
+    assert (await worker.wait()).code == 0
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        held = conn.execute("SELECT count(*) FROM lanes WHERE state = 'held'").fetchone()
+    assert held == (0,)
+    final = await rehearsal.cli("run", job)
+    assert final.code == 0, final.text
+    states, _ = _journal(pg_url, run_id_of(final))
+    _assert_once_and_in_order(rehearsal, rows, states)
