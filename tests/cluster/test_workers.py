@@ -70,10 +70,10 @@ def rehearsal(tmp_path: Path, sandbox: RunningSandbox, pg_url: str) -> Rehearsal
 def _journal(url: str, run_id: str) -> tuple[dict[str, str], dict[str, int]]:
     """Items by state, and the fence of each lane, as the journal holds them."""
     with psycopg.connect(url, autocommit=True) as conn:
-        states = dict(conn.execute(
+        states: dict[str, str] = dict(conn.execute(
             "SELECT row_key || '#' || action_index, state FROM items WHERE run_id = %s",
             (run_id,)).fetchall())
-        fences = dict(conn.execute("SELECT account_id, fence FROM lanes WHERE run_id = %s",
+        fences: dict[str, int] = dict(conn.execute("SELECT account_id, fence FROM lanes WHERE run_id = %s",
                                    (run_id,)).fetchall())
     return states, fences
 
