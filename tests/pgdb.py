@@ -1,12 +1,15 @@
 """A PostgreSQL database of its own for each test, made from a template on the machine's server.
 
 The server is ``FORGE_RUNNER_TEST_PG`` (default ``postgresql://postgres@127.0.0.1:5432/test``,
-trust auth). Without a reachable server a test that needs one skips, except under ``CI=true``,
-where it fails: CI always has the server.
+trust auth); the fault tests restart it as the Debian cluster ``FORGE_RUNNER_TEST_PG_CLUSTER``
+names (default ``15/main``, the machine's and CI's: another cluster on another port lets a
+developer run them while other suites use the main one). Without a reachable server a test
+that needs one skips, except under ``CI=true``, where it fails: CI always has the server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -72,3 +75,29 @@ def pg_dump(url: str) -> bytes:
     if tool is None:
         pytest.fail("pg_dump is not on PATH (the PostgreSQL client tools are needed)")
     return subprocess.run([tool, "--no-owner", url], check=True, capture_output=True).stdout
+
+
+CLUSTER = os.environ.get("FORGE_RUNNER_TEST_PG_CLUSTER", "15/main")
+
+
+def can_restart() -> None:
+    """Skip (fail under CI=true) a test that must restart the server, where it can't."""
+    why = None
+    if shutil.which("pg_ctlcluster") is None:
+        why = "pg_ctlcluster is not on PATH"
+    elif os.geteuid() != 0:
+        why = "restarting the server needs root"
+    if why is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"can't restart PostgreSQL under CI=true: {why}")
+        pytest.skip(why)
+
+
+async def restart_server() -> None:
+    """Restart the server as a crash would (``-m immediate``): about 2.5 s."""
+    version, name = CLUSTER.split("/", 1)
+    proc = await asyncio.create_subprocess_exec(
+        "pg_ctlcluster", "--skip-systemctl-redirect", version, name, "restart", "-m",
+        "immediate", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0, out.decode()

@@ -10,8 +10,6 @@ under CI=true.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,31 +19,9 @@ from runner.journal.open import open_journal
 from runner.sandbox.app import RunningSandbox, serve
 from tests.e2e.harness import ArrivalWatch, Rehearsal, bulk_sandbox_config, run_id_of
 from tests.e2e.test_crash_resume import ACTIONS, ISSUES, _assert_everything_done_once, _rows
+from tests.pgdb import can_restart, restart_server
 
 pytestmark = pytest.mark.slow
-
-RESTART = ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "restart",
-           "-m", "immediate"]
-
-
-def _can_restart() -> None:
-    why = None
-    if shutil.which("pg_ctlcluster") is None:
-        why = "pg_ctlcluster is not on PATH"
-    elif os.geteuid() != 0:
-        why = "restarting the server needs root"
-    if why is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"can't restart PostgreSQL under CI=true: {why}")
-        pytest.skip(why)
-
-
-async def _restart() -> None:
-    proc = await asyncio.create_subprocess_exec(*RESTART, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
-    out, _ = await proc.communicate()
-    assert proc.returncode == 0, out.decode()
-
 
 @pytest.fixture
 async def sandbox() -> AsyncIterator[RunningSandbox]:
@@ -59,7 +35,7 @@ async def test_two_restarts_mid_run_lose_nothing_and_repeat_nothing(
     """The server restarted at the 300th write arrival, and again 600 arrivals after it is
     back: the run logs that the journal waits and reconnects, exits 0, and every comment exists
     once and every property is set (counted in the sandbox), all 2,000 items done."""
-    _can_restart()
+    can_restart()
     rehearsal = Rehearsal.start(tmp_path, sandbox, journal_url=pg_url)
     rows = _rows()
     job = rehearsal.write_job("restart", rows, ACTIONS)
@@ -70,11 +46,11 @@ async def test_two_restarts_mid_run_lose_nothing_and_repeat_nothing(
     second = asyncio.Event()
 
     async def twice() -> None:
-        await _restart()
+        await restart_server()
         # The second restart waits for writes that could only happen after the first.
         watch.after(600, second.set)
         await second.wait()
-        await _restart()
+        await restart_server()
 
     watch.at(300, lambda: restarts.append(loop.create_task(twice())))
     ended = await rehearsal.cli("run", job)
