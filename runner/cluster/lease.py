@@ -111,6 +111,14 @@ class LeaseBook:
             self.lose(lease, "its lease was not renewed in time to send")
             raise LaneLost(*lease.lane, lease.lost or "")
 
+    def last_check(self, run_id: str, item: ItemRef) -> None:
+        """As a request's bytes are about to leave: raise ``LaneLost`` if the lease has no
+        longer the margin left (the process was stopped since ``gate``)."""
+        lease = self._live((run_id, item.site, item.account_id))
+        if self.left(lease) <= self.margin_s:
+            self.lose(lease, "its lease ran short while the request was about to leave")
+            raise LaneLost(*lease.lane, lease.lost or "")
+
     def renewed(self, answer: Iterable[tuple[Lane, int, float]], asked_at: float) -> None:
         got = {lane: (fence, left) for lane, fence, left in answer}
         for lease in list(self._leases.values()):

@@ -137,7 +137,7 @@ class Worker:
         if free <= 0 or not run_ids:
             return 0
         async with self._claiming:
-            asked = self.clock.now()
+            asked = self.book.clock()  # the lease book's monotonic clock
             grants = await self.journal.execute(functools.partial(
                 pglanes.claim, worker_id=self.id, run_ids=run_ids, n=min(free, MAX_CLAIM),
                 lease_s=self.settings.lease_s))
@@ -182,7 +182,7 @@ class Worker:
         rows = RowWorker(self.config, job, self.journal, run.run_id, self.tools.executor,
                          self.tools.minters, observer=self.observer, shutdown=self.shutdown,
                          deadline=self.clock.now() + self.config.retry_jira.deadline_s,
-                         gate=self.book.gate)
+                         gate=self.book.gate, last_check=self.book.last_check)
         self.journal.join(run.run_id, self.book.guard)
         log.info("runner.worker.joined", run=run.run_id, job=job.name)
         return RunWork(run.run_id, job, rows)
@@ -252,7 +252,7 @@ class Worker:
                     if conn is None or conn.closed:
                         conn = await self.journal.connect()
                     async with self._claiming:
-                        asked = self.clock.now()
+                        asked = self.book.clock()  # the lease book's monotonic clock
                         answer = await pglanes.renew(conn, self.id)
                         self.book.renewed(answer, asked)
                 pause = self.settings.renew_s

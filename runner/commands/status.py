@@ -3,6 +3,9 @@
     forge-runner status [--config FILE | --journal PATH|URL] [--limit N] [--format text|json]
     forge-runner status RUN [--config FILE | --journal PATH|URL] [--format text|json]
 
+On a PostgreSQL journal it also lists the workers alive (host, pid, heartbeat age, lanes held)
+and, for one run, the lanes held by each worker (``runner.commands.workers``).
+
 The journal is the one named by the config (``[runner] journal`` or ``journal_url_env``), or
 ``--journal`` (an SQLite file or a ``postgresql://`` URL); without either, ``forge-runner.db``
 in the current folder. Reading never creates a journal.
@@ -22,10 +25,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from runner.commands import positive_int
+from runner.commands.workers import lanes_json, lanes_text, workers_json, workers_text
 from runner.config.configfile import RunnerSettings
 from runner.errors import ExitCode
 from runner.journal import ItemState, RunCounts, RunRecord, RunState
 from runner.journal.open import JournalTarget, journal_target, open_journal, parse_target
+from runner.journal.postgres import PostgresJournal
 from runner.journal.reasons import text_of
 
 # Columns of the runs table, in the order the states usually matter to a reader.
@@ -85,21 +90,47 @@ def status_command(args: argparse.Namespace) -> int:
 async def _status(path: JournalTarget, run_id: str | None, limit: int, fmt: str,
                   out: TextIO) -> int:
     async with open_journal(path, create=False, wait_s=0) as journal:
+        shared = isinstance(journal, PostgresJournal)
+        workers = await workers_json(journal) if isinstance(journal, PostgresJournal) else []
         if run_id is None:
             runs = await journal.runs(limit)
             if fmt == "json":
-                json.dump({"runs": [run_json(r) for r in runs]}, out, indent=2)
+                doc: dict[str, Any] = {"runs": [run_json(r) for r in runs]}
+                if shared:
+                    doc["workers"] = workers
+                json.dump(doc, out, indent=2)
                 out.write("\n")
             else:
-                out.write(runs_table(runs))
+                worked = (await _worked(journal, runs)
+                          if isinstance(journal, PostgresJournal) else set())
+                out.write(runs_table(runs, worked=worked))
+                if shared:
+                    out.write("\n" + workers_text(workers))
         else:
             counts = await journal.counts(run_id)
+            lanes = (await lanes_json(journal, run_id)
+                     if isinstance(journal, PostgresJournal) else None)
             if fmt == "json":
-                json.dump(counts_json(counts), out, indent=2)
+                doc = counts_json(counts)
+                if lanes is not None:
+                    doc["lanes"] = lanes
+                json.dump(doc, out, indent=2)
                 out.write("\n")
             else:
-                out.write(run_text(counts))
+                out.write(run_text(counts, worked=bool(lanes and lanes["held"])))
+                if lanes is not None:
+                    out.write("\n" + lanes_text(run_id, lanes))
     return ExitCode.OK
+
+
+
+async def _worked(journal: PostgresJournal, runs: Sequence[RunRecord]) -> set[str]:
+    """The running runs whose lanes workers hold."""
+    out = set()
+    for run in runs:
+        if run.state is RunState.RUNNING and (await lanes_json(journal, run.run_id))["held"]:
+            out.add(run.run_id)
+    return out
 
 
 # -- text ---------------------------------------------------------------------------------------
@@ -113,9 +144,10 @@ def iso(ts: float | None) -> str | None:
     return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def state_text(run: RunRecord) -> str:
-    """The run's state, noting a "running" run whose process is gone (it was killed)."""
-    if run.state is RunState.RUNNING and holder_alive(run.holder) is False:
+def state_text(run: RunRecord, *, worked: bool = False) -> str:
+    """The run's state, noting a "running" run whose process is gone (it was killed), unless
+    workers hold lanes (``worked``): they go on with it."""
+    if run.state is RunState.RUNNING and not worked and holder_alive(run.holder) is False:
         return "running? (its process is gone: interrupted)"
     return str(run.state)
 
@@ -136,7 +168,9 @@ def holder_alive(holder: str) -> bool | None:
     return True
 
 
-def runs_table(runs: Sequence[RunRecord]) -> str:
+def runs_table(runs: Sequence[RunRecord], *, worked: frozenset[str] | set[str] = frozenset()
+               ) -> str:
+    """``worked``: the runs whose lanes workers hold."""
     if not runs:
         return "No runs in this journal yet.\n"
     header = ["RUN", "JOB", "STATE", "STARTED (UTC)", "ENDED (UTC)", *SHOWN_STATES]
@@ -144,7 +178,7 @@ def runs_table(runs: Sequence[RunRecord]) -> str:
         [
             r.run_id,
             r.job_name,
-            state_text(r),
+            state_text(r, worked=r.run_id in worked),
             when(r.started_at),
             when(r.ended_at),
             *(_n(r.by_state()[s], s, r) for s in SHOWN_STATES),
@@ -154,11 +188,11 @@ def runs_table(runs: Sequence[RunRecord]) -> str:
     return _table([[str(h) for h in header], *rows])
 
 
-def run_text(counts: RunCounts) -> str:
+def run_text(counts: RunCounts, *, worked: bool = False) -> str:
     run = counts.run
     lines = [
         f"run {run.run_id}: {run.job_name} ({run.job_path})",
-        f"  state    {state_text(run)}   last run by {run.holder}",
+        f"  state    {state_text(run, worked=worked)}   last run by {run.holder}",
         f"  started  {when(run.started_at)} UTC   ended {when(run.ended_at)} UTC",
         f"  items    {_n(run.total_items)} planned",
         "",

@@ -65,7 +65,7 @@ from runner.events import (
     JournalFailed,
     Observer,
 )
-from runner.jira.client import JiraRequest
+from runner.jira.client import LAST_CHECK, JiraRequest
 from runner.jira.executor import (
     CallExecutor,
     CallResult,
@@ -101,10 +101,12 @@ class RowWorker:
         deadline: float,
         wall: Callable[[], float] = time.time,
         gate: Gate | None = None,
+        last_check: Callable[[str, ItemRef], None] | None = None,
     ) -> None:
         """``gate(run_id, item)`` is awaited before every request of an item leaves, and again
         once its ``started`` is durable: a worker's lane whose lease is ending raises
-        ``LaneLost`` there, and nothing of that item is sent."""
+        ``LaneLost`` there, and nothing of that item is sent; ``last_check`` once more as the
+        request's connection is ready (``runner.jira.client.LAST_CHECK``)."""
         self.config = config
         self.job = job
         self.journal = journal
@@ -117,6 +119,7 @@ class RowWorker:
         self.deadline = deadline
         self.wall = wall  # the journal's clock: what ``Todo.since`` is measured on
         self.gate = gate
+        self.last_check = last_check
         self._flights: set[Flight] = set()
         # ``done`` writes queued and not yet known to be durable, and the first that failed.
         self._unsettled: set[asyncio.Future[object]] = set()
@@ -167,6 +170,8 @@ class RowWorker:
             flight.started = True
             if self.gate is not None:  # the write may have waited out a database outage
                 await self.gate(self.run_id, flight.ref)
+        if self.last_check is not None:
+            LAST_CHECK.set(partial(self.last_check, self.run_id, flight.ref))
         previous, flight.previous_done = flight.previous_done, None
         if previous is not None:
             await previous  # durable already: queued before the ``started`` just awaited
@@ -198,6 +203,8 @@ class RowWorker:
                         flight = Flight(ref, window, self._last_done.pop(row.key, None))
                         self._flights.add(flight)
                         try:
+                            if self.gate is not None:  # before its token too: no mint
+                                await self.gate(self.run_id, ref)
                             await self._one(site, row, step, ref, flight)
                         finally:
                             self._flights.discard(flight)

@@ -27,7 +27,7 @@ from runner.budgets.sharedmint import UNANSWERED_MINT_S, SharedMintBuckets
 from runner.budgets.store import BudgetStore
 from runner.config.configfile import Config
 from runner.events import Observer
-from runner.jira.client import JiraClient
+from runner.jira.client import JiraClient, last_check_trace
 from runner.jira.executor import CallExecutor
 from runner.minting.minter import Minter
 
@@ -68,8 +68,8 @@ async def engine_tools(config: Config, environments: Iterable[str], *, concurren
     """``store``: the budgets every process on the journal shares; without one the budgets
     are this process's own (a benchmark's memory journal, a test)."""
     connector = aiohttp.TCPConnector(limit=concurrency * 2 + 8)
-    async with aiohttp.ClientSession(connector=connector,
-                                     headers={"User-Agent": user_agent()}) as session:
+    async with aiohttp.ClientSession(connector=connector, headers={"User-Agent": user_agent()},
+                                     trace_configs=[last_check_trace()]) as session:
         buckets: MintBuckets | SharedMintBuckets
         pacer: JiraPacer | SharedJiraPacer
         if store is None:

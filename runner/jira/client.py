@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json as jsonlib
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,30 @@ class JiraResponse:
     body: Any = field(default=None, repr=False)
 
 
+# Called once a request's connection is ready, right before its bytes are written (the
+# session's ``last_check_trace``): a worker's last look at its lane's lease, so a process stopped
+# (SIGSTOP) between its checks and the wire sends nothing once it wakes past the lease. Set per
+# item by the row worker; None outside a worker's lanes.
+LAST_CHECK: ContextVar[Callable[[], None] | None] = ContextVar("last_check", default=None)
+
+
+def last_check_trace() -> aiohttp.TraceConfig:
+    """The trace that calls a Jira request's ``LAST_CHECK`` (as it was when ``send`` began)
+    when its connection is made or reused; what it raises ends the request before anything of
+    it is written."""
+    trace = aiohttp.TraceConfig()
+
+    async def check(session: Any, context: Any, params: Any) -> None:
+        ctx = context.trace_request_ctx
+        last = ctx.get("last_check") if isinstance(ctx, Mapping) else None
+        if last is not None:
+            last()
+
+    trace.on_connection_create_end.append(check)
+    trace.on_connection_reuseconn.append(check)
+    return trace
+
+
 def request_url(site: SiteConfig, path: str) -> str:
     """``path`` (relative to the site's API base URL, with or without a leading slash)."""
     return f"{site.api_base_url.rstrip('/')}/{path.lstrip('/')}"
@@ -96,6 +121,8 @@ class JiraClient:
                 headers=headers,
                 timeout=self._timeout,
                 allow_redirects=False,
+                # A Jira request only (the gateway's mints share the session).
+                trace_request_ctx={"last_check": LAST_CHECK.get()},
             ) as resp:
                 raw = await resp.read()
                 return JiraResponse(

@@ -60,6 +60,10 @@ PAGE_SIZE = 500
 # A job's lock still held is asked for again this many times, this far apart (``_locking``).
 LOCK_TRIES = 6
 LOCK_RETRY_S = 0.2
+# A transaction left open by a process that stopped (SIGSTOP, a lost host, a cut link) would
+# hold its row locks, and every other worker's write to those rows would wait on it: the
+# server ends such a session after this long (a writer never idles inside a transaction).
+SESSION_OPTIONS = "-c idle_in_transaction_session_timeout=5000"
 # How long a read or write waits for a database that went away mid-run, by default.
 WAIT_S = 600.0
 
@@ -128,7 +132,7 @@ class PostgresJournal(ItemMarks):
         self._pool = AsyncConnectionPool(
             self.url, min_size=1, max_size=self._pool_size, open=False, name="journal-readers",
             check=AsyncConnectionPool.check_connection,
-            kwargs={"application_name": "forge-runner journal"},
+            kwargs={"application_name": "forge-runner journal", "options": SESSION_OPTIONS},
             reconnect_timeout=max(self._wait_s, 1.0), timeout=max(self._wait_s, 1.0),
         )
         await self._pool.open(wait=False)
@@ -150,7 +154,7 @@ class PostgresJournal(ItemMarks):
         try:
             return await psycopg.AsyncConnection.connect(
                 self.url, autocommit=True, connect_timeout=10,
-                application_name="forge-runner journal",
+                application_name="forge-runner journal", options=SESSION_OPTIONS,
                 # A server that vanished without closing the connection is noticed in ~30 s.
                 keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=4,
             )

@@ -4,11 +4,13 @@ each user's items in order; a drained worker gives its lanes back at once."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import os
 import random
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from runner.sandbox.app import RunningSandbox, serve
 from runner.sandbox.testing import CLOUD_A
 from tests.e2e.harness import (
     ArrivalWatch,
+    Process,
     Rehearsal,
     account,
     bulk_sandbox_config,
@@ -144,3 +147,63 @@ async def test_a_drained_worker_gives_its_lanes_back_at_once(
     assert final.code == 0, final.text
     states, _ = _journal(pg_url, run_id_of(final))
     _assert_once_and_in_order(rehearsal, rows, states)
+
+
+def _items(url: str, run_id: str) -> dict[str, tuple[str, int, int, float]]:
+    """Every item's (state, fence, attempts, updated_at)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return {f"{k}#{i}": (s, f, a, u) for k, i, s, f, a, u in conn.execute(
+            "SELECT row_key, action_index, state, fence, attempts, updated_at FROM items "
+            "WHERE run_id = %s", (run_id,)).fetchall()}
+
+
+async def _logged(process: Process, text: str, limit_s: float = 20.0) -> None:
+    """Wait until ``process`` has written ``text`` to its stderr file (another process's
+    log is only seen by reading it)."""
+    deadline = time.monotonic() + limit_s
+    while text not in process.err_path.read_text():
+        assert time.monotonic() < deadline, f"{text!r} not logged:\n{process.err_path.read_text()}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_stopped_worker_sends_nothing_after_its_lease_and_writes_nothing_after(
+    rehearsal: Rehearsal, pg_url: str,
+) -> None:
+    """A worker SIGSTOPped mid-run for twice its lease, while `status` lists it with its
+    lanes and `run` takes them over and finishes the run: once SIGCONT wakes it, it finds its
+    lanes lost, sends not one request (Jira or gateway), and no item of the journal changes."""
+    rows = _rows()
+    job = rehearsal.write_job("stopped", rows, ACTIONS)
+    watch = ArrivalWatch.install(rehearsal.sandbox)
+    rehearsal.sandbox.world.mint_arrivals = []
+    detached = await rehearsal.cli("run", job, "--detach")
+    assert detached.code == 0, detached.text
+    run_id = run_id_of(detached)
+    sleeper = await rehearsal.spawn("worker")
+    stopped = asyncio.Event()
+
+    def stop() -> None:
+        sleeper.signal(signal.SIGSTOP)
+        stopped.set()
+
+    watch.after(80, stop)
+    await stopped.wait()
+    stopped_at = time.monotonic()
+    status = await rehearsal.cli("status")
+    assert status.code == 0, status.text
+    assert "Workers (heartbeat" in status.out and f" {sleeper.pid} " in status.out
+    finisher = await rehearsal.cli("run", job)
+    assert finisher.code == 0, finisher.text
+    # Time is the subject: the worker stays stopped for twice its lease, whatever came first.
+    await asyncio.sleep(max(0.0, stopped_at + 2 * LEASE_S - time.monotonic()))
+    before = (len(watch), len(rehearsal.sandbox.world.mint_arrivals), _items(pg_url, run_id))
+    sleeper.signal(signal.SIGCONT)
+    await _logged(sleeper, "runner.lane.lost")
+    sleeper.signal(signal.SIGTERM)
+    assert (await sleeper.wait()).code == 0
+    after = (len(watch), len(rehearsal.sandbox.world.mint_arrivals), _items(pg_url, run_id))
+    assert after[:2] == before[:2], "requests arrived from the worker woken past its lease"
+    assert after[2] == before[2], "the woken worker changed the journal"
+    states, fences = _journal(pg_url, run_id)
+    _assert_once_and_in_order(rehearsal, rows, states)
+    assert max(fences.values()) >= 2

@@ -59,7 +59,10 @@ class PostgresStore:
             url, min_size=1, max_size=POOL_SIZE, open=False,
             # A take's commit need not wait for the WAL's flush: a server crash may forget the
             # last takes (a step of pacing, Jira's headers correct the rest), never an item.
-            kwargs={"autocommit": True, "options": "-c synchronous_commit=off"},
+            # A take left open by a stopped process (SIGSTOP, a cut link) would hold its rows'
+            # locks and stall every other process's takes: the server ends it after 5 s.
+            kwargs={"autocommit": True, "options": "-c synchronous_commit=off "
+                    "-c idle_in_transaction_session_timeout=5000"},
             # A connection the server dropped (a restart) is found at checkout, not at use.
             check=AsyncConnectionPool.check_connection,
             timeout=CONNECT_TIMEOUT_S)
