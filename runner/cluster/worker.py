@@ -234,7 +234,7 @@ class Worker:
     def _lost(self, lease: Lease) -> None:
         work = self.runs.get(lease.lane[0])
         if work is not None:
-            work.rows.drop_lane(lease.lane[1], lease.lane[2])
+            work.rows.drop_waiting((lease.lane[1], lease.lane[2]))
 
     # -- leases -------------------------------------------------------------------------------
 

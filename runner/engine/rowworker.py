@@ -103,10 +103,9 @@ class RowWorker:
         gate: Gate | None = None,
         last_check: Callable[[str, ItemRef], None] | None = None,
     ) -> None:
-        """``gate(run_id, item)`` is awaited before every request of an item leaves, and again
-        once its ``started`` is durable: a worker's lane whose lease is ending raises
-        ``LaneLost`` there, and nothing of that item is sent; ``last_check`` once more as the
-        request's connection is ready (``runner.jira.client.LAST_CHECK``)."""
+        """A worker's lanes (``runner.cluster``): ``gate(run_id, item)`` is awaited before an
+        item's token and requests, and once its ``started`` is durable; ``last_check`` as each
+        request's connection is ready. A lane whose lease is ending raises ``LaneLost``."""
         self.config = config
         self.job = job
         self.journal = journal
@@ -128,7 +127,7 @@ class RowWorker:
         # By row key: the action of the row's item just journaled failed or uncertain, as
         # "actions[0] comment.add failed" (the job's on_failure says what the row does next).
         self._broken: dict[str, str] = {}
-        shutdown.on_drain(self._drop_waiting)
+        shutdown.on_drain(self.drop_waiting)
 
     def check_journal(self) -> None:
         """Raise ``JournalError`` if a ``done`` could not be journaled: nothing more is sent."""
@@ -141,17 +140,11 @@ class RowWorker:
             await asyncio.wait(set(self._unsettled))
         self.check_journal()
 
-    def _drop_waiting(self, lane: tuple[str, str] | None = None) -> None:
-        """Drop what only waits: of every row (a drain), or of one (site, account) lane."""
+    def drop_waiting(self, lane: tuple[str, str] | None = None) -> None:
+        """Drop what only waits: of every row (a drain), or of a (site, account) lane lost."""
         for flight in list(self._flights):
-            if lane is not None and (flight.ref.site, flight.ref.account_id) != lane:
-                continue
-            if not flight.sending:
+            if not flight.sending and lane in (None, (flight.ref.site, flight.ref.account_id)):
                 flight.drop()
-
-    def drop_lane(self, site: str, account_id: str) -> None:
-        """A lane this worker lost: what of it only waits is dropped, nothing more is sent."""
-        self._drop_waiting((site, account_id))
 
     async def _on_send(self, flight: Flight) -> None:
         """Right before a request of ``flight`` leaves: journal ``started`` (durable before

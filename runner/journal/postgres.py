@@ -13,29 +13,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
-from runner.errors import JournalError, NoJournalError, RunLockedError, RunNotFoundError
-from runner.events import Emitter, JournalReconnected, JournalWaiting
+from runner.errors import JournalError, NoJournalError, RunLockedError
+from runner.events import Emitter
 from runner.journal import pglanes as lanes
 from runner.journal import pgqueries as q
 from runner.journal.base import (
-    PROBLEM_STATES,
-    ItemRecord,
     ItemRef,
     ItemState,
-    RunCounts,
     RunHandle,
-    RunRecord,
     RunState,
 )
 from runner.journal.marks import ItemMarks
-from runner.journal.outage import Outage
 from runner.journal.pglock import JobLocks
+from runner.journal.pgreads import PgReads, one_line
 from runner.journal.pgschema import ensure_schema
 from runner.journal.pgurl import safe_url
 from runner.journal.pgwriter import PgWriter
@@ -45,7 +41,6 @@ from runner.journal.rules import (
     MAX_REASON_CHARS,
     clean_text,
     job_identity,
-    parse_states,
     requeueable,
     resumes,
     this_holder,
@@ -56,7 +51,6 @@ Conn = q.Conn
 # (run, site, account) -> the (owner, fence) this process holds the lane under; raises LaneLost.
 LaneGuard = Callable[[str, str, str], tuple[str, int]]
 
-PAGE_SIZE = 500
 # A job's lock still held is asked for again this many times, this far apart (``_locking``).
 LOCK_TRIES = 6
 LOCK_RETRY_S = 0.2
@@ -68,7 +62,7 @@ SESSION_OPTIONS = "-c idle_in_transaction_session_timeout=5000"
 WAIT_S = 600.0
 
 
-class PostgresJournal(ItemMarks):
+class PostgresJournal(ItemMarks, PgReads):
     """``async with PostgresJournal(url) as journal:`` (see ``Journal`` for the methods).
 
     ``create=False`` opens only a database that already holds a journal (``status``,
@@ -110,7 +104,7 @@ class PostgresJournal(ItemMarks):
             conn = await self._connect()
         except psycopg.OperationalError as exc:
             raise JournalError(
-                f"journal {self.where}: can't connect ({_one_line(exc)}); check that the "
+                f"journal {self.where}: can't connect ({one_line(exc)}); check that the "
                 "server is running and that [runner] journal names it, then run the same "
                 "command again"
             ) from None
@@ -166,7 +160,7 @@ class PostgresJournal(ItemMarks):
     def _explain(self, exc: Exception) -> Exception:
         if not isinstance(exc, psycopg.Error):
             return exc
-        return JournalError(f"journal {self.where}: {_one_line(exc)}; fix it, then run the same "
+        return JournalError(f"journal {self.where}: {one_line(exc)}; fix it, then run the same "
                             "command again to resume (what was journaled is safe)")
 
     def _w(self) -> PgWriter:
@@ -202,44 +196,6 @@ class PostgresJournal(ItemMarks):
                 await self._locks.release(conn, ident)
 
         await self._w().call(op)
-
-    async def execute(self, fn: Callable[[Conn], Awaitable[T]], *, wait: bool = True) -> T:
-        """``fn`` on a pooled connection (one short statement or two, autocommit); with
-        ``wait`` a database that went away is waited for, else its error is raised at once
-        (``psycopg.OperationalError`` or ``PoolTimeout``)."""
-        if wait:
-            return await self._read(fn)
-        if self._pool is None:
-            raise JournalError("the journal is not open (use `async with PostgresJournal(...)`)")
-        async with self._pool.connection(timeout=5.0) as conn:
-            return await fn(conn)
-
-    async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """``fn`` on a pooled connection; a database that went away is waited for."""
-        if self._pool is None:
-            raise JournalError("the journal is not open (use `async with PostgresJournal(...)`)")
-        pool = self._pool
-        outage = Outage(self._wait_s)
-        while True:
-            try:
-                async with pool.connection() as conn:
-                    value = await fn(conn)
-                break
-            except (psycopg.OperationalError, PoolTimeout) as exc:
-                if outage.failed():
-                    self._emit(JournalWaiting(journal=self.where, reason=_one_line(exc),
-                                              wait_s=self._wait_s))
-                if outage.over:
-                    raise JournalError(
-                        f"journal {self.where}: can't be reached ({_one_line(exc)}); start the "
-                        "database, then run the same command again to resume"
-                    ) from None
-                await outage.pause()
-            except psycopg.Error as exc:
-                raise self._explain(exc) from None
-        if outage.since is not None:
-            self._emit(JournalReconnected(journal=self.where, waited_s=round(outage.waited_s, 1)))
-        return value
 
     @property
     def batches(self) -> tuple[int, int]:
@@ -385,59 +341,6 @@ class PostgresJournal(ItemMarks):
             return self._w().submit_mark(mark)
         return self._w().submit_mark(mark, guard(run_id, item.site, item.account_id))
 
-    # -- reads --------------------------------------------------------------------------------
-
-    async def states(self, run_id: str, row_keys: Sequence[str]) -> Mapping[str, ItemRecord]:
-        keys = list(dict.fromkeys(row_keys))
-        return await self._read(lambda conn: q.item_states(conn, run_id, keys))
-
-    async def records(
-        self, run_id: str, states: Sequence[str] = PROBLEM_STATES
-    ) -> AsyncIterator[ItemRecord]:
-        for state in parse_states(states):
-            after: tuple[str, int] = ("", -1)
-            while True:
-                page = await self._read(
-                    lambda conn, a=after, s=state: q.item_page(conn, run_id, s, a, PAGE_SIZE)  # type: ignore[misc]
-                )
-                for record in page:
-                    yield record
-                if len(page) < PAGE_SIZE:
-                    break
-                after = (page[-1].row_key, page[-1].action_index)
-
-    async def get_run(self, run_id: str) -> RunRecord:
-        return await self._read(lambda conn: self._run(conn, run_id))
-
-    async def latest_run(self, job_path: str) -> RunRecord | None:
-        ident = job_identity(job_path)
-        return await self._read(lambda conn: q.latest_run(conn, ident))
-
-    async def done_by_action(self, run_id: str) -> Mapping[int, int]:
-        return await self._read(lambda conn: q.done_by_action(conn, run_id))
-
-    async def runs(self, limit: int = 20) -> Sequence[RunRecord]:
-        return await self._read(lambda conn: q.latest_runs(conn, limit))
-
-    async def counts(self, run_id: str) -> RunCounts:
-        async def read(conn: Conn) -> RunCounts:
-            return await q.run_counts(conn, await self._run(conn, run_id))
-
-        return await self._read(read)
-
-    # -- helpers ------------------------------------------------------------------------------
-
-    async def _run(self, conn: Conn, run_id: str) -> RunRecord:
-        run = await q.get_run(conn, run_id)
-        if run is None:
-            raise RunNotFoundError(run_id, self.where)
-        return run
-
-
 async def _pause(seconds: float) -> None:
     await asyncio.sleep(seconds)  # waiting for a server to come back: nothing signals it
 
-
-def _one_line(exc: BaseException) -> str:
-    """psycopg's message on one line (libpq's spans several), cut short."""
-    return (" ".join(str(exc).split()) or type(exc).__name__)[:300]
