@@ -3,12 +3,9 @@
 Secrets never live in the file: a system token comes from an environment variable, a file or a
 command (``SystemTokenSource``). An error names the file, the key's path and what was expected.
 
-The ``[sandbox]``, ``[serve]`` and ``[cluster]`` tables belong to the simulator, the remote
-endpoint and the workers: they are kept as read (``sandbox_table``, ``serve_table``,
-``cluster_table``) and parsed by their own packages
-(``runner.sandbox.config.sandbox_config``, ``runner.remote.settings.serve_config``,
-``runner.cluster.settings.cluster_settings``), so the core
-imports neither.
+The ``[sandbox]``, ``[serve]`` and ``[cluster]`` tables are kept as read (``*_table``) and
+parsed by their own packages (``runner.sandbox.config``, ``runner.remote.settings``,
+``runner.cluster.settings``), so the core imports none of them.
 """
 
 from __future__ import annotations
@@ -156,7 +153,7 @@ class Config:
     retry_jira: RetryPolicy = RetryPolicy(wait_initial_s=2.0, deadline_s=36000.0)
     jira_budgets: JiraBudgets = JiraBudgets()
     gateway_messages: GatewayMessages = GatewayMessages()
-    # The [sandbox] and [serve] tables as read, for their packages to parse; None when absent.
+    # [sandbox], [serve], [cluster] as read, for their packages to parse; None when absent.
     sandbox_table: Mapping[str, Any] | None = None
     serve_table: Mapping[str, Any] | None = None
     cluster_table: Mapping[str, Any] | None = None
@@ -201,9 +198,8 @@ def load_config(path: str | Path) -> Config:
     budgets = _budgets(root.table("jira_budgets"))
     messages = _messages(root.table("gateway_messages"))
     check_shared_buckets(environments, error)
-    sandbox = MappingProxyType(root.table("sandbox").data) if "sandbox" in root else None
-    serve = MappingProxyType(root.table("serve").data) if "serve" in root else None
-    cluster = MappingProxyType(root.table("cluster").data) if "cluster" in root else None
+    sandbox, serve, cluster = (MappingProxyType(root.table(name).data) if name in root else None
+                               for name in ("sandbox", "serve", "cluster"))
     root.done()
     return Config(
         path=path,

@@ -180,6 +180,16 @@ async def test_a_stopped_worker_sends_nothing_after_its_lease_and_writes_nothing
     assert detached.code == 0, detached.text
     run_id = run_id_of(detached)
     sleeper = await rehearsal.spawn("worker")
+    try:
+        await _stop_wake_and_check(rehearsal, pg_url, job, rows, watch, run_id, sleeper)
+    finally:  # a failure must not leave a stopped process behind
+        sleeper.signal(signal.SIGCONT)
+        sleeper.signal(signal.SIGKILL)
+
+
+async def _stop_wake_and_check(rehearsal: Rehearsal, pg_url: str, job: Path,
+                               rows: list[dict[str, str]], watch: ArrivalWatch, run_id: str,
+                               sleeper: Process) -> None:
     stopped = asyncio.Event()
 
     def stop() -> None:
@@ -196,12 +206,12 @@ async def test_a_stopped_worker_sends_nothing_after_its_lease_and_writes_nothing
     assert finisher.code == 0, finisher.text
     # Time is the subject: the worker stays stopped for twice its lease, whatever came first.
     await asyncio.sleep(max(0.0, stopped_at + 2 * LEASE_S - time.monotonic()))
-    before = (len(watch), len(rehearsal.sandbox.world.mint_arrivals), _items(pg_url, run_id))
+    before = (len(watch), len(rehearsal.sandbox.world.mint_arrivals or ()), _items(pg_url, run_id))
     sleeper.signal(signal.SIGCONT)
     await _logged(sleeper, "runner.lane.lost")
     sleeper.signal(signal.SIGTERM)
     assert (await sleeper.wait()).code == 0
-    after = (len(watch), len(rehearsal.sandbox.world.mint_arrivals), _items(pg_url, run_id))
+    after = (len(watch), len(rehearsal.sandbox.world.mint_arrivals or ()), _items(pg_url, run_id))
     assert after[:2] == before[:2], "requests arrived from the worker woken past its lease"
     assert after[2] == before[2], "the woken worker changed the journal"
     states, fences = _journal(pg_url, run_id)

@@ -58,19 +58,43 @@ async def test_a_journal_is_migrated_forward_when_opened(
     target: JournalTarget, reopen: Callable[..., Journal], job_file: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A journal written at version 1, opened by code that knows a step more, is moved to the
-    new version (the step applied) and keeps its runs."""
+    """A journal written at this code's version, opened by code that knows a step more, is
+    moved to the new version (the step applied) and keeps its runs."""
     async with reopen() as journal:
         run = (await journal.open_run("m", str(job_file), "j", "c", "")).run_id
-    assert await asyncio.to_thread(_version, target) == 1
+    latest = len(schema.MIGRATIONS if isinstance(target, Path) else pgschema.MIGRATIONS)
+    assert await asyncio.to_thread(_version, target) == latest
     monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS,
                                                "ALTER TABLE runs ADD COLUMN note TEXT;"])
     monkeypatch.setattr(pgschema, "MIGRATIONS", [*pgschema.MIGRATIONS,
                                                  ("ALTER TABLE runs ADD COLUMN note text",)])
     async with reopen() as journal:
         assert (await journal.get_run(run)).run_id == run
-    assert await asyncio.to_thread(_version, target) == 2
+    assert await asyncio.to_thread(_version, target) == latest + 1
     assert await asyncio.to_thread(_has_column, target, "runs", "note")
+
+
+async def test_a_version_1_postgresql_journal_gains_the_lanes_tables(
+    pg_url: str, job_file: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A PostgreSQL journal made by the code before lanes (version 1), with a run and an item,
+    opened by this code: version 2, its run and item kept, and the lanes' tables and the items'
+    fence column there (a run of version 1 is not shared by lanes)."""
+    from runner.journal import ItemRef, PostgresJournal
+
+    monkeypatch.setattr(pgschema, "MIGRATIONS", pgschema.MIGRATIONS[:1])
+    async with PostgresJournal(pg_url) as journal:
+        run = (await journal.open_run("m", str(job_file), "j", "c", "")).run_id
+        await journal.mark_done(run, ItemRef("row-1", 0, "acme", "acct", "comment.add"))
+        await journal.finish_run(run, "finished")
+    assert await asyncio.to_thread(_version, pg_url) == 1
+    monkeypatch.undo()
+    async with PostgresJournal(pg_url) as journal:
+        assert (await journal.get_run(run)).counts == {"done": 1}
+    assert await asyncio.to_thread(_version, pg_url) == 2
+    for table, column in (("items", "fence"), ("lanes", "lease_until"), ("workers", "pid"),
+                          ("run_rows", "fields"), ("flows", "vtime"), ("runs", "lanes")):
+        assert await asyncio.to_thread(_has_column, pg_url, table, column), (table, column)
 
 
 async def test_a_journal_newer_than_the_code_is_refused_in_one_line(
