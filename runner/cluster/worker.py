@@ -116,8 +116,11 @@ class Worker:
             task.cancel()
 
     async def _claim_loop(self) -> None:
-        await self._expire_gone_here()
+        looked = -float("inf")
         while not self.shutdown.draining:
+            if self.book.clock() - looked >= self.settings.renew_s:
+                looked = self.book.clock()
+                await self._expire_gone_here()
             runs = await self._open_runs()
             if self.only is not None and self.only not in runs:
                 return  # finished (or stopped) by whoever saw it end
