@@ -5,8 +5,9 @@ The sandbox allows 100 mints in any sliding 6 s and a points quota of 60 per 5 s
 second, below what the mints would feed: the quota binds). Every user needs one mint and one
 property write (1 point). The runs are real processes; `serve` runs in the test's process (its
 real server, its real engine) and Forge's nightly trigger starts its job while the runs go on.
-The PostgreSQL variant keeps the SQLite journal and puts the budgets in a PostgreSQL database of
-the test's own (``[runner] budgets``) until the PostgreSQL journal lands.
+The PostgreSQL variant puts the journal (and so the budgets) in a PostgreSQL database of the
+test's own: the runs are then shared by lanes (``runner.cluster``), serve's nightly run beside
+them.
 """
 
 from __future__ import annotations
@@ -47,11 +48,10 @@ value = {{ job = "{job}" }}
 """
 
 
-def run_config(folder: Path, sb: RunningSandbox, token_file: Path, budgets: str) -> str:
+def run_config(folder: Path, sb: RunningSandbox, token_file: Path, journal: str) -> str:
     return f"""[runner]
 concurrency = 8
-journal = "journal.db"
-{budgets}
+{journal}
 [environments.dev]
 app_id = "{APP_ID}"
 gateway_url = "{sb.gateway_url}"
@@ -117,8 +117,9 @@ async def test_three_runs_and_a_nightly_serve_share_every_budget(
     """3 run processes + serve's nightly run, one environment, one journal: at most 100 mints
     in every sliding 6 s and at most the quota in every window, server-side; no 429 of any
     kind; every user's property written once, by its own job."""
-    budgets = ("" if backend == "sqlite"
-               else f'budgets = "{request.getfixturevalue("pg_url")}"')
+    # [runner] journal given twice is refused, so the PostgreSQL URL replaces the file's line.
+    journal = ('journal = "journal.db"' if backend == "sqlite"
+               else f'journal = "{request.getfixturevalue("pg_url")}"')
     sandbox = dataclasses.replace(
         forge_sandbox_config(triggers=(NIGHTLY,)),
         mint_limit=MintLimit(limit=MINTS, window_s=MINT_WINDOW_S, algorithm="sliding"),
@@ -137,11 +138,15 @@ interval = "day"
         token_file = tmp_path / "system-token"
         token_file.write_text(issue_system_token(sb.config, "dev") + "\n")
         config_path = tmp_path / "run.toml"
-        config_path.write_text(run_config(tmp_path, sb, token_file, budgets))
-        serve_config = load_config(write_serve_config(
+        config_path.write_text(run_config(tmp_path, sb, token_file, journal))
+        serve_path = write_serve_config(
             tmp_path, sb, routes=routes, concurrency=8, mint_limit=MINTS,
-            mint_window_s=MINT_WINDOW_S, extra=BUDGETS, runner_extra=budgets))
-        assert serve_config.runner.journal == tmp_path / "journal.db"
+            mint_window_s=MINT_WINDOW_S, extra=BUDGETS)
+        serve_path.write_text(serve_path.read_text().replace('journal = "journal.db"',
+                                                             journal, 1))
+        serve_config = load_config(serve_path)
+        assert (serve_config.runner.journal_url or str(serve_config.runner.journal)) in (
+            journal.split('"')[1], str(tmp_path / "journal.db"))
         async with serve_remote(serve_config) as remote:
             forge = forge_of(sb)
             forge.remote_url = remote.url
