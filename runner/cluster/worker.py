@@ -136,8 +136,10 @@ class Worker:
         # Drained: the lanes' tasks stop at their next item and give their lanes back.
 
     async def _claim(self, run_ids: list[str]) -> int:
-        free = max(1, self.config.runner.concurrency) - len(self._tasks)
-        if free <= 0 or not run_ids:
+        concurrency = max(1, self.config.runner.concurrency)
+        free = concurrency - len(self._tasks)
+        # Claimed a few at a time, not one per lane ended: a claim is a round trip.
+        if free < max(1, concurrency // 4) or not run_ids:
             return 0
         async with self._claiming:
             asked = self.book.clock()  # the lease book's monotonic clock
@@ -196,9 +198,8 @@ class Worker:
         run_id, site, account = lease.lane
         try:
             while True:
-                rows = await self.journal.execute(functools.partial(pglanes.lane_rows,
-                                                                    lane=lease.lane))
-                records = await self.journal.states(run_id, [r.row_key for r in rows])
+                rows, records = await self.journal.execute(functools.partial(
+                    pglanes.lane_work, lane=lease.lane))
                 for stored in rows:
                     if self.shutdown.draining or lease.lost is not None:
                         break
@@ -217,9 +218,10 @@ class Worker:
                         fence=lease.fence, rows=len(rows)))
                     if ended == "more":
                         continue
-                    if ended == "done":
+                    if ended in ("done", "last"):
                         self.lanes_done += 1
-                        await self.journal.execute(functools.partial(
+                    if ended == "last":
+                        await self.journal.write(functools.partial(
                             pglanes.finish_if_complete, run_id=run_id, now=time.time()))
                     return
                 if lease.lost is None:  # drained: back in line for any worker, at once

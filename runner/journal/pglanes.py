@@ -27,7 +27,9 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from runner.journal.base import ItemRecord
 from runner.journal.pgqueries import Conn
+from runner.journal.schema import ITEM_COLUMNS, item_from_row
 
 # A lane whose lease lapsed may be claimed: the server's own start counts as a renewal.
 _CLAIMABLE = (
@@ -304,32 +306,56 @@ async def claim(conn: Conn, worker_id: str, run_ids: Sequence[str], n: int,
 
 
 async def lane_rows(conn: Conn, lane: tuple[str, str, str]) -> list[LaneRow]:
-    run_id, site, account = lane
-    cur = await conn.execute(
-        "SELECT row_key, seq, line, fields FROM run_rows WHERE run_id = %s AND site = %s "
-        "AND account_id = %s ORDER BY seq",
-        (run_id, site, account),
-    )
-    return [LaneRow(str(k), int(s), int(n), json.loads(f)) for k, s, n, f in await cur.fetchall()]
+    """The lane's rows in order (``lane_work`` reads their items too)."""
+    rows, _ = await lane_work(conn, lane)
+    return rows
+
+
+_LANE_WORK = (
+    "SELECT r.row_key, r.seq, r.line, r.fields, "
+    + ", ".join(f"i.{c.strip()}" for c in ITEM_COLUMNS.split(","))
+    + " FROM run_rows r LEFT JOIN items i ON i.run_id = r.run_id AND i.row_key = r.row_key "
+    "WHERE r.run_id = %s AND r.site = %s AND r.account_id = %s ORDER BY r.seq, i.action_index"
+)
+
+
+async def lane_work(conn: Conn, lane: tuple[str, str, str]
+                    ) -> tuple[list[LaneRow], dict[str, ItemRecord]]:
+    """The lane's rows in order and their recorded items by item key, in one statement."""
+    cur = await conn.execute(_LANE_WORK, lane)
+    rows: list[LaneRow] = []
+    items: dict[str, ItemRecord] = {}
+    for k, s, n, f, *item in await cur.fetchall():
+        if not rows or rows[-1].row_key != k:
+            rows.append(LaneRow(str(k), int(s), int(n), json.loads(f)))
+        if item[0] is not None:
+            record = item_from_row(tuple(item))
+            items[record.key] = record
+    return rows, items
 
 
 async def finish_lane(conn: Conn, worker_id: str, lane: tuple[str, str, str], fence: int,
                       rows: int) -> str:
-    """``done``; ``more`` when rows were added since they were read (the lane is still
-    held); ``lost`` when this worker no longer holds it."""
+    """``done``, or ``last`` when it was the run's last lane not done; ``more`` when rows were
+    added since they were read (the lane is still held); ``lost`` when this worker no longer
+    holds it."""
     run_id, site, account = lane
     cur = await conn.execute(
         "UPDATE lanes SET state = CASE WHEN rows = %s THEN 'done' ELSE state END, "
         "owner = CASE WHEN rows = %s THEN NULL ELSE owner END, "
         "lease_until = CASE WHEN rows = %s THEN NULL ELSE lease_until END "
         "WHERE run_id = %s AND site = %s AND account_id = %s AND owner = %s AND fence = %s "
-        "AND state = 'held' AND lease_until > now() RETURNING state",
-        (rows, rows, rows, run_id, site, account, worker_id, fence),
+        "AND state = 'held' AND lease_until > now() RETURNING state, NOT EXISTS (SELECT 1 "
+        "FROM lanes o WHERE o.run_id = %s AND o.state <> 'done' AND NOT (o.site = %s AND "
+        "o.account_id = %s))",
+        (rows, rows, rows, run_id, site, account, worker_id, fence, run_id, site, account),
     )
     row = await cur.fetchone()
     if row is None:
         return "lost"
-    return "done" if row[0] == "done" else "more"
+    if row[0] != "done":
+        return "more"
+    return "last" if row[1] else "done"
 
 
 async def release_lane(conn: Conn, worker_id: str, lane: tuple[str, str, str],

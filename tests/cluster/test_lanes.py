@@ -101,8 +101,8 @@ async def test_a_renewal_leaves_out_a_lane_taken_over(pg_url: str) -> None:
 
 
 async def test_a_lane_with_rows_added_since_it_was_read_is_not_done(pg_url: str) -> None:
-    """finish_lane says "more" while rows were added after its owner read them, "done" once it
-    names them all, and "lost" for a worker that does not hold it."""
+    """finish_lane says "more" while rows were added after its owner read them, "last" once it
+    names them all (the run's only lane), and "lost" for a worker that does not hold it."""
     async with PostgresJournal(pg_url) as journal:
         run_id = await _run_with_lanes(journal, "more", users=1, rows_each=2)
         (grant,) = await journal.execute(functools.partial(
@@ -115,7 +115,7 @@ async def test_a_lane_with_rows_added_since_it_was_read_is_not_done(pg_url: str)
         assert await journal.write(functools.partial(finish, worker_id="A", rows=2)) == "more"
         rows = await journal.execute(functools.partial(lanes.lane_rows, lane=grant.lane))
         assert [r.row_key for r in rows] == ["more-0-0", "more-0-1", "more-0-9"]
-        assert await journal.write(functools.partial(finish, worker_id="A", rows=3)) == "done"
+        assert await journal.write(functools.partial(finish, worker_id="A", rows=3)) == "last"
         assert await journal.execute(functools.partial(
             lanes.finish_if_complete, run_id=run_id, now=0.0))
 
