@@ -7,7 +7,9 @@ versus in memory.
                                          [--postgres ADMIN_URL]
 
 ``--postgres`` adds the PostgreSQL journal, in a database made for the bench on that server
-(and dropped after); its target: at a latency, at least 0.9 of memory.
+(and dropped after), run as `forge-runner run` runs it there: loaded into the journal and
+worked by lanes (``runner.cluster.ClusterEngine``); its target: at a latency, at least 0.9 of
+memory.
 
 One job (each row: ``comment.add`` then ``issue.property.set``, as the row's user), run to the
 end by ``runner.engine.Engine`` constructed directly, on each journal in turn: a fresh
@@ -49,6 +51,7 @@ from pathlib import Path
 from memory import Sandbox, bench_database, runner_toml, write_csv
 
 from runner.config.configfile import Config, load_config
+from runner.cluster.runengine import ClusterEngine
 from runner.engine.engine import Engine
 from runner.job.jobfile import Job, load_job
 from runner.journal import ItemState, Journal, MemoryJournal, PostgresJournal, SqliteJournal
@@ -87,7 +90,10 @@ async def one_round(name: str, journal: Journal, config: Config, job: Job, total
                                         config.fingerprint, job.text, fresh=True)
         await journal.set_total(handle.run_id, total)
         start = time.perf_counter()
-        result = await Engine(config, job, journal).run(handle)
+        # On PostgreSQL, as `forge-runner run` does: the run loaded and worked by lanes.
+        engine = (ClusterEngine(config, job, journal) if isinstance(journal, PostgresJournal)
+                  else Engine(config, job, journal))
+        result = await engine.run(handle)
         wall = time.perf_counter() - start
         per_commit = None
         if isinstance(journal, SqliteJournal | PostgresJournal):

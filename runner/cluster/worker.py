@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import os
 import socket
 import time
@@ -50,6 +51,7 @@ from runner.journal.postgres import PostgresJournal
 log = structlog.get_logger("runner.cluster")
 
 MAX_CLAIM = 16  # lanes asked for in one claim
+_WORKERS = itertools.count()
 
 
 @dataclass
@@ -75,7 +77,9 @@ class Worker:
         self.shutdown = shutdown
         self.clock: Clock = clock or SystemClock()
         self.only = only
-        self.id = process_id()
+        # One ID per worker: a process running several (serve, a benchmark) numbers the rest.
+        n = next(_WORKERS)
+        self.id = process_id() if n == 0 else f"{process_id()}.{n}"
         self.book = LeaseBook(self.id, margin_s=settings.margin_s, on_lost=self._lost)
         self.runs: dict[str, RunWork | None] = {}  # None: a run this worker can't do
         self._jobs = dict(jobs or {})
@@ -138,8 +142,7 @@ class Worker:
     async def _claim(self, run_ids: list[str]) -> int:
         concurrency = max(1, self.config.runner.concurrency)
         free = concurrency - len(self._tasks)
-        # Claimed a few at a time, not one per lane ended: a claim is a round trip.
-        if free < max(1, concurrency // 4) or not run_ids:
+        if free <= 0 or not run_ids:
             return 0
         async with self._claiming:
             asked = self.book.clock()  # the lease book's monotonic clock
