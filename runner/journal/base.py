@@ -14,9 +14,10 @@ States and the moves between them (``done`` is final: an item done is never sent
               └── skipped / blocked / failed  └── blocked (the environment can't mint)
 
 A ``Journal`` is implemented by ``SqliteJournal`` (one process per job, a file lock),
-``PostgresJournal`` (one process per job too, a session lock, but any host) and
-``MemoryJournal`` (benchmarks). Several processes working on one run, each claiming rows under
-leases, would fit the same methods: ``claim`` hands a process the rows it may work on.
+``PostgresJournal`` (one process starts a job, a session lock, on any host) and
+``MemoryJournal`` (benchmarks). On PostgreSQL a run's work is shared by several processes and
+hosts through leased lanes (``runner.cluster``, ``runner.journal.pglanes``): each item write of
+a lane is then accepted only from the lane's holder under its fence (``PostgresJournal.join``).
 """
 
 from __future__ import annotations
