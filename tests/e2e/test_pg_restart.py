@@ -22,7 +22,8 @@ from runner.sandbox.app import RunningSandbox, serve
 from tests.e2e.harness import ArrivalWatch, Rehearsal, bulk_sandbox_config, run_id_of
 from tests.e2e.test_crash_resume import ACTIONS, ISSUES, _assert_everything_done_once, _rows
 
-pytestmark = pytest.mark.slow
+# Every other test's connections drop with the server: never beside other tests (xdist workers).
+pytestmark = [pytest.mark.slow, pytest.mark.restarts_postgres]
 
 RESTART = ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "restart",
            "-m", "immediate"]
