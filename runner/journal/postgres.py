@@ -33,7 +33,7 @@ from runner.journal.base import (
     RunState,
 )
 from runner.journal.marks import ItemMarks
-from runner.journal.outage import Outage
+from runner.journal.outage import WAIT_S, Outage
 from runner.journal.pglock import JobLocks
 from runner.journal.pgschema import ensure_schema
 from runner.journal.pgurl import safe_url
@@ -57,8 +57,6 @@ PAGE_SIZE = 500
 # A job's lock still held is asked for again this many times, this far apart (``_locking``).
 LOCK_TRIES = 6
 LOCK_RETRY_S = 0.2
-# How long a read or write waits for a database that went away mid-run, by default.
-WAIT_S = 600.0
 
 
 class PostgresJournal(ItemMarks):
