@@ -36,6 +36,15 @@ from runner.sandbox.testing import (  # noqa: F401  (re-exported for readers)
 from runner.sandbox.world import Clock
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test that restarts PostgreSQL fails at once, restarting nothing, in an xdist worker:
+    beside it every other worker's PostgreSQL tests would lose their connections."""
+    if item.get_closest_marker("restarts_postgres") and hasattr(item.config, "workerinput"):
+        pytest.fail("this test restarts PostgreSQL and must run alone: "
+                    "`pytest -m restarts_postgres` without -n (the README's test command "
+                    "runs it so, after the rest)", pytrace=False)
+
+
 @pytest.fixture
 def sandbox_config() -> SandboxConfig:
     """Sites acme (CLOUD_A) and globex (CLOUD_B); environments dev and noimp; default limits."""

@@ -6,7 +6,7 @@ same interface without durability (benchmarks). ``Journal`` is the interface all
 ``runner.journal.open`` picks the configured one.
 """
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from runner.journal.base import (
     PROBLEM_STATES,
@@ -23,8 +23,10 @@ from runner.journal.base import (
     item_key,
 )
 from runner.journal.memory import MemoryJournal
-from runner.journal.postgres import PostgresJournal
 from runner.journal.sqlite import SqliteJournal
+
+if TYPE_CHECKING:
+    from runner.journal.postgres import PostgresJournal
 
 __all__ = [
     "PROBLEM_STATES",
@@ -43,6 +45,17 @@ __all__ = [
     "SqliteJournal",
     "item_key",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # PostgresJournal on first use: psycopg takes a good part of a command's start-up, and a
+    # SQLite journal never needs it.
+    if name == "PostgresJournal":
+        from runner.journal.postgres import PostgresJournal
+
+        return PostgresJournal
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 if TYPE_CHECKING:  # both implement the whole interface (checked by mypy)
     _sqlite: Journal = SqliteJournal("journal.db")

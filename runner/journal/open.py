@@ -15,8 +15,8 @@ from pathlib import Path
 from runner.config.configfile import RunnerSettings
 from runner.events import Emitter
 from runner.journal.base import Journal
+from runner.journal.outage import WAIT_S
 from runner.journal.pgurl import is_postgres_url, safe_url
-from runner.journal.postgres import WAIT_S, PostgresJournal
 from runner.journal.sqlite import SqliteJournal
 
 JournalTarget = Path | str
@@ -51,5 +51,9 @@ def open_journal(
     if isinstance(target, str):
         if not is_postgres_url(target):
             raise ValueError(f"not a postgresql:// URL: {safe_url(target)}")
+        # Imported here: psycopg takes a good part of a command's start-up, and most journals
+        # are SQLite files.
+        from runner.journal.postgres import PostgresJournal
+
         return PostgresJournal(target, create=create, clock=clock, wait_s=wait_s, emit=emit)
     return SqliteJournal(target, create=create, clock=clock)

@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+# How long a read or write waits for a PostgreSQL database that went away mid-run, by default.
+WAIT_S = 600.0
+
 # Between tries while the database is away: short first (a restart takes seconds), then this.
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 1.0

@@ -30,6 +30,7 @@ from runner.journal.base import (
     RunState,
 )
 from runner.journal.marks import ItemMarks
+from runner.journal.outage import WAIT_S
 from runner.journal.pglock import JobLocks
 from runner.journal.pgreads import PgReads, one_line
 from runner.journal.pgschema import ensure_schema
@@ -58,8 +59,6 @@ LOCK_RETRY_S = 0.2
 # hold its row locks, and every other worker's write to those rows would wait on it: the
 # server ends such a session after this long (a writer never idles inside a transaction).
 SESSION_OPTIONS = "-c idle_in_transaction_session_timeout=5000"
-# How long a read or write waits for a database that went away mid-run, by default.
-WAIT_S = 600.0
 
 
 class PostgresJournal(ItemMarks, PgReads):

@@ -21,7 +21,8 @@ from tests.e2e.harness import ArrivalWatch, Rehearsal, bulk_sandbox_config, run_
 from tests.e2e.test_crash_resume import ACTIONS, ISSUES, _assert_everything_done_once, _rows
 from tests.pgdb import can_restart, restart_server
 
-pytestmark = pytest.mark.slow
+# Every other test's connections drop with the server: never beside other tests (xdist workers).
+pytestmark = [pytest.mark.slow, pytest.mark.restarts_postgres]
 
 @pytest.fixture
 async def sandbox() -> AsyncIterator[RunningSandbox]:

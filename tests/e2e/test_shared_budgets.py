@@ -1,8 +1,9 @@
 """Three `forge-runner run` processes and a nightly run of `serve` on one environment and one
 journal share its budgets: the sandbox's own arrival logs show every budget kept, together.
 
-The sandbox allows 100 mints in any sliding 6 s and a points quota of 60 per 5 s window (12 a
-second, below what the mints would feed: the quota binds). Every user needs one mint and one
+The sandbox allows 100 mints in any sliding 3 s and a points quota of 60 per 2.5 s window (24
+a second, below what the mints would feed: the quota binds; Atlassian's windows scaled down so
+the 220 users take four quota windows, not a quarter of a minute). Every user needs one mint and one
 property write (1 point). The runs are real processes; `serve` runs in the test's process (its
 real server, its real engine) and Forge's nightly trigger starts its job while the runs go on.
 The PostgreSQL variant puts the journal (and so the budgets) in a PostgreSQL database of the
@@ -30,8 +31,8 @@ from runner.sandbox.testing import CLOUD_A, INSTALLATION_A, StartSandbox, patter
 from tests.e2e.harness import APP_ID, Process, Rehearsal, _child_env
 from tests.remote.helpers import ROUTES, forge_of, forge_sandbox_config, write_serve_config
 
-MINTS, MINT_WINDOW_S = 100, 6.0
-QUOTA, QUOTA_WINDOW_S = 60, 5.0
+MINTS, MINT_WINDOW_S = 100, 3.0
+QUOTA, QUOTA_WINDOW_S = 60, 2.5
 RUN_USERS = 60  # per run process
 NIGHTLY_USERS = 40
 NIGHTLY = ForgeTrigger(key="nightly-sync", path="/forge/nightly-sync", interval="day")
@@ -115,7 +116,7 @@ async def test_three_runs_and_a_nightly_serve_share_every_budget(
         tmp_path: Path, start_sandbox: StartSandbox, request: pytest.FixtureRequest,
         backend: str) -> None:
     """3 run processes + serve's nightly run, one environment, one journal: at most 100 mints
-    in every sliding 6 s and at most the quota in every window, server-side; no 429 of any
+    in every sliding 3 s and at most the quota in every window, server-side; no 429 of any
     kind; every user's property written once, by its own job."""
     # [runner] journal given twice is refused, so the PostgreSQL URL replaces the file's line.
     journal = ('journal = "journal.db"' if backend == "sqlite"

@@ -74,13 +74,15 @@ async def test_a_site_answering_only_503s_does_not_hold_up_the_other(
     policy's two attempts."""
     faults = Faults(http_503=1.0, retry_after_503_s=0, latency_ms_min=300, latency_ms_max=300,
                     only_cloud_ids=(CLOUD_B,))
+    # globex's first item fails 2.6 s in (300 ms, a 2 s wait, 300 ms): time enough for acme's
+    # 16 mints and calls on a loaded machine (at 0.6 s acme lost the race under load).
     config = dataclasses.replace(make_sandbox_config(), jira_limits=ROOMY, faults=faults,
                                  mint_limit=MINTS_AT_ONCE)
     rows = site_rows("globex", 16, 0) + site_rows("acme", 16, 100)
     events = Events()
     async with start_sandbox(config) as sb:
         cfg = load_config(write_runner_config(tmp_path, sb, concurrency=8, mint_limit=6000,
-                                              extra=SHORT_JIRA_RETRY.format(wait=0.6)))
+                                              extra=SHORT_JIRA_RETRY.format(wait=2.0)))
         job = load_job(write_job(tmp_path, rows, USER_PROPERTY, sites=("acme", "globex")), cfg)
         result = await run_engine(tmp_path, cfg, job, events)
         async with SqliteJournal(tmp_path / "journal.db") as journal:

@@ -19,9 +19,6 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-import psycopg
-from psycopg_pool import PoolTimeout
-
 from runner.budgets.store.programs import Program
 from runner.budgets.store.where import is_url, shown
 from runner.config.configfile import RunnerSettings
@@ -65,19 +62,29 @@ class StoreContext:
 async def connect(location: str | Path, *, wait_s: float | None = None) -> BudgetStore:
     """The budget store at the journal setting ``location``: the one place the choice is made.
     One that can't be opened is a ``JournalError`` (exit 6) naming it, password left out."""
+    if is_url(location):
+        return await _connect_postgres(str(location), wait_s)
+    from runner.budgets.store.sqlite import SqliteStore
+
     try:
-        if is_url(location):
-            from runner.budgets.store.postgres import PostgresStore
-
-            if wait_s is None:
-                return await PostgresStore.open(str(location))
-            return await PostgresStore.open(str(location), wait_s=wait_s)
-        from runner.budgets.store.sqlite import SqliteStore
-
         return await SqliteStore.open(Path(location))
+    except (OSError, sqlite3.Error) as exc:
+        raise explain(Path(location), exc) from None  # the journal's file: its failure
+
+
+async def _connect_postgres(location: str, wait_s: float | None) -> BudgetStore:
+    # psycopg imported here: it takes a good part of a command's start-up, and most budgets
+    # live in a SQLite journal.
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    from runner.budgets.store.postgres import PostgresStore
+
+    try:
+        if wait_s is None:
+            return await PostgresStore.open(location)
+        return await PostgresStore.open(location, wait_s=wait_s)
     except (OSError, sqlite3.Error, psycopg.Error, PoolTimeout) as exc:
-        if not is_url(location) and isinstance(exc, OSError | sqlite3.Error):
-            raise explain(Path(location), exc) from None  # the journal's file: its failure
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise JournalError(f"the budgets' database {shown(location)} can't be opened "
                            f"({type(exc).__name__}: {first}); check that it is reachable and "
