@@ -24,7 +24,8 @@ from runner.budgets.store.calls import (
     learn_issue_interval,
     quota_news,
 )
-from runner.budgets.store.programs import Gen, Stmt, mint_answered, mint_take, pause
+from runner.budgets.store.mints import mint_take
+from runner.budgets.store.programs import Gen, Stmt, mint_answered, pause
 
 Opener = Callable[[], Any]
 

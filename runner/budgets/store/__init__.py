@@ -23,6 +23,7 @@ import psycopg
 from psycopg_pool import PoolTimeout
 
 from runner.budgets.store.programs import Program
+from runner.budgets.store.steps import Steps
 from runner.budgets.store.where import is_url, shown
 from runner.config.configfile import RunnerSettings
 from runner.errors import JournalError
@@ -39,7 +40,7 @@ class BudgetStore(Protocol):
 
     location: str
 
-    async def run(self, program: Program[T]) -> T: ...
+    async def run(self, program: Program[T] | Steps[T]) -> T: ...
 
     async def close(self) -> None: ...
 
