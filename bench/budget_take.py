@@ -21,7 +21,7 @@ from pathlib import Path
 
 from runner.budgets.store import connect
 from runner.budgets.store.calls import BurstTerms, CallKeys, QuotaTerms, call_take
-from runner.budgets.store.programs import mint_take
+from runner.budgets.store.mints import mint_take
 
 BURST = BurstTerms(rate=1e9, capacity_s=1e3, regrow_per_s=1.0, min_rate=1.0, cut_hold_s=1.0)
 QUOTA = QuotaTerms(points=10**12, window_s=3600.0, margin=0.0, burst=1.0)

@@ -1,7 +1,7 @@
 """The mint bucket every process on one journal shares: its starts are rows in the budget store.
 
 Two rules, both judged by the database's clock for every process together
-(``runner.budgets.store.programs.mint_take``):
+(``runner.budgets.store.mints.mint_take``):
 - starts are spaced evenly, one every ``interval`` (one stored theoretical arrival time per
   bucket, GCRA), so a sliding window is respected from the first second, as in memory;
 - no start leaves less than ``window_s`` after the answer to the start ``limit`` before it.
@@ -29,7 +29,8 @@ from typing import Any
 
 from runner.budgets import Clock, SystemClock
 from runner.budgets.store import BudgetStore
-from runner.budgets.store.programs import mint_answered, mint_take, pause, paused_for
+from runner.budgets.store.mints import mint_take
+from runner.budgets.store.programs import mint_answered, pause, paused_for
 from runner.config.configfile import EnvironmentConfig
 from runner.events import Emitter, Observer, Pause, Resume
 

@@ -14,6 +14,7 @@ import pytest
 
 from runner.budgets.store import BudgetStore, connect, is_url
 from runner.budgets.store.calls import (
+    PRUNE_ROWS,
     BurstTerms,
     CallKeys,
     QuotaNews,
@@ -24,7 +25,8 @@ from runner.budgets.store.calls import (
     learn_issue_interval,
     quota_news,
 )
-from runner.budgets.store.programs import Gen, Stmt, mint_answered, mint_take, pause
+from runner.budgets.store.mints import mint_take
+from runner.budgets.store.programs import Gen, Stmt, mint_answered, pause
 
 Opener = Callable[[], Any]
 
@@ -122,6 +124,47 @@ async def test_a_refused_request_takes_nothing(stores: Opener) -> None:
     assert not refused.ok and refused.scope == "quota:global"
     assert await store.run(_row("SELECT tat FROM budget_gcra WHERE key = :k",
                                 k=KEYS.burst)) == tat
+
+
+async def test_a_write_refused_by_its_last_budget_spends_none_of_the_others(
+        stores: Opener) -> None:
+    """A write that the app quota refuses leaves its issue's arrival time and log, its burst
+    key and the tenant quota as they were: the refusal comes last, after all of them took."""
+    store = await stores()
+    terms = QuotaTerms(points=1, window_s=3600.0, margin=0.0, burst=1.0)
+    await store.run(quota_news(QuotaNews("quota:acme:tenant", points=100, window_s=3600.0),
+                               terms, make=True))
+    write = CallKeys(KEYS.held, KEYS.burst, KEYS.app_quota, KEYS.tenant_quota,
+                     "issue:acme:MIG-3", "issuerate:acme", 0.0, ((20, 2.0),))
+    assert (await store.run(call_take(write, 1.0, BURST, terms))).ok
+    state = _row("SELECT (SELECT tat FROM budget_gcra WHERE key = :i), (SELECT tat FROM"
+                 " budget_gcra WHERE key = :b), (SELECT COUNT(*) FROM budget_issue_log),"
+                 " (SELECT used FROM budget_quota WHERE scope = :t)",
+                 i=write.issue, b=KEYS.burst, t=KEYS.tenant_quota)
+    before = await store.run(state)
+    refused = await store.run(call_take(write, 1.0, BURST, terms))
+    assert not refused.ok and refused.scope == "quota:global", refused
+    assert await store.run(state) == before and before[2:] == (1, 1.0)
+
+
+async def test_a_write_prunes_a_bounded_number_of_any_issues_old_log_entries(
+        stores: Opener) -> None:
+    """Entries other issues left in the log longer than the longest window ago go, at most
+    ``PRUNE_ROWS`` per write; recent ones stay, so no window loses a write it counts."""
+    store = await stores()
+    for n in range(PRUNE_ROWS + 3):
+        await store.run(_row("INSERT INTO budget_issue_log(key, t) VALUES (:k, :t)",
+                             k=f"issue:acme:OLD-{n}", t=1000.0 + n))
+    terms = QuotaTerms(points=1000, window_s=3600.0, margin=0.0, burst=1.0)
+    write = CallKeys(KEYS.held, KEYS.burst, KEYS.app_quota, KEYS.tenant_quota,
+                     "issue:acme:MIG-4", "issuerate:acme", 0.0, ((20, 2.0), (100, 30.0)))
+    count = _row("SELECT COUNT(*) FROM budget_issue_log WHERE key <> :k", k=write.issue)
+    assert (await store.run(call_take(write, 1.0, BURST, terms))).ok
+    assert await store.run(count) == (3,)
+    assert (await store.run(call_take(write, 1.0, BURST, terms))).ok
+    assert await store.run(count) == (0,)
+    assert await store.run(_row("SELECT COUNT(*) FROM budget_issue_log WHERE key = :k",
+                                k=write.issue)) == (2,)
 
 
 async def test_jira_policy_resizes_the_quota_for_everyone(stores: Opener) -> None:

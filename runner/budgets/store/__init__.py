@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from runner.budgets.store.programs import Program
+from runner.budgets.store.steps import Steps
 from runner.budgets.store.where import is_url, shown
 from runner.config.configfile import RunnerSettings
 from runner.errors import JournalError
@@ -36,7 +37,7 @@ class BudgetStore(Protocol):
 
     location: str
 
-    async def run(self, program: Program[T]) -> T: ...
+    async def run(self, program: Program[T] | Steps[T]) -> T: ...
 
     async def close(self) -> None: ...
 

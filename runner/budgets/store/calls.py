@@ -8,19 +8,12 @@ quota. A refusal anywhere rolls the whole take back and says how long to wait.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runner.budgets.store.programs import (
-    EPSILON,
-    Gen,
-    Grant,
-    Program,
-    Refused,
-    Stmt,
-    check_paused,
-    gcra,
-)
+from runner.budgets.store.programs import EPSILON, Gen, Grant, Program, Row, Stmt
+from runner.budgets.store.steps import Step, Steps, gcra_step, paused_step
 
 # The quota's row rolled into the window holding :now, as SQL expressions over the old row.
 _NEW = "reset_at <= :now"
@@ -68,7 +61,7 @@ class CallKeys:
     issue_windows: tuple[tuple[int, float], ...] = ()
 
 
-def _quota_take(scope: str, cost: float, terms: QuotaTerms, now: float) -> Stmt:
+def _quota_take(scope: str, cost: float, terms: QuotaTerms) -> Stmt:
     need = min(cost, terms.points * (1 - terms.margin))
     return Stmt(
         f"UPDATE budget_quota SET used = {_USED} + :cost, tat = GREATEST({_TAT}, :now)"
@@ -76,84 +69,101 @@ def _quota_take(scope: str, cost: float, terms: QuotaTerms, now: float) -> Stmt:
         f" AND ({_USED} + :need <= points * :keep OR {_USED} = 0)"
         f" AND GREATEST({_TAT}, :now) - GREATEST(1, :burst * points) * {_PER_POINT}"
         f" <= :now + {EPSILON} RETURNING used",
-        {"scope": scope, "cost": cost, "need": need, "now": now, "keep": 1 - terms.margin,
+        {"scope": scope, "cost": cost, "need": need, "keep": 1 - terms.margin,
          "burst": terms.burst})
 
 
-def quota_row(scope: str, terms: QuotaTerms, now: float) -> Stmt:
-    reset = (now // terms.window_s + 1) * terms.window_s
+def quota_row(scope: str, terms: QuotaTerms) -> Stmt:
+    """The quota's row, made if it isn't there: its window the one holding ``:now``."""
     return Stmt("INSERT INTO budget_quota(scope, points, window_s, reset_at, used, tat) VALUES"
-                " (:scope, :points, :window, :reset, 0, :now) ON CONFLICT (scope) DO NOTHING",
-                {"scope": scope, "points": terms.points, "window": terms.window_s,
-                 "reset": reset, "now": now})
+                " (:scope, :points, :window, (FLOOR(:now / :window) + 1) * :window, 0, :now)"
+                " ON CONFLICT (scope) DO NOTHING",
+                {"scope": scope, "points": terms.points, "window": terms.window_s})
 
 
-def take_quota(scope: str, cost: float, terms: QuotaTerms, now: float, *, make: bool
-               ) -> Gen[float | None]:
-    """Take ``cost`` points from quota ``scope``: the points it has used since, or None when
-    it has no row (and ``make`` is off: a tenant's quota exists only once Jira has shown it)."""
-    row = yield _quota_take(scope, cost, terms, now)
-    if row is not None:
-        return float(row[0])
-    state = yield Stmt("SELECT points, window_s, reset_at, used, tat FROM budget_quota"
-                       " WHERE scope = :scope", {"scope": scope})
-    if state is None:
-        if not make:
-            return None
-        yield quota_row(scope, terms, now)
-        if (taken := (yield _quota_take(scope, cost, terms, now))) is not None:
-            return float(taken[0])
-        state = yield Stmt("SELECT points, window_s, reset_at, used, tat FROM budget_quota"
-                           " WHERE scope = :scope", {"scope": scope})
+def quota_step(scope: str, cost: float, terms: QuotaTerms, *, absent_ok: bool) -> Step:
+    """Take ``cost`` points from quota ``scope``: its row answers the points used since.
+    ``absent_ok``: a quota with no row is not there to take from (a tenant's, until Jira has
+    shown it)."""
+    def refused(state: Row | None, now: float) -> Grant:
         assert state is not None
-    points, window_s, reset_at, used, tat = (float(v) for v in state)
-    if reset_at <= now:  # rolled: the refusal was by pacing in the new window
-        used, tat, reset_at = 0.0, now, (now // window_s + 1) * window_s
-    usable = points * (1 - terms.margin)
-    if used + min(cost, usable) > usable and used > 0:
-        raise Refused(Grant(False, reset_at - now, scope, "quota spent"))
-    per_point = (reset_at - now) / max(usable - used, 1.0)
-    wait = max(tat, now) - max(1.0, terms.burst * points) * per_point - now
-    raise Refused(Grant(False, max(wait, EPSILON), scope, "pacing"))
+        points, window_s, reset_at, used, tat = (float(v) for v in state)
+        if reset_at <= now:  # rolled: the refusal was by pacing in the new window
+            used, tat, reset_at = 0.0, now, (now // window_s + 1) * window_s
+        usable = points * (1 - terms.margin)
+        if used + min(cost, usable) > usable and used > 0:
+            return Grant(False, reset_at - now, scope, "quota spent")
+        per_point = (reset_at - now) / max(usable - used, 1.0)
+        wait = max(tat, now) - max(1.0, terms.burst * points) * per_point - now
+        return Grant(False, max(wait, EPSILON), scope, "pacing")
+    why = Stmt("SELECT points, window_s, reset_at, used, tat FROM budget_quota"
+               " WHERE scope = :scope", {"scope": scope})
+    return Step(_quota_take(scope, cost, terms), why, refused, absent_ok=absent_ok)
 
 
 def call_take(keys: CallKeys, cost: float, burst: BurstTerms, quota: QuotaTerms
-              ) -> Program[Grant]:
+              ) -> Steps[Grant]:
     """Everything one request needs, taken at once, or nothing and how long to wait."""
-    def program(now: float) -> Gen[Grant]:
-        yield from check_paused(keys.held, now)
-        if keys.issue is not None:
-            interval = ("GREATEST(:interval, COALESCE((SELECT r.emission FROM budget_gcra r"
-                        " WHERE r.key = :rate_key), 0))")
-            # The issue's row first: its lock (PostgreSQL) orders every take of this issue,
-            # so the log's counts below can't be read by two takes at once.
-            yield from gcra(keys.issue, interval, interval, 0.0, 0.0, now,
-                            {"interval": keys.issue_interval, "rate_key": keys.issue_rate},
-                            "per-issue writes")
-            yield from issue_windows(keys.issue, keys.issue_windows, now)
-        tolerance = max(0.0, burst.capacity_s - 1.0 / burst.rate)
-        yield from gcra(keys.burst, "1.0 / :rate", f"1.0 / {_RATE}", tolerance, 0.0, now,
-                        {"rate": burst.rate, "regrow": burst.regrow_per_s}, "burst pacing")
-        yield from take_quota(keys.tenant_quota, cost, quota, now, make=False)
-        used = yield from take_quota(keys.app_quota, cost, quota, now, make=True)
-        return Grant(True, used=used)
-    return program
+    steps = [paused_step(keys.held)]
+    if keys.issue is not None:
+        interval = ("GREATEST(:interval, COALESCE((SELECT r.emission FROM budget_gcra r"
+                    " WHERE r.key = :rate_key), 0))")
+        # The issue's row first: its lock (PostgreSQL) orders every take of this issue,
+        # so the log's counts below can't be read by two takes at once.
+        steps.append(gcra_step(keys.issue, interval, interval, 0.0,
+                               {"interval": keys.issue_interval, "rate_key": keys.issue_rate},
+                               "per-issue writes"))
+        steps.extend(issue_window_steps(keys.issue, keys.issue_windows))
+    tolerance = max(0.0, burst.capacity_s - 1.0 / burst.rate)
+    steps.append(gcra_step(keys.burst, "1.0 / :rate", f"1.0 / {_RATE}", tolerance,
+                           {"rate": burst.rate, "regrow": burst.regrow_per_s}, "burst pacing"))
+    steps.append(quota_step(keys.tenant_quota, cost, quota, absent_ok=True))
+    steps.extend((Step(quota_row(keys.app_quota, quota)),
+                  quota_step(keys.app_quota, cost, quota, absent_ok=False)))
+    return Steps(tuple(steps), _granted, lambda grant: grant)
 
 
-def issue_windows(key: str, windows: tuple[tuple[int, float], ...], now: float) -> Gen[None]:
+def _granted(rows: Sequence[Row | None]) -> Grant:
+    app = rows[-1]
+    assert app is not None
+    return Grant(True, used=float(app[0]))
+
+
+# Entries of the issue log pruned by each write, from any issue: more than one write adds, so
+# the log holds no more than the writes of the longest window (plus what ties leave).
+PRUNE_ROWS = 8
+
+
+def issue_window_steps(key: str, windows: tuple[tuple[int, float], ...]) -> list[Step]:
     """One write to issue ``key``: refused while any window already holds its limit (the wait
     is until the oldest write that fills it leaves), else logged."""
+    steps = []
     for limit, window_s in windows:
-        row = yield Stmt("SELECT t FROM budget_issue_log WHERE key = :key ORDER BY t DESC"
-                         " LIMIT 1 OFFSET :n", {"key": key, "n": limit - 1})
-        if row is not None and float(row[0]) + window_s > now + EPSILON:
-            raise Refused(Grant(False, float(row[0]) + window_s - now, key,
-                                "per-issue writes"))
+        nth = ("SELECT t FROM budget_issue_log WHERE key = :key ORDER BY t DESC LIMIT 1"
+               " OFFSET :n")
+        params = {"key": key, "n": limit - 1, "w": window_s}
+
+        def refused(row: Row | None, now: float, window_s: float = window_s) -> Grant:
+            wait = float(row[0]) + window_s - now if row is not None else EPSILON
+            return Grant(False, max(wait, EPSILON), key, "per-issue writes")
+        steps.append(Step(Stmt(f"SELECT 1 WHERE COALESCE(({nth}) + :w, 0) <= :now + {EPSILON}",
+                               params), Stmt(nth, params), refused))
     if windows:
-        yield Stmt("INSERT INTO budget_issue_log(key, t) VALUES (:key, :now)",
-                   {"key": key, "now": now})
-        yield Stmt("DELETE FROM budget_issue_log WHERE key = :key AND t <= :old",
-                   {"key": key, "old": now - max(w for _, w in windows)})
+        longest = {"key": key, "longest": max(w for _, w in windows), "n": PRUNE_ROWS}
+        steps.append(Step(Stmt("INSERT INTO budget_issue_log(key, t) VALUES (:key, :now)",
+                               longest)))
+        steps.append(Step(Stmt("DELETE FROM budget_issue_log WHERE key = :key"
+                               " AND t <= :now - :longest", longest)))
+        steps.append(Step(prune_issue_log(longest)))
+    return steps
+
+
+def prune_issue_log(params: dict[str, Any]) -> Stmt:
+    """A bounded prune of every issue's log: at most ``n`` entries older than ``longest``,
+    none another take holds (PostgreSQL: ``SKIP LOCKED``, so two prunes never wait for each
+    other; SQLite has one writer and no row locks, its driver drops the clause)."""
+    return Stmt("DELETE FROM budget_issue_log WHERE ctid IN (SELECT ctid FROM budget_issue_log"
+                " WHERE t <= :now - :longest LIMIT :n FOR UPDATE SKIP LOCKED)", params)
 
 
 def call_give_back(keys: CallKeys, cost: float, burst: BurstTerms, quota: QuotaTerms
@@ -240,7 +250,8 @@ def quota_news(news: QuotaNews, terms: QuotaTerms, *, make: bool) -> Program[Non
         sized = QuotaTerms(news.points or terms.points, news.window_s or terms.window_s,
                            terms.margin, terms.burst)
         if make:
-            yield quota_row(news.scope, sized, now)
+            row = quota_row(news.scope, sized)
+            yield Stmt(row.sql, {**row.params, "now": now})
         if news.points is not None or news.window_s is not None:
             yield Stmt("UPDATE budget_quota SET points = :points, reset_at = CASE WHEN"
                        " window_s = :window THEN reset_at ELSE (FLOOR(:now / :window) + 1)"

@@ -14,9 +14,11 @@ from typing import Any, TypeVar, cast
 
 import psycopg
 import structlog
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from runner.budgets.store.programs import SCHEMA, Program, Refused, Stmt
+from runner.budgets.store.steps import FUNCTION, Steps, arguments, decode_row
 from runner.budgets.store.where import shown
 from runner.errors import JournalError
 from runner.journal.outage import Outage
@@ -37,6 +39,20 @@ def render(stmt: Stmt) -> str:
     return _PARAM.sub(r"%(\1)s", stmt.sql)
 
 
+def _inline(stmt: Stmt, conn: psycopg.AsyncConnection[Any]) -> str:
+    """``stmt`` as ``budget_steps`` runs it: the clock as ``$1``, every other parameter a
+    literal (a float as float8, the type it had as a bound parameter)."""
+    def literal(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == "now":
+            return "$1"
+        value = stmt.params[name]
+        if isinstance(value, float):
+            return f"CAST('{value!r}' AS DOUBLE PRECISION)"
+        return sql.Literal(value).as_string(conn)
+    return _PARAM.sub(literal, stmt.sql)
+
+
 class PostgresStore:
     """Budgets in the PostgreSQL database at ``url``."""
 
@@ -53,7 +69,7 @@ class PostgresStore:
                                                      connect_timeout=int(CONNECT_TIMEOUT_S))
         async with conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            for ddl in SCHEMA:
+            for ddl in (*SCHEMA, FUNCTION):
                 await conn.execute(ddl)
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             url, min_size=1, max_size=POOL_SIZE, open=False,
@@ -69,7 +85,7 @@ class PostgresStore:
         await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
         return cls(url, pool, wait_s)
 
-    async def run(self, program: Program[T]) -> T:
+    async def run(self, program: Program[T] | Steps[T]) -> T:
         """Run ``program`` in one transaction. A database that went away is waited for (up to
         ``wait_s``): a transaction cut short rolled back whole, so running it again is safe; one
         whose commit's answer was lost takes twice, which paces slower, never faster."""
@@ -95,8 +111,10 @@ class PostgresStore:
                             f"({_first_line(exc)}); once it is back, run the same command "
                             "again: it resumes")
 
-    async def _run_once(self, program: Program[T]) -> T:
+    async def _run_once(self, program: Program[T] | Steps[T]) -> T:
         try:
+            if isinstance(program, Steps):
+                return await self._run_steps(program)
             async with self._pool.connection() as conn, conn.transaction():
                 cur = await conn.execute("SELECT extract(epoch from clock_timestamp())::float8")
                 now_row = await cur.fetchone()
@@ -116,6 +134,17 @@ class PostgresStore:
             raise  # the database went away: ``run`` waits for it
         except psycopg.Error as exc:
             raise self._failed(exc) from None
+
+    async def _run_steps(self, steps: Steps[T]) -> T:
+        """The whole take in one statement, its own transaction (``budget_steps``)."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT * FROM budget_steps(%s, %s, %s)",
+                                     arguments(steps, lambda stmt: _inline(stmt, conn)))
+            answer = await cur.fetchone()
+        assert answer is not None
+        now, refused_at, why, rows = answer
+        return steps.answer(float(now), [decode_row(r) for r in rows or ()], refused_at,
+                            decode_row(why))
 
     async def close(self) -> None:
         await self._pool.close()

@@ -77,23 +77,23 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS budget_issue_log (key TEXT NOT NULL, t DOUBLE PRECISION NOT"
     " NULL)",
     "CREATE INDEX IF NOT EXISTS budget_issue_log_key_t ON budget_issue_log (key, t)",
+    # What finds the entries every issue's windows have left behind (``prune_issue_log``).
+    "CREATE INDEX IF NOT EXISTS budget_issue_log_t ON budget_issue_log (t)",
 )
 
 # Readiness within a microsecond counts as now (float arithmetic on times).
 EPSILON = 1e-6
-# A mint bucket waiting on a start not yet answered looks again this often.
-UNANSWERED_POLL_S = 0.01
 
 
 # -- pauses ----------------------------------------------------------------------------------------
-def _in(name: str, values: Sequence[str]) -> tuple[str, dict[str, Any]]:
+def in_list(name: str, values: Sequence[str]) -> tuple[str, dict[str, Any]]:
     names = [f"{name}{i}" for i in range(len(values))]
     return ", ".join(f":{n}" for n in names), dict(zip(names, values, strict=True))
 
 
 def check_paused(scopes: Sequence[str], now: float) -> Gen[None]:
     """Refuse while a 429's pause on any of ``scopes`` lasts."""
-    marks, params = _in("s", scopes)
+    marks, params = in_list("s", scopes)
     row = yield Stmt(f"SELECT until, reason, scope FROM budget_pause WHERE scope IN ({marks})"
                      " AND until > :now ORDER BY until DESC LIMIT 1", {**params, "now": now})
     if row is not None:
@@ -120,76 +120,6 @@ def paused_for(scopes: Sequence[str]) -> Program[float]:
         except Refused as refused:
             return refused.grant.wait_s
         return 0.0
-    return program
-
-
-# -- GCRA ------------------------------------------------------------------------------------------
-def gcra(key: str, first: str, emission: str, tolerance: float, slack: float, now: float,
-         params: dict[str, Any], reason: str) -> Gen[None]:
-    """Take one arrival from ``key``: granted while its arrival time is within ``tolerance``
-    of now, which then moves on by ``emission`` (an SQL expression over the row; ``first`` for
-    a new row). ``slack``: lateness forgiven, so a waiter that overslept a little keeps the
-    schedule instead of losing the time it overslept."""
-    base = {**params, "key": key, "now": now, "tol": tolerance, "slack": slack}
-    row = yield Stmt(
-        f"INSERT INTO budget_gcra(key, tat) VALUES (:key, :now + {first})"
-        f" ON CONFLICT (key) DO UPDATE SET tat = GREATEST(budget_gcra.tat, :now - :slack)"
-        f" + {emission} WHERE budget_gcra.tat - :tol <= :now + {EPSILON} RETURNING tat", base)
-    if row is None:
-        row = yield Stmt("SELECT tat FROM budget_gcra WHERE key = :key", {"key": key})
-        wait = float(row[0]) - tolerance - now if row is not None else 0.0
-        raise Refused(Grant(False, max(wait, EPSILON), key, reason))
-
-
-@dataclass(frozen=True)
-class MintGrant:
-    """A mint start's answer: granted as start ``seq`` of its bucket, or ``grant`` refused."""
-
-    grant: Grant
-    seq: int = 0
-
-
-def mint_take(key: str, interval: float, slack: float, limit: int, window_s: float,
-              answer_limit_s: float) -> Program[MintGrant]:
-    """One mint start from bucket ``key``, for everyone: starts evenly ``interval`` apart, and
-    none less than ``window_s`` after the answer to the start ``limit`` before it (the gateway
-    counted that one by then at the latest, so a sliding window can't hold ``limit + 1``,
-    whatever the delays). A start never answered (its process died) counts as answered
-    ``answer_limit_s`` after it left: its request has timed out by then."""
-    guard = ("SELECT 1 FROM budget_mint_log l WHERE l.key = budget_gcra.key AND l.seq ="
-             " budget_gcra.seq + 1 - :limit AND COALESCE(l.answered, l.started + :answer_limit)"
-             " + :window > :now")
-    params = {"interval": interval, "limit": limit, "window": window_s,
-              "answer_limit": answer_limit_s}
-
-    def program(now: float) -> Gen[MintGrant]:
-        try:
-            yield from check_paused([key], now)
-        except Refused as paused:
-            return MintGrant(paused.grant)
-        base = {**params, "key": key, "now": now, "slack": slack}
-        row = yield Stmt(
-            "INSERT INTO budget_gcra(key, tat, seq) VALUES (:key, :now + :interval, 1)"
-            " ON CONFLICT (key) DO UPDATE SET tat = GREATEST(budget_gcra.tat, :now - :slack)"
-            f" + :interval, seq = budget_gcra.seq + 1 WHERE budget_gcra.tat <= :now + {EPSILON}"
-            f" AND NOT EXISTS ({guard}) RETURNING seq", base)
-        if row is None:
-            state = yield Stmt(
-                "SELECT g.tat, COALESCE(l.answered, l.started + :answer_limit) + :window,"
-                " l.answered FROM budget_gcra g LEFT JOIN budget_mint_log l ON l.key = g.key"
-                " AND l.seq = g.seq + 1 - :limit WHERE g.key = :key", base)
-            assert state is not None
-            ready = max(float(state[0]), float(state[1]) if state[1] is not None else 0.0)
-            wait = max(ready - now, EPSILON)
-            if state[1] is not None and state[2] is None:
-                wait = min(wait, UNANSWERED_POLL_S)  # its answer may come any moment
-            return MintGrant(Grant(False, wait, key, "mint pacing"))
-        seq = int(row[0])
-        yield Stmt("INSERT INTO budget_mint_log(key, seq, started) VALUES (:key, :seq, :now)",
-                   {"key": key, "seq": seq, "now": now})
-        yield Stmt("DELETE FROM budget_mint_log WHERE key = :key AND seq <= :old",
-                   {"key": key, "old": seq - limit})
-        return MintGrant(Grant(True), seq)
     return program
 
 

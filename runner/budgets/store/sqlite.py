@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from runner.budgets.store.programs import SCHEMA, Program, Refused, Stmt
+from runner.budgets.store.steps import Steps, run_sqlite
 from runner.journal.explain import explain
 
 T = TypeVar("T")
@@ -41,7 +42,9 @@ def _begin(conn: sqlite3.Connection) -> None:
 
 
 def render(stmt: Stmt) -> str:
-    return stmt.sql.replace("GREATEST(", "max(").replace("LEAST(", "min(")
+    # SQLite's names for PostgreSQL's: a row's address, and no row locks (one writer).
+    return (stmt.sql.replace("GREATEST(", "max(").replace("LEAST(", "min(")
+            .replace("ctid", "rowid").replace(" FOR UPDATE SKIP LOCKED", ""))
 
 
 class SqliteStore:
@@ -77,19 +80,26 @@ class SqliteStore:
     async def _call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
-    async def run(self, program: Program[T]) -> T:
+    async def run(self, program: Program[T] | Steps[T]) -> T:
         try:
             return cast(T, await self._call(self._run, program))
         except sqlite3.Error as exc:
             # The budgets live in the journal's file: its failure is the journal's, said so.
             raise explain(self._path, exc) from None
 
-    def _run(self, program: Program[T]) -> T:
+    def _run(self, program: Program[T] | Steps[T]) -> T:
         conn = self._conn
         assert conn is not None, "the store is closed"
         _begin(conn)
         try:
-            gen = program(time.time())
+            now = time.time()
+            if isinstance(program, Steps):
+                def fetch(stmt: Stmt) -> Any:
+                    return conn.execute(render(stmt), {**stmt.params, "now": now}).fetchone()
+                answer, refused = run_sqlite(program, now, fetch)
+                conn.execute("ROLLBACK" if refused else "COMMIT")
+                return answer
+            gen = program(now)
             try:
                 stmt = next(gen)
                 while True:
