@@ -10,6 +10,13 @@ Each configured route (``[[serve.routes]]``) handles a POST the same way:
 4. the answer is written and flushed, and only then is an accepted job started, so Forge
    (which waits 5 s, then redelivers) always hears back before the job's first mint leaves.
 
+On a PostgreSQL journal, serve runs as one of several replicas behind a load balancer: steps 2
+and 3 are decided in the database (``servedb``): the installation is recorded there, the token
+is also kept there sealed (``runner.minting.sealed``), and one conditional insert accepts a
+trigger for every replica; the replica whose insert won starts the run (``start_accepted``),
+reading its tokens from the database as a run on any host would. ``/healthz`` and ``/readyz``
+are for the load balancer (``health``).
+
 A second listener, on 127.0.0.1 only, hands the freshest tokens to jobs on this host
 (``loopback``). ``serve_remote`` runs both, and on exit stops listening, drains the runs in
 flight and waits for them.
@@ -37,12 +44,16 @@ from runner.config.configfile import Config
 from runner.errors import ConfigError, InvocationTokenError
 from runner.events import FanOut, Observer
 from runner.journal.open import journal_target, open_journal
+from runner.minting.sealed import SealKey
+from runner.minting.system_tokens import jwt_exp
 from runner.monitor import InstallationView, Monitor, add_monitor_routes
 from runner.monitor.journaltime import timed_journal
 from runner.remote.fit import FitVerifier, JwksCache
+from runner.remote.health import add_health_routes
 from runner.remote.installation_tokens import Installation, TokenStore
 from runner.remote.loopback import build_token_app
 from runner.remote.nightly import JobTemplate, site_for
+from runner.remote.servedb import HEARTBEAT_S, ServeDatabase
 from runner.remote.settings import ServeConfig, ServeRoute, require_serve_config
 from runner.remote.triggers import Decision, TriggerDesk
 
@@ -62,6 +73,8 @@ class RunningRemote:
     desk: TriggerDesk
     jwks: JwksCache
     monitor: Monitor
+    # The replicas' shared tables, on a PostgreSQL journal; None on SQLite.
+    servedb: ServeDatabase | None = None
 
     def stop(self) -> None:
         """Drain the runs in flight (a second call stops them at once)."""
@@ -73,7 +86,8 @@ class RemoteEndpoint:
 
     def __init__(self, config: Config, serve: ServeConfig, verifier: FitVerifier,
                  store: TokenStore, desk: TriggerDesk, runs: Background,
-                 clock: Clock, monitor: Monitor, operator_token: str | None) -> None:
+                 clock: Clock, monitor: Monitor, operator_token: str | None,
+                 jwks: JwksCache, servedb: ServeDatabase | None) -> None:
         self._config = config
         self._serve = serve
         self._verifier = verifier
@@ -83,12 +97,15 @@ class RemoteEndpoint:
         self._clock = clock
         self._monitor = monitor
         self._operator_token = operator_token
+        self._jwks = jwks
+        self._db = servedb
 
     def app(self) -> web.Application:
         app = web.Application()
         for route in self._serve.routes:
             app.router.add_post(route.path, self._handler(route))
         add_monitor_routes(app, self._monitor, self._operator_token)
+        add_health_routes(app, self._jwks, self._db.ping if self._db is not None else None)
         return app
 
     def _handler(self, route: ServeRoute) -> Handler:
@@ -113,16 +130,28 @@ class RemoteEndpoint:
             first_seen=self._clock.now(),
         )
         self._store.see(inst)
-        kept = self._store.offer(inst.installation_id, request.headers.get(SYSTEM_TOKEN_HEADER, ""))
+        token = request.headers.get(SYSTEM_TOKEN_HEADER, "")
+        kept = self._store.offer(inst.installation_id, token)
+        if self._db is not None:
+            # Before the answer: a trigger accepted below may start a run on any host, which
+            # reads the token from the database.
+            await self._db.see(inst)
+            if token:
+                await self._db.keep_token(inst.installation_id, token, jwt_exp(token),
+                                          leeway_s=self._serve.leeway_s)
         site = site_for(self._config, self._serve, inst)
         answer: dict[str, object] = {"ok": True, "site": site.name, "token_kept": kept}
         decision: Decision | None = None
+        trigger = None
         if route.kind == "lifecycle":
             event = body.get("eventType") if isinstance(body, dict) else None
             log.info("runner.remote.lifecycle", event_type=str(event), site=site.name,
                      installation=inst.installation_id)
         elif route.kind == "job":
-            decision = self._desk.accept(route, site)
+            if self._db is not None:
+                decision, trigger = await self._desk.accept_shared(route, site)
+            else:
+                decision = self._desk.accept(route, site)
             answer["run"] = str(decision)
         else:
             log.info("runner.remote.refresh", site=site.name, token_kept=kept)
@@ -130,7 +159,9 @@ class RemoteEndpoint:
         # Flushed before the job starts: Forge hears back before the first mint is sent.
         await response.prepare(request)
         await response.write_eof()
-        if decision is Decision.ACCEPTED:
+        if trigger is not None:
+            self._runs.start_soon(self._desk.start_accepted, trigger)
+        elif decision is Decision.ACCEPTED:
             self._runs.start_soon(self._desk.run, route, site)
         return response
 
@@ -166,9 +197,15 @@ async def serve_remote(
     operator_token = serve.operator_token.read() if serve.operator_token else None
     store = TokenStore(clock.now, leeway_s=serve.leeway_s)
     token_url = ""
+    target = journal_target(config.runner)
+    key = _seal_key(config, serve) if isinstance(target, str) else None
     async with AsyncExitStack() as stack:
+        servedb = None
+        if isinstance(target, str) and key is not None:
+            servedb = await ServeDatabase.open(target, key)
+            stack.push_async_callback(servedb.close)
         journal = await stack.enter_async_context(
-            open_journal(journal_target(config.runner), clock=clock.now,
+            open_journal(target, clock=clock.now,
                          wait_s=config.retry_jira.deadline_s)
         )
         budget_store = await stack.enter_async_context(open_store(
@@ -188,18 +225,21 @@ async def serve_remote(
                            observer=FanOut(monitor, observer) if observer else monitor,
                            engine_journal=timed_journal(journal,
                                                         monitor.metrics.journal_latency),
-                           budget_store=budget_store)
+                           budget_store=budget_store, servedb=servedb)
         token_runner = web.AppRunner(build_token_app(store, secret), access_log=None)
         await token_runner.setup()
         stack.push_async_callback(token_runner.cleanup)
         tport = serve.token_endpoint.port if token_port is None else token_port
         # Loopback only, whatever the config says: the token never leaves this host.
-        key = "serve.token_endpoint.port" if token_port is None else "--token-port"
-        await _listen(web.TCPSite(token_runner, "127.0.0.1", tport), key, config)
+        where = "serve.token_endpoint.port" if token_port is None else "--token-port"
+        await _listen(web.TCPSite(token_runner, "127.0.0.1", tport), where, config)
         token_url = _url(token_runner)
         runs = Background()
         endpoint = RemoteEndpoint(config, serve, verifier, store, desk, runs, clock, monitor,
-                                  operator_token)
+                                  operator_token, jwks, servedb)
+        if servedb is not None:
+            beat = asyncio.get_running_loop().create_task(_heartbeat(servedb))
+            stack.callback(beat.cancel)
         runner = web.AppRunner(endpoint.app(), access_log=None)
         await runner.setup()
         try:
@@ -209,7 +249,7 @@ async def serve_remote(
             url = _url(runner)
             log.info("runner.remote.serving", url=url, token_url=token_url,
                      routes=[f"{r.kind} {r.path}" for r in serve.routes])
-            yield RunningRemote(url, token_url, store, desk, jwks, monitor)
+            yield RunningRemote(url, token_url, store, desk, jwks, monitor, servedb)
         finally:
             # Stop listening first, then let the runs drain and wait for them.
             await runner.cleanup()
@@ -237,8 +277,8 @@ class Background:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def start_soon(self, func: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
-        task = asyncio.get_running_loop().create_task(func(*args))
+    def start_soon(self, func: Callable[..., Coroutine[Any, Any, object]], *args: Any) -> None:
+        task = asyncio.get_running_loop().create_task(_discard(func(*args)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -253,6 +293,29 @@ class Background:
                 for task in self._tasks:
                     task.cancel()
                 await to_the_end(asyncio.wait(set(self._tasks)))
+
+
+async def _discard(work: Coroutine[Any, Any, object]) -> None:
+    await work
+
+
+async def _heartbeat(servedb: ServeDatabase) -> None:
+    """Renew this replica's runs' rows, so no other replica takes them for dead runs."""
+    while True:
+        await asyncio.sleep(HEARTBEAT_S)
+        try:
+            await servedb.heartbeat()
+        except Exception as exc:  # the database away for a while: the next beat tries again
+            log.warning("runner.remote.heartbeat.failed", error=type(exc).__name__)
+
+
+def _seal_key(config: Config, serve: ServeConfig) -> SealKey:
+    """The key sealing system tokens in a PostgreSQL journal: required there ([serve.seal])."""
+    if serve.seal_key is None:
+        raise ConfigError("serve.seal", "secret_env or secret_file naming the key that seals "
+                          "system tokens in the PostgreSQL journal (the same on every replica)",
+                          "none", file=config.path)
+    return SealKey.load(serve.seal_key)
 
 
 def _secret(config: Config, serve: ServeConfig) -> str:
