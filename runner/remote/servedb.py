@@ -33,6 +33,7 @@ from runner.journal.pgurl import safe_url
 from runner.journal.schema import newer_journal
 from runner.minting import sealed
 from runner.minting.sealed import SealKey
+from runner.minting.system_tokens import jwt_exp
 from runner.remote.installation_tokens import Installation
 
 # Advisory lock classes, apart from the journal's (0x4652000x): migrations, a trigger's pair.
@@ -42,6 +43,8 @@ TRIGGER_LOCK = 0x46520102
 HEARTBEAT_S = 10.0
 STALE_S = 30.0
 CONNECT_TIMEOUT_S = 5.0
+# /readyz answers within this (load balancers' probes time out in a few seconds).
+PING_TIMEOUT_S = 2.0
 POOL_SIZE = 4
 
 SERVE_TABLES: tuple[LiteralString, ...] = (
@@ -131,15 +134,17 @@ class ServeDatabase:
     async def ping(self) -> str | None:
         """None when the database answers; else why not, in a few words (no URL, no secret)."""
         try:
-            async with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
+            async with self._pool.connection(timeout=PING_TIMEOUT_S) as conn:
                 await conn.execute("SELECT 1")
         except (psycopg.Error, PoolTimeout) as exc:
             return f"database unreachable ({type(exc).__name__})"
         return None
 
-    async def see(self, inst: Installation) -> None:
-        """Record (or refresh) an installation; its first_seen stays the first."""
-        async with self._pool.connection() as conn:
+    async def see(self, inst: Installation, token: str, *, leeway_s: float) -> bool:
+        """Record (or refresh) an installation, and keep the system token its delivery
+        brought, sealed (``runner.minting.sealed.keep``); one transaction. True when the token
+        was new."""
+        async with self._pool.connection() as conn, conn.transaction():
             await conn.execute(
                 f"""INSERT INTO serve_installations VALUES (%s, %s, %s, %s, %s, {_NOW})
                     ON CONFLICT (installation_id) DO UPDATE SET
@@ -148,6 +153,10 @@ class ServeDatabase:
                       environment_id = excluded.environment_id""",
                 (inst.installation_id, inst.cloud_id, inst.api_base_url,
                  inst.environment_type, inst.environment_id))
+            if not token:
+                return False
+            return await sealed.keep(conn, self.key, inst.installation_id, token,
+                                     jwt_exp(token), leeway_s=leeway_s)
 
     async def installation(self, installation_id: str) -> Installation | None:
         async with self._pool.connection() as conn:
@@ -157,13 +166,6 @@ class ServeDatabase:
                 (installation_id,))
             row = await cur.fetchone()
         return Installation(*row) if row else None
-
-    async def keep_token(self, installation_id: str, token: str, expires_at: float | None,
-                         *, leeway_s: float) -> bool:
-        """Store a delivered system token sealed (see ``runner.minting.sealed.keep``)."""
-        async with self._pool.connection() as conn, conn.transaction():
-            return await sealed.keep(conn, self.key, installation_id, token, expires_at,
-                                     leeway_s=leeway_s)
 
     async def accept(self, route: str, installation_id: str, interval_s: float,
                      window_s: float) -> Acceptance:

@@ -45,7 +45,6 @@ from runner.errors import ConfigError, InvocationTokenError
 from runner.events import FanOut, Observer
 from runner.journal.open import journal_target, open_journal
 from runner.minting.sealed import SealKey
-from runner.minting.system_tokens import jwt_exp
 from runner.monitor import InstallationView, Monitor, add_monitor_routes
 from runner.monitor.journaltime import timed_journal
 from runner.remote.fit import FitVerifier, JwksCache
@@ -135,10 +134,7 @@ class RemoteEndpoint:
         if self._db is not None:
             # Before the answer: a trigger accepted below may start a run on any host, which
             # reads the token from the database.
-            await self._db.see(inst)
-            if token:
-                await self._db.keep_token(inst.installation_id, token, jwt_exp(token),
-                                          leeway_s=self._serve.leeway_s)
+            await self._db.see(inst, token, leeway_s=self._serve.leeway_s)
         site = site_for(self._config, self._serve, inst)
         answer: dict[str, object] = {"ok": True, "site": site.name, "token_kept": kept}
         decision: Decision | None = None

@@ -14,13 +14,15 @@ from runner.config.configfile import load_config
 from runner.config.tokensource import SystemTokenSource
 from runner.errors import ConfigError, SealKeyError
 from runner.minting.sealed import SealKey
-from runner.minting.system_tokens import BrokenSourceError, SystemTokenProvider, jwt_exp
+from runner.minting.system_tokens import BrokenSourceError, SystemTokenProvider
+from runner.remote.installation_tokens import Installation
 from runner.remote.servedb import ServeDatabase
 from runner.tokenroute import SecretRef
 
 INST = "ari:cloud:ecosystem::installation/aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
 OTHER = "ari:cloud:ecosystem::installation/11111111-2222-4333-8444-555555555555"
 KEY_ENV = "FORGE_RUNNER_TEST_SEAL_KEY"
+CLOUD = "0f1e2d3c-4b5a-4697-8877-665544332211"
 
 
 def token(exp_in_s: float | None, n: int = 0) -> str:
@@ -31,7 +33,8 @@ def token(exp_in_s: float | None, n: int = 0) -> str:
 
 
 async def keep(db: ServeDatabase, inst: str, tok: str) -> bool:
-    return await db.keep_token(inst, tok, jwt_exp(tok), leeway_s=10.0)
+    return await db.see(Installation(inst, CLOUD, f"https://api.example/{CLOUD}", "PRODUCTION",
+                                     "env-1", 0.0), tok, leeway_s=10.0)
 
 
 def source(url: str, inst: str = INST) -> SystemTokenSource:
