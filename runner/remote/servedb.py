@@ -192,15 +192,18 @@ class ServeDatabase:
                 return Acceptance("accepted", AcceptedTrigger(int(row[0]), route,
                                                               installation_id))
             cur = await conn.execute(
-                f"""SELECT {_NOW} - max(accepted_at) FROM serve_triggers
-                    WHERE route = %(route)s AND installation_id = %(inst)s""", params)
-            last = await cur.fetchone()
-        ago = last[0] if last else None
+                f"""SELECT {_NOW} - max(accepted_at),
+                           bool_or(ended_at IS NULL AND alive_at > {_NOW} - %(stale)s)
+                    FROM serve_triggers WHERE route = %(route)s AND installation_id = %(inst)s""",
+                params)
+            why = await cur.fetchone()
+        ago, running = why if why else (None, False)
         if ago is not None and ago < window_s:
             return Acceptance("duplicate", accepted_s_ago=round(float(ago), 1))
-        # Nothing within the window held it back: a run of this pair still goes on (or a
-        # delivery of this same interval after the window, which is a duplicate all the same).
-        return Acceptance("running")
+        if running:
+            return Acceptance("running")
+        # Neither: this interval's run was accepted already (its window was shorter).
+        return Acceptance("duplicate", accepted_s_ago=round(float(ago or 0.0), 1))
 
     async def heartbeat(self) -> None:
         """Renew this replica's runs: they go on."""

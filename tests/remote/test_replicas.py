@@ -19,7 +19,9 @@ from runner.config.configfile import Config, load_config
 from runner.errors import ConfigError
 from runner.journal.postgres import PostgresJournal
 from runner.minting.sealed import SealKey
+from runner.remote.installation_tokens import Installation
 from runner.remote.nightly import journal_identity
+from runner.remote.servedb import STALE_S, ServeDatabase
 from runner.remote.server import RunningRemote, serve_remote
 from runner.sandbox.app import RunningSandbox
 from runner.sandbox.config import ForgeTrigger, SandboxConfig, SandboxIssue, SandboxSite
@@ -226,3 +228,33 @@ class _Proxy:
                 writer.close()
             await self._server.wait_closed()
             self._server = None
+
+
+async def test_accept_rules_in_the_database(pg_url: str) -> None:
+    """The database's rules, as two replicas see them: one accept per interval, a delivery in
+    the window a duplicate, one after the window while the run goes on 'running', one after it
+    ended in the same interval a duplicate; a run whose replica stopped renewing it (died)
+    blocks nothing."""
+    key = SealKey.generate()
+    a, b = await ServeDatabase.open(pg_url, key), await ServeDatabase.open(pg_url, key)
+    try:
+        inst = Installation("ari:cloud:ecosystem::installation/x", "c", "https://x", "P", "e",
+                            0.0)
+        await a.see(inst, "", leeway_s=10.0)
+        day, minute = 86400.0, 60.0
+        first = await a.accept("/n", inst.installation_id, day, minute)
+        assert first.decision == "accepted" and first.trigger is not None
+        assert (await b.accept("/n", inst.installation_id, day, minute)).decision == "duplicate"
+        assert (await b.accept("/n", inst.installation_id, day, 0.0)).decision == "running"
+        await a.ended(first.trigger.trigger_id, "finished")
+        assert (await b.accept("/n", inst.installation_id, day, 0.0)).decision == "duplicate"
+        # Intervals of a millisecond: every delivery is in an interval of its own.
+        quick = await b.accept("/q", inst.installation_id, 0.001, 0.0)
+        assert quick.decision == "accepted"
+        assert (await a.accept("/q", inst.installation_id, 0.001, 0.0)).decision == "running"
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("UPDATE serve_triggers SET alive_at = alive_at - %s", (STALE_S + 1,))
+        assert (await a.accept("/q", inst.installation_id, 0.001, 0.0)).decision == "accepted"
+    finally:
+        await a.close()
+        await b.close()
