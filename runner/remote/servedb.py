@@ -125,7 +125,11 @@ class ServeDatabase:
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             url, min_size=1, max_size=POOL_SIZE, open=False, kwargs={"autocommit": True},
             check=AsyncConnectionPool.check_connection, timeout=CONNECT_TIMEOUT_S)
-        await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+        try:
+            await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+        except PoolTimeout as exc:
+            await pool.close()
+            raise _unreachable(url, exc) from None
         return cls(url, pool, key)
 
     async def close(self) -> None:
