@@ -19,6 +19,7 @@ tokens' tables (``runner.minting.sealed``) are one of their steps.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -108,6 +109,8 @@ class ServeDatabase:
         self._pool = pool
         self.key = key
         self.replica = replica_name()
+        self._running: set[int] = set()
+        self._ended: dict[int, str] = {}  # ended, not yet marked in the database
 
     @classmethod
     async def open(cls, url: str, key: SealKey) -> ServeDatabase:
@@ -209,18 +212,30 @@ class ServeDatabase:
         # Neither: this interval's run was accepted already (its window was shorter).
         return Acceptance("duplicate", accepted_s_ago=round(float(ago or 0.0), 1))
 
+    def begin(self, trigger_id: int) -> None:
+        """This replica starts the accepted trigger's run: its heartbeat renews the row."""
+        self._running.add(trigger_id)
+
     async def heartbeat(self) -> None:
-        """Renew this replica's runs: they go on."""
+        """Mark the runs that ended (a mark that failed is tried again here), and renew the
+        rest. Only the runs this replica started: a row accepted but never started (the
+        answer lost with the database) goes stale and blocks nothing for long."""
         async with self._pool.connection() as conn:
-            await conn.execute(
-                f"UPDATE serve_triggers SET alive_at = {_NOW} "
-                "WHERE replica = %s AND ended_at IS NULL", (self.replica,))
+            for trigger_id, outcome in list(self._ended.items()):
+                await conn.execute(
+                    f"UPDATE serve_triggers SET ended_at = {_NOW}, outcome = %s "
+                    "WHERE trigger_id = %s", (outcome[:200], trigger_id))
+                del self._ended[trigger_id]
+            if self._running:
+                await conn.execute(f"UPDATE serve_triggers SET alive_at = {_NOW} "
+                                   "WHERE trigger_id = ANY(%s)", (sorted(self._running),))
 
     async def ended(self, trigger_id: int, outcome: str) -> None:
-        async with self._pool.connection() as conn:
-            await conn.execute(
-                f"UPDATE serve_triggers SET ended_at = {_NOW}, outcome = %s "
-                "WHERE trigger_id = %s", (outcome[:200], trigger_id))
+        """The run ended: marked now, or by the next heartbeat if the database is away."""
+        self._running.discard(trigger_id)
+        self._ended[trigger_id] = outcome
+        with contextlib.suppress(psycopg.Error, PoolTimeout):
+            await self.heartbeat()
 
 
 async def _migrate(conn: psycopg.AsyncConnection[Any], where: str) -> None:

@@ -31,16 +31,19 @@ import secrets as secrets_module
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import aiohttp
+import psycopg
 import structlog
 from aiohttp import web
+from psycopg_pool import PoolTimeout
 
 from runner.aio import to_the_end
 from runner.budgets import Clock, SystemClock
 from runner.budgets.store import location_of, open_store
-from runner.config.configfile import Config
+from runner.config.configfile import Config, SiteConfig
 from runner.errors import ConfigError, InvocationTokenError
 from runner.events import FanOut, Observer
 from runner.journal.open import journal_target, open_journal
@@ -52,13 +55,15 @@ from runner.remote.health import add_health_routes
 from runner.remote.installation_tokens import Installation, TokenStore
 from runner.remote.loopback import build_token_app
 from runner.remote.nightly import JobTemplate, site_for
-from runner.remote.servedb import HEARTBEAT_S, ServeDatabase
+from runner.remote.servedb import HEARTBEAT_S, AcceptedTrigger, ServeDatabase
 from runner.remote.settings import ServeConfig, ServeRoute, require_serve_config
 from runner.remote.triggers import Decision, TriggerDesk
 
 log = structlog.get_logger("runner.remote.server")
 
 SYSTEM_TOKEN_HEADER = "x-forge-oauth-system"
+# A replica's database work for one delivery, bounded well inside Forge's 5 s answer window.
+DATABASE_ANSWER_S = 3.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -131,35 +136,61 @@ class RemoteEndpoint:
         self._store.see(inst)
         token = request.headers.get(SYSTEM_TOKEN_HEADER, "")
         kept = self._store.offer(inst.installation_id, token)
-        if self._db is not None:
-            # Before the answer: a trigger accepted below may start a run on any host, which
-            # reads the token from the database.
-            await self._db.see(inst, token, leeway_s=self._serve.leeway_s)
         site = site_for(self._config, self._serve, inst)
         answer: dict[str, object] = {"ok": True, "site": site.name, "token_kept": kept}
-        decision: Decision | None = None
-        trigger = None
-        if route.kind == "lifecycle":
-            event = body.get("eventType") if isinstance(body, dict) else None
-            log.info("runner.remote.lifecycle", event_type=str(event), site=site.name,
-                     installation=inst.installation_id)
+        start: Callable[[], None] | None = None
+        if self._db is not None:
+            try:
+                async with asyncio.timeout(DATABASE_ANSWER_S):
+                    trigger = await self._shared(route, inst, site, token, answer)
+            except (psycopg.Error, PoolTimeout, TimeoutError) as exc:
+                # Not a 2xx: Forge delivers again, and a replica that reaches the database
+                # decides then.
+                log.warning("runner.remote.database.unreachable", route=route.path,
+                            installation=inst.installation_id, error=type(exc).__name__)
+                return web.json_response({"error": "database unreachable"}, status=503)
+            if trigger is not None:
+                start = partial(self._runs.start_soon, self._desk.start_accepted, trigger)
         elif route.kind == "job":
-            if self._db is not None:
-                decision, trigger = await self._desk.accept_shared(route, site)
-            else:
-                decision = self._desk.accept(route, site)
+            decision = self._desk.accept(route, site)
             answer["run"] = str(decision)
-        else:
-            log.info("runner.remote.refresh", site=site.name, token_kept=kept)
+            if decision is Decision.ACCEPTED:
+                start = partial(self._runs.start_soon, self._desk.run, route, site)
+        if route.kind != "job":
+            _log_route(route, site, inst, kept, body)
         response = web.json_response(answer)
-        # Flushed before the job starts: Forge hears back before the first mint is sent.
-        await response.prepare(request)
-        await response.write_eof()
-        if trigger is not None:
-            self._runs.start_soon(self._desk.start_accepted, trigger)
-        elif decision is Decision.ACCEPTED:
-            self._runs.start_soon(self._desk.run, route, site)
+        try:
+            # Flushed before the job starts: Forge hears back before the first mint is sent.
+            await response.prepare(request)
+            await response.write_eof()
+        finally:
+            # Started even when the answer could not be written (Forge hung up): the trigger
+            # is accepted, and a redelivery of it would be a duplicate.
+            if start is not None:
+                start()
         return response
+
+    async def _shared(self, route: ServeRoute, inst: Installation, site: SiteConfig,
+                      token: str, answer: dict[str, object]) -> AcceptedTrigger | None:
+        """A replica's part before the answer: the installation and its token written to the
+        database, and a job trigger accepted there or not (said in ``answer``)."""
+        assert self._db is not None
+        await self._db.see(inst, token, leeway_s=self._serve.leeway_s)
+        if route.kind != "job":
+            return None
+        decision, trigger = await self._desk.accept_shared(route, site)
+        answer["run"] = str(decision)
+        return trigger
+
+
+def _log_route(route: ServeRoute, site: SiteConfig, inst: Installation, kept: bool,
+               body: object) -> None:
+    if route.kind == "lifecycle":
+        event = body.get("eventType") if isinstance(body, dict) else None
+        log.info("runner.remote.lifecycle", event_type=str(event), site=site.name,
+                 installation=inst.installation_id)
+    else:
+        log.info("runner.remote.refresh", site=site.name, token_kept=kept)
 
 
 async def _json_body(request: web.Request) -> object:

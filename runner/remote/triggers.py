@@ -165,6 +165,7 @@ class TriggerDesk:
         route = next(r for r in self._serve.routes if r.path == trigger.route)
         inst = await self._db.installation(trigger.installation_id)
         state = "crashed: installation unknown"
+        self._db.begin(trigger.trigger_id)
         try:
             if inst is not None:
                 site = site_for(self._config, self._serve, inst)

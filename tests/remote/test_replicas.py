@@ -28,7 +28,7 @@ from runner.sandbox.config import ForgeTrigger, SandboxConfig, SandboxIssue, San
 from runner.sandbox.forge import ForgePlatform
 from runner.sandbox.testing import ACTIVE_PATTERN, StartSandbox
 from tests.pgdb import pg_dump
-from tests.remote.helpers import forge_of, forge_sandbox_config, write_serve_config
+from tests.remote.helpers import ROUTES, forge_of, forge_sandbox_config, write_serve_config
 from tests.remote.test_triggers import job_routes, write_template
 
 NIGHTLY = ForgeTrigger(key="nightly-sync", path="/forge/nightly", interval="day")
@@ -149,7 +149,7 @@ async def test_readyz_follows_the_database(tmp_path: Path, start_sandbox: StartS
                                            pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """/healthz is 200 throughout; /readyz is 200 with the database and the JWKS, then 503
     with a one-line reason once the database is unreachable (its port closed), and no secret
-    in any answer."""
+    in any answer; a delivery then is answered 503, for Forge to deliver it again."""
     key = SealKey.generate().encoded()
     monkeypatch.setenv(KEY_ENV, key)
     server = urlsplit(pg_url)
@@ -158,7 +158,8 @@ async def test_readyz_follows_the_database(tmp_path: Path, start_sandbox: StartS
         at = f"@{server.hostname}:{server.port or 5432}/"
         target = pg_url.replace(at, f"@127.0.0.1:{proxy.port}/")
         assert target != pg_url
-        config = replica_config(tmp_path, sb, target, "")
+        config = replica_config(tmp_path, sb, target, ROUTES)
+        forge = forge_of(sb)
         async with serve_remote(config) as remote, aiohttp.ClientSession() as session:
             ready = await _get(session, remote.url + "/readyz")
             assert ready == (200, '{"ready": true}')
@@ -167,6 +168,13 @@ async def test_readyz_follows_the_database(tmp_path: Path, start_sandbox: StartS
             assert down[0] == 503 and "database unreachable" in down[1]
             assert "\n" not in down[1] and "postgresql" not in down[1] and key not in down[1]
             assert (await _get(session, remote.url + "/healthz"))[0] == 200
+            # A delivery meanwhile: 503 (Forge delivers again), not a 500.
+            headers = {"Authorization": f"Bearer {forge.fit('acme', 'refresh')}",
+                       "x-forge-oauth-system": forge.system_token()}
+            async with session.post(remote.url + "/forge/refresh", json={},
+                                    headers=headers) as resp:
+                assert (resp.status, await resp.json()) == (
+                    503, {"error": "database unreachable"})
 
 
 async def test_readyz_needs_the_jwks(tmp_path: Path, start_sandbox: StartSandbox) -> None:
