@@ -208,6 +208,7 @@ async def refuse(conn: Conn, key: SealKey, installation_id: str, token: str) -> 
 def source_key(source: SystemTokenSource) -> SealKey:
     """The key a sealed source names (or the one serve handed its own runs in memory)."""
     if source.seal_key_value:
+        register_secret(source.seal_key_value)
         return SealKey(base64.b64decode(source.seal_key_value), "serve's own key")
     return SealKey.load(source.seal_key or SecretRef())
 

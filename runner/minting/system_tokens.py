@@ -269,7 +269,6 @@ class SystemTokenProvider:
                 self.environment, f"{self._describe()} took over {self._command_timeout:g} s"
             ) from exc
 
-
     async def _read_sealed(self) -> str:
         """The installation's freshest sealed token in the database ("" when none yet)."""
         try:

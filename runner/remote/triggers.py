@@ -11,6 +11,10 @@ handled at once can't both pass); the caller answers Forge, and only then calls 
 journal backs the memory up: after a restart, a run of the same site that started within the
 window is resumed if it was cut short and not started again if it finished.
 
+On a PostgreSQL journal the decision is the database's instead (``accept_shared``, see
+``servedb``), so that any number of serve replicas accept each trigger once; the replica whose
+insert won turns the accepted row into a run with ``start_accepted``.
+
 Runs whose environments share a mint bucket run one after another: each engine paces its own
 bucket, and two of them side by side would spend the bucket twice over.
 """
@@ -163,14 +167,19 @@ class TriggerDesk:
         after answering Forge) starts the same run."""
         assert self._db is not None
         route = next(r for r in self._serve.routes if r.path == trigger.route)
-        inst = await self._db.installation(trigger.installation_id)
-        state = "crashed: installation unknown"
         self._db.begin(trigger.trigger_id)
+        state = "crashed: installation unknown"
         try:
+            inst = await self._db.installation(trigger.installation_id)
             if inst is not None:
                 site = site_for(self._config, self._serve, inst)
                 self._active.setdefault((route.path, site.name), _Active())
                 state = (await self.run(route, site)).state
+        except Exception as exc:
+            # The database away before the run began: said, and the row marked ended (now or
+            # by the heartbeat), so the next interval's trigger is not held back.
+            self._emit(RemoteRunCrashed(error=type(exc).__name__))
+            state = f"crashed: {type(exc).__name__}"
         finally:
             await self._db.ended(trigger.trigger_id, state)
 
