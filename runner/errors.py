@@ -7,6 +7,8 @@
     │   │   └── ManifestError        a Forge manifest is not YAML or not a manifest
     │   ├── JobError                 a job file, source row or template is wrong
     │   ├── JobChangedError          the job changed since its unfinished run started
+    │   ├── SealKeyError             the system tokens' seal key is missing, malformed or not the
+    │   │                            database's (serve replicas, sealed sources)
     │   └── RunNotFoundError         no run has the ID given
     ├── SystemTokenError             no valid system token could be had for an environment
     ├── InvocationTokenError         a Forge Invocation Token failed verification (answered 401)
@@ -106,6 +108,11 @@ class FieldError(InputError):
 class ConfigError(FieldError):
     """A config key is missing or wrong; ``key`` is its dotted path
     (``environments.prod.mint_limit``)."""
+
+
+class SealKeyError(InputError):
+    """The key sealing system tokens in the database is missing, malformed, or not the one they
+    were sealed with. The message says which and what to do; it never holds the key."""
 
 
 class JobError(InputError):

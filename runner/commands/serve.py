@@ -5,7 +5,8 @@
 Checks the config and every job template first (a bad one exits 2, nothing listened on), then
 serves the ``[serve]`` routes, ``GET /metrics`` and the status page (``/status``: loopback only
 unless ``[serve.status]`` names an operator token) on the same port, and the loopback token
-route. The first SIGINT/SIGTERM stops
+route, and ``/healthz``/``/readyz``. On a PostgreSQL journal it is one replica of many
+(``runner.remote.servedb``). The first SIGINT/SIGTERM stops
 listening and drains the runs in flight (they end ``interrupted`` and resume on the next
 trigger of the same interval); a second one stops them at once. Exit 0 after a clean stop.
 """
@@ -36,7 +37,12 @@ def add_parser(sub: Any) -> None:
         "each installation's newest system token, and run the job templates scheduled "
         "triggers start. Routes come from the [serve] section of the config. The same port "
         "answers GET /metrics (Prometheus) and the status page /status (loopback clients "
-        "only, unless [serve.status] names an operator token).",
+        "only, unless [serve.status] names an operator token), GET /healthz (alive) and GET "
+        "/readyz (200 when the database answers and the JWKS is loaded, else 503). With "
+        "[runner] journal a postgresql:// URL, any number of serve processes run as replicas "
+        "of one another: triggers are accepted in the database (one run per installation and "
+        "interval), system tokens are kept there sealed with the [serve.seal] key (required "
+        "then; missing, malformed or another replica's: exit 2).",
     )
     parser.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
                         help=f"the config file (default: {DEFAULT_CONFIG})")

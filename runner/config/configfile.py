@@ -23,34 +23,13 @@ from runner.config.ari import AriError, validate_ari
 from runner.config.checks import check_shared_buckets
 from runner.config.journalkeys import budgets_key, journal_keys
 from runner.config.tables import MISSING, Table, describe
+from runner.config.tokensource import SystemTokenSource as SystemTokenSource
+from runner.config.tokensource import token_source
 from runner.errors import ConfigError
-from runner.tokenroute import SecretRef, loopback_url_problem, secret_ref
 
 DEFAULT_GATEWAY_URL = "https://api.atlassian.com/graphql"
 DEFAULT_API_BASE_URL = "https://api.atlassian.com/ex/jira/{cloud_id}"
 DEFAULT_CONTEXT_ARI = "ari:cloud:jira:{cloud_id}:workspace/{cloud_id}"
-
-
-@dataclass(frozen=True)
-class SystemTokenSource:
-    """Where an environment's system token comes from: exactly one of env, file, command, serve.
-
-    ``serve`` is the loopback URL of a ``forge-runner serve`` process on this host, which keeps
-    the freshest token of each installation; ``installation_id`` says whose, and the shared
-    secret is read from ``serve_secret`` (an environment variable or a file)."""
-
-    env: str | None = None
-    file: Path | None = None
-    command: tuple[str, ...] | None = None
-    serve: str | None = None
-    installation_id: str | None = None
-    serve_secret: SecretRef | None = None
-    # Only ever set in memory, by the serve process for its own jobs; never read from a file.
-    serve_secret_value: str | None = field(default=None, repr=False, compare=False)
-    # Work waits this long for a valid system token before the environment is blocked.
-    max_wait_s: float = 600.0
-    # Relative files and commands run from here (the config file's folder).
-    cwd: Path = Path(".")
 
 
 @dataclass(frozen=True)
@@ -188,7 +167,8 @@ def load_config(path: str | Path) -> Config:
     root = Table(doc, "", error)
     runner = _runner(root.table("runner"), base)
     environments = {
-        name: _environment(name, t, base) for name, t in root.tables("environments")
+        name: _environment(name, t, base, runner.journal_url)
+        for name, t in root.tables("environments")
     }
     sites = {name: _site(name, t, environments) for name, t in root.tables("sites")}
     retry = root.table("retry")
@@ -259,49 +239,13 @@ def _ari(t: Table, name: str, product: str, type: str | None) -> str:
     return value
 
 
-def _token_source(t: Table, base: Path) -> SystemTokenSource:
-    expected = "exactly one of env, file, command or serve (where the token comes from)"
-    if "token" in t:
-        # Said plainly: a token in a config file ends up in backups and version control.
-        raise t.error("token", expected, "a token in the file (secrets never live in the config)")
-    given = [k for k in ("env", "file", "command", "serve") if k in t]
-    if len(given) != 1:
-        found = "none of them" if not given else " and ".join(given)
-        raise t.make_error(t.path, expected, found)
-    env = t.nonempty("env", None, expected="an environment variable name")
-    file = t.nonempty("file", None, expected="a file path")
-    command = t.strings("command", None, nonempty=True)
-    serve: str | None = t.nonempty("serve", None, expected="the serve process's loopback URL")
-    installation_id = None
-    secret = None
-    if serve is not None:
-        problem = loopback_url_problem(serve)
-        if problem:
-            # The token travels only over loopback: never to another address.
-            raise t.error("serve", "an http://127.0.0.1:PORT URL (loopback only)",
-                          f"{serve!r}: {problem}")
-        installation_id = _ari(t, "installation_id", "ecosystem", "installation")
-        secret = secret_ref(t, base, required=True)
-    source = SystemTokenSource(
-        env=env,
-        file=_resolve(base, file) if file is not None else None,
-        command=command,
-        serve=serve.rstrip("/") if serve is not None else None,
-        installation_id=installation_id,
-        serve_secret=secret,
-        max_wait_s=t.number("max_wait_s", SystemTokenSource.max_wait_s, minimum=0),
-        cwd=base,
-    )
-    t.done()
-    return source
+def _environment(name: str, t: Table, base: Path, journal_url: str | None) -> EnvironmentConfig:
 
-
-def _environment(name: str, t: Table, base: Path) -> EnvironmentConfig:
     d = EnvironmentConfig
     env = EnvironmentConfig(
         name=name,
         app_id=_ari(t, "app_id", "ecosystem", "app"),
-        system_token=_token_source(t.table("system_token", required=True), base),
+        system_token=token_source(t.table("system_token", required=True), base, journal_url),
         gateway_url=_url(t, "gateway_url", d.gateway_url),
         mint_bucket=t.string("mint_bucket", d.mint_bucket),
         mint_limit=t.integer("mint_limit", d.mint_limit, minimum=1),

@@ -30,13 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jwt
+import psycopg
 
 from runner.aio import in_thread, to_the_end
 from runner.budgets import Clock, SystemClock
 from runner.config.configfile import SystemTokenSource
-from runner.errors import SystemTokenError
+from runner.errors import SealKeyError, SystemTokenError
 from runner.events import Emitter, Observer, SystemTokenOk, SystemTokenWaiting
+from runner.journal.pgurl import safe_url
 from runner.logs.redact import register_secret
+from runner.minting import sealed
 from runner.tokenroute import fetch_system_token, report_refused_token
 
 # Anything that looks like a credential in a command's stderr is cut out before it is shown.
@@ -106,7 +109,7 @@ class SystemTokenProvider:
     def invalidate(self, token: str) -> None:
         """The gateway refused ``token`` (HTTP 401): never hand it out again, read anew."""
         digest = _digest(token)
-        if self._source.serve and digest not in self._rejected:
+        if (self._source.serve or self._source.sealed) and digest not in self._rejected:
             self._unreported.append(token)
         self._rejected.add(digest)
         if self._held is not None and self._held.token == token:
@@ -160,7 +163,8 @@ class SystemTokenProvider:
         except SystemTokenError as exc:
             return exc.reason
         if not token:
-            empty = "holds no token yet" if self._source.serve else "is empty"
+            remote = self._source.serve or self._source.sealed
+            empty = "holds no token yet" if remote else "is empty"
             return f"{self._describe()} {empty}"
         register_secret(token)
         if _digest(token) in self._rejected:
@@ -213,6 +217,8 @@ class SystemTokenProvider:
             return await self._run_command(s.command)
         if s.serve:
             return await self._ask_serve(s.serve)
+        if s.sealed:
+            return await self._read_sealed()
         raise SystemTokenError(self.environment, "no system-token source configured")
 
     async def _run_command(self, command: tuple[str, ...]) -> str:
@@ -263,6 +269,18 @@ class SystemTokenProvider:
                 self.environment, f"{self._describe()} took over {self._command_timeout:g} s"
             ) from exc
 
+    async def _read_sealed(self) -> str:
+        """The installation's freshest sealed token in the database ("" when none yet)."""
+        try:
+            async with asyncio.timeout(self._command_timeout):
+                return await sealed.read_source(self._source, self._unreported)
+        except SealKeyError as exc:
+            # Another key stays another key, however long one waits.
+            raise BrokenSourceError(self.environment, str(exc)) from None
+        except (TimeoutError, psycopg.Error) as exc:
+            raise SystemTokenError(self.environment, f"{self._describe()} can't be read "
+                                   f"({type(exc).__name__})") from None
+
 
 def describe_source(source: SystemTokenSource) -> str:
     """Where ``source`` reads its token, in words for messages: never the token itself, and of
@@ -275,6 +293,9 @@ def describe_source(source: SystemTokenSource) -> str:
         return f"command {source.command[0]}"
     if source.serve:
         return f"the serve process at {source.serve} (installation {source.installation_id})"
+    if source.sealed:
+        return (f"the sealed tokens in {safe_url(source.sealed)} "
+                f"(installation {source.installation_id})")
     return "no source"
 
 

@@ -82,6 +82,18 @@ class JwksCache:
         self._lock = asyncio.Lock()
         self.fetches = 0
 
+    async def loaded(self) -> bool:
+        """Whether keys are held; if none ever were, one fetch now (within the backoff)."""
+        if not self._keys and self._clock() >= self._next_allowed:
+            generation = self._generation
+            async with self._lock:
+                if self._generation == generation:
+                    try:
+                        await self._fetch(None)
+                    finally:
+                        self._generation += 1
+        return bool(self._keys)
+
     async def key(self, kid: str) -> jwt.PyJWK:
         """The key named ``kid``; InvocationTokenError when the JWKS has none such."""
         now = self._clock()
@@ -106,7 +118,7 @@ class JwksCache:
             raise InvocationTokenError(f"unknown key id {kid!r} (not in the JWKS)")
         return key
 
-    async def _fetch(self, wanted: str) -> None:
+    async def _fetch(self, wanted: str | None) -> None:
         self.fetches += 1
         try:
             keys = await self._download()
@@ -117,7 +129,7 @@ class JwksCache:
             return
         self._keys = keys
         self._fetched_at = self._clock()
-        if wanted in keys:
+        if (wanted in keys) if wanted is not None else bool(keys):
             # A rotation right after this fetch may still fetch at once.
             self._misses = 0
             self._next_allowed = self._fetched_at

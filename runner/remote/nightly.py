@@ -53,9 +53,11 @@ def site_for(config: Config, serve: ServeConfig, inst: Installation) -> SiteConf
 
 
 def job_config(config: Config, serve: ServeConfig, site: SiteConfig, token_url: str,
-               secret: str) -> Config:
+               secret: str, sealed: tuple[str, str] | None = None) -> Config:
     """``config`` with ``site`` in it and its environment's system token read from this serve
-    process (``token_url``, over loopback), waiting up to ``token_max_wait_s`` for a fresh one."""
+    process (``token_url``, over loopback), waiting up to ``token_max_wait_s`` for a fresh one.
+    With ``sealed`` (the database's URL and the seal key, base64), the token is read from the
+    sealed tokens every replica writes, as a run on any host would."""
     env = config.environments[site.environment]
     source = SystemTokenSource(
         serve=token_url,
@@ -65,6 +67,11 @@ def job_config(config: Config, serve: ServeConfig, site: SiteConfig, token_url: 
         max_wait_s=serve.token_max_wait_s,
         cwd=env.system_token.cwd,
     )
+    if sealed is not None:
+        source = SystemTokenSource(
+            sealed=sealed[0], installation_id=site.installation_id, seal_key=serve.seal_key,
+            seal_key_value=sealed[1], max_wait_s=serve.token_max_wait_s,
+            cwd=env.system_token.cwd)
     return replace(
         config,
         environments={**config.environments, env.name: replace(env, system_token=source)},

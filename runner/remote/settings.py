@@ -12,6 +12,9 @@
     [serve.status]                 # /status from elsewhere than loopback: the operator token
     secret_env = "FORGE_RUNNER_OPERATOR_TOKEN"
 
+    [serve.seal]                   # replicas on a PostgreSQL journal: the tokens' AES-GCM key
+    secret_env = "FORGE_RUNNER_SEAL_KEY"
+
     [[serve.routes]]
     path = "/forge/nightly"
     kind = "job"                   # lifecycle | refresh | job
@@ -104,6 +107,8 @@ class ServeConfig:
     routes: tuple[ServeRoute, ...] = ()
     # The status page from elsewhere than loopback needs this token ([serve.status]).
     operator_token: SecretRef | None = None
+    # Where the key sealing system tokens in a PostgreSQL journal is read ([serve.seal]).
+    seal_key: SecretRef | None = None
 
 
 def serve_config(config: Config) -> ServeConfig | None:
@@ -160,6 +165,7 @@ def load_serve_config(t: Table, base: Path,
         token_endpoint=_token_endpoint(t.table("token_endpoint"), base),
         routes=_routes(t, base),
         operator_token=_status(t.table("status"), base),
+        seal_key=_status(t.table("seal"), base),
     )
     t.done()
     return config

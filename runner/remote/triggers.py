@@ -11,6 +11,10 @@ handled at once can't both pass); the caller answers Forge, and only then calls 
 journal backs the memory up: after a restart, a run of the same site that started within the
 window is resumed if it was cut short and not started again if it finished.
 
+On a PostgreSQL journal the decision is the database's instead (``accept_shared``, see
+``servedb``), so that any number of serve replicas accept each trigger once; the replica whose
+insert won turns the accepted row into a run with ``start_accepted``.
+
 Runs whose environments share a mint bucket run one after another: each engine paces its own
 bucket, and two of them side by side would spend the bucket twice over.
 """
@@ -50,8 +54,9 @@ from runner.job.plan import make_plan
 from runner.journal import Journal
 from runner.journal.base import RunHandle, RunState
 from runner.journal.rules import job_identity
-from runner.remote.nightly import JobTemplate, job_config, journal_identity
-from runner.remote.settings import ServeConfig, ServeRoute
+from runner.remote.nightly import JobTemplate, job_config, journal_identity, site_for
+from runner.remote.servedb import AcceptedTrigger, ServeDatabase
+from runner.remote.settings import INTERVALS, ServeConfig, ServeRoute
 
 # How many recent runs the journal is asked about after a restart.
 RECENT_RUNS = 1000
@@ -96,6 +101,7 @@ class TriggerDesk:
         secret: str,
         observer: Observer | None = None,
         engine_journal: Journal | None = None,
+        servedb: ServeDatabase | None = None,
     ) -> None:
         self._config = config
         self._serve = serve
@@ -117,6 +123,8 @@ class TriggerDesk:
         self.engines: dict[str, Engine] = {}
         self._ended = asyncio.Event()
         self._stopping = False
+        # Replicas on PostgreSQL: what decides, and where the runs' tokens are read.
+        self._db = servedb
 
     def accept(self, route: ServeRoute, site: SiteConfig) -> Decision:
         """Whether this delivery starts a run. Synchronous: nothing interleaves with it."""
@@ -135,13 +143,53 @@ class TriggerDesk:
         self._emit(TriggerAccepted(route=route.path, site=site.name))
         return Decision.ACCEPTED
 
+    async def accept_shared(self, route: ServeRoute, site: SiteConfig
+                            ) -> tuple[Decision, AcceptedTrigger | None]:
+        """``accept`` for replicas: the database decides (``servedb``), for every replica."""
+        assert self._db is not None
+        got = await self._db.accept(route.path, site.installation_id,
+                                    INTERVALS[route.interval], route.dedup_window_s)
+        if got.trigger is not None:
+            self._emit(TriggerAccepted(route=route.path, site=site.name))
+            return Decision.ACCEPTED, got.trigger
+        if got.decision == "duplicate":
+            self._emit(TriggerDuplicate(route=route.path, site=site.name,
+                                        accepted_s_ago=got.accepted_s_ago))
+            return Decision.DUPLICATE, None
+        self._emit(TriggerOverlap(route=route.path, site=site.name))
+        return Decision.RUNNING, None
+
+    async def start_accepted(self, trigger: AcceptedTrigger) -> None:
+        """Turn a trigger the database accepted into a run, to its end, and mark it ended.
+
+        Everything comes from the trigger's row and the installation's, not from the request
+        that brought it: whichever process calls this (today the replica whose insert won,
+        after answering Forge) starts the same run."""
+        assert self._db is not None
+        route = next(r for r in self._serve.routes if r.path == trigger.route)
+        self._db.begin(trigger.trigger_id)
+        state = "crashed: installation unknown"
+        try:
+            inst = await self._db.installation(trigger.installation_id)
+            if inst is not None:
+                site = site_for(self._config, self._serve, inst)
+                self._active.setdefault((route.path, site.name), _Active())
+                state = (await self.run(route, site)).state
+        except Exception as exc:
+            # The database away before the run began: said, and the row marked ended (now or
+            # by the heartbeat), so the next interval's trigger is not held back.
+            self._emit(RemoteRunCrashed(error=type(exc).__name__))
+            state = f"crashed: {type(exc).__name__}"
+        finally:
+            await self._db.ended(trigger.trigger_id, state)
+
     def stop(self) -> None:
         """Drain every run (first call) or stop them at once (second call)."""
         self._stopping = True
         for active in list(self._active.values()):
             active.shutdown.request()
 
-    async def run(self, route: ServeRoute, site: SiteConfig) -> None:
+    async def run(self, route: ServeRoute, site: SiteConfig) -> RunOutcome:
         """Run the route's job on ``site`` (after ``accept`` said ACCEPTED)."""
         key = (route.path, site.name)
         active = self._active[key]
@@ -157,6 +205,7 @@ class TriggerDesk:
         self.outcomes.append(outcome)
         self._ended.set()
         self._ended = asyncio.Event()
+        return outcome
 
     async def wait_for_outcomes(self, count: int) -> list[RunOutcome]:
         """Until ``count`` runs have ended (or found nothing to do); their outcomes."""
@@ -168,7 +217,9 @@ class TriggerDesk:
         assert route.job is not None
         template = self._templates[route.path]
         job = template.for_site(site)
-        config = job_config(self._config, self._serve, site, self._token_url(), self._secret)
+        sealed = (self._db.url, self._db.key.encoded()) if self._db is not None else None
+        config = job_config(self._config, self._serve, site, self._token_url(), self._secret,
+                            sealed)
         bucket = config.environments[site.environment].bucket
         lock = self._bucket_locks.setdefault(bucket, asyncio.Lock())
         async with lock:
