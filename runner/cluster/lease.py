@@ -21,13 +21,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import structlog
-
 from runner.errors import LaneLost
 from runner.journal.base import ItemRef
 from runner.journal.pglanes import Grant
-
-log = structlog.get_logger("runner.cluster")
 
 Lane = tuple[str, str, str]  # run, site, account
 
@@ -75,9 +71,7 @@ class LeaseBook:
         if lease.lost is None:
             lease.lost = why
             lease.renewed.set()  # a gate waiting on it wakes to find it lost
-            log.warning("runner.lane.lost", run=lease.lane[0], site=lease.lane[1],
-                        account=lease.lane[2], fence=lease.fence, why=why)
-            self.on_lost(lease)
+            self.on_lost(lease)  # the worker reports it (runner.lane.lost)
 
     def _live(self, lane: Lane) -> Lease:
         lease = self._leases.get(lane)

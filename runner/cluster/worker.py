@@ -40,7 +40,7 @@ from runner.engine.rowworker import RowWorker
 from runner.engine.shutdown import Shutdown
 from runner.engine.tools import Tools, process_id
 from runner.errors import JobError, LaneLost
-from runner.events import Observer
+from runner.events import Emitter, LaneLeaseLost, LaneTakenOver, Observer
 from runner.job.jobfile import Job, parse_job
 from runner.job.selection import from_identity
 from runner.job.sources import Row
@@ -74,6 +74,7 @@ class Worker:
         self.tools = tools
         self.settings = settings
         self.observer = observer
+        self._emit = Emitter(observer)
         self.shutdown = shutdown
         self.clock: Clock = clock or SystemClock()
         self.only = only
@@ -154,8 +155,8 @@ class Worker:
                 work = self.runs[grant.run_id]
                 assert work is not None
                 if grant.fence > 1:
-                    log.info("runner.lane.taken_over", run=grant.run_id, site=grant.site,
-                             account=grant.account_id, fence=grant.fence)
+                    self._emit(LaneTakenOver(run=grant.run_id, site=grant.site,
+                                             account=grant.account_id, fence=grant.fence))
                 self._tasks[grant.lane] = self._tg.create_task(self._lane(work, lease))
         return len(grants)
 
@@ -240,6 +241,8 @@ class Worker:
             self._wake.set()
 
     def _lost(self, lease: Lease) -> None:
+        self._emit(LaneLeaseLost(run=lease.lane[0], site=lease.lane[1], account=lease.lane[2],
+                                 fence=lease.fence, why=lease.lost or ""))
         work = self.runs.get(lease.lane[0])
         if work is not None:
             work.rows.drop_waiting((lease.lane[1], lease.lane[2]))

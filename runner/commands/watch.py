@@ -1,6 +1,8 @@
 """``run --metrics-port N``: /metrics and the status page of this run on 127.0.0.1:N.
 
-Off by default. The listener starts before the run is opened, so a port in use stops the
+``forge-runner worker --metrics-port N`` serves its own the same way (``listen``). On a
+PostgreSQL journal the page and /metrics show the journal's workers and lanes too. Off by
+default. The listener starts before the run is opened, so a port in use stops the
 command (exit 2, one line) before anything is journaled or sent; it serves until the command
 ends. Loopback only: the page shows account IDs and Jira's messages, and a run has no operator
 token (serve does, for a page reached through a proxy).
@@ -23,6 +25,7 @@ from runner.journal import Journal
 from runner.journal.postgres import PostgresJournal
 from runner.monitor import Monitor, serve_monitor
 from runner.monitor.journaltime import timed_journal
+from runner.monitor.lanes import LanesReader
 from runner.progress.output import RunOutput
 
 
@@ -32,15 +35,21 @@ async def start_watch(stack: AsyncExitStack, port: int | None, config: Config,
     if port is None:
         return None
     monitor = Monitor(config, process="run")
+    url = await listen(stack, monitor, port)
+    output.note(f"metrics: {url}/metrics, status page {url}/status", "runner.run.metrics",
+                url=url)
+    return monitor
+
+
+async def listen(stack: AsyncExitStack, monitor: Monitor, port: int) -> str:
+    """Serve ``monitor`` on 127.0.0.1:``port`` for as long as ``stack`` lives; its base URL.
+    A port that can't be listened on is a config error (exit 2, one line)."""
     try:
-        url = await stack.enter_async_context(serve_monitor(monitor, port))
+        return await stack.enter_async_context(serve_monitor(monitor, port))
     except OSError as exc:
         why = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
         raise ConfigError("--metrics-port", "a port free to listen on (or 0 for any)",
                           f"127.0.0.1:{port} ({why})") from None
-    output.note(f"metrics: {url}/metrics, status page {url}/status", "runner.run.metrics",
-                url=url)
-    return monitor
 
 
 def watched_engine(monitor: Monitor | None, run_id: str, config: Config, job: Job,
@@ -56,6 +65,7 @@ def watched_engine(monitor: Monitor | None, run_id: str, config: Config, job: Jo
                                 else FanOut(observer, monitor))
         if monitor is not None:
             monitor.pacers = lambda: {run_id: cluster.pacer}
+            monitor.lanes = LanesReader(journal, cluster.settings.lease_s)
         return cluster
     if monitor is None:
         return Engine(config, job, journal, observer=observer, shutdown=shutdown,

@@ -49,6 +49,9 @@ The catalogue, by name (class), in modules by stage:
     item.recovered       ItemRecovered       row, action, found (a create looked up at a resume)
     journal.failed       JournalFailed       row, action, error
     run.finished         RunFinished         run, state
+  cluster (runner.cluster.worker)
+    lane.taken_over      LaneTakenOver       run, site, account, fence (a lane held before)
+    lane.lost            LaneLeaseLost       run, site, account, fence, why
   journal (runner.journal.postgres)
     journal.waiting      JournalWaiting      journal (URL, no password), reason, wait_s
     journal.reconnected  JournalReconnected  journal, waited_s
@@ -75,6 +78,7 @@ from runner.events.base import (
     Observer,
     log_event,
 )
+from runner.events.cluster import LaneLeaseLost, LaneTakenOver
 from runner.events.items import (
     ItemBlocked,
     ItemDone,
@@ -149,6 +153,8 @@ __all__ = [
     "JournalFailed",
     "JournalReconnected",
     "JournalWaiting",
+    "LaneLeaseLost",
+    "LaneTakenOver",
     "MintContextRefused",
     "MintFailed",
     "MintOk",

@@ -3,10 +3,10 @@
     events ──> Monitor (subscriber) ──> Metrics (counters, histograms)  ──> GET /metrics
                       │                 StateCollector (budget gauges)  ──┘
                       └──> RunView per run, Chart, SiteView ──> snapshot ──> GET /status.json
-                                                                            GET /status (page)
+    PostgreSQL journal ──> LanesReader (workers, lanes; read per request) ─┘  GET /status (page)
 
-``serve`` serves these on its own port; ``run --metrics-port N`` on 127.0.0.1:N. Budget state is
-read through ``runner.monitor.budgetstate`` only.
+``serve`` serves these on its own port; ``run`` and ``worker --metrics-port N`` on 127.0.0.1:N.
+Budget state is read through ``runner.monitor.budgetstate`` only.
 """
 
 from __future__ import annotations

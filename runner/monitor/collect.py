@@ -9,6 +9,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from runner.monitor import budgetstate
+from runner.monitor.lanes import LanesView
 from runner.monitor.metrics import PREFIX
 
 if TYPE_CHECKING:
@@ -80,6 +81,27 @@ class StateCollector(Collector):
             if inst.expires_at is not None:
                 expiry.add_metric([inst.installation_id], inst.expires_at)
         yield from (age, expiry)
+        if monitor.lanes is not None:
+            yield from _lanes(monitor.lanes.view)
+
+
+def _lanes(view: LanesView) -> Iterator[GaugeMetricFamily]:
+    """The journal's workers and lanes, as the latest read found them (``runner.monitor.lanes``).
+    No worker ID is a label (a restarted worker is a new one): lanes are told apart only as
+    this process's or the others'."""
+    alive = GaugeMetricFamily(f"{PREFIX}_workers_alive",
+                              "Workers whose heartbeat is within two leases (the journal's).")
+    alive.add_metric([], len(view.workers))
+    runs = GaugeMetricFamily(f"{PREFIX}_runs_open",
+                             "Runs on the journal that workers share and that are not over.")
+    runs.add_metric([], len(view.runs))
+    held = _gauge("lanes_held", "A run's lanes held by a worker, this process's or others'.",
+                  "run", "holder")
+    for run in view.runs:
+        mine = sum(n for owner, n in run.held.items() if owner == view.me)
+        held.add_metric([run.run_id, "this_process"], mine)
+        held.add_metric([run.run_id, "other_processes"], sum(run.held.values()) - mine)
+    yield from (alive, runs, held)
 
 
 def _gauge(name: str, doc: str, *labels: str) -> GaugeMetricFamily:

@@ -34,6 +34,7 @@ def add_monitor_routes(app: web.Application, monitor: Monitor,
     """Serve ``monitor`` on ``app``."""
 
     async def metrics(request: web.Request) -> web.StreamResponse:
+        await monitor.refresh()
         body = generate_latest(monitor.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST,
                                                 "Cache-Control": "no-store"})
@@ -51,6 +52,7 @@ def add_monitor_routes(app: web.Application, monitor: Monitor,
         return web.Response(text=page(), content_type="text/html", headers=HEADERS)
 
     async def status_json(request: web.Request) -> web.StreamResponse:
+        await monitor.refresh()
         return web.Response(text=json.dumps(snapshot(monitor)), content_type="application/json",
                             headers=HEADERS)
 

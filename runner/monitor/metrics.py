@@ -24,6 +24,8 @@ from runner.events import (
     ItemEvent,
     JiraCall,
     JiraRateLimited,
+    LaneLeaseLost,
+    LaneTakenOver,
     MintRateLimited,
 )
 from runner.progress.stats import scope_kind
@@ -70,6 +72,14 @@ class Metrics:
             f"{PREFIX}_run_last_item_timestamp_seconds",
             "When the run's latest item reached a final state (POSIX), or its start.",
             ("run", "job"), registry=r)
+        self.lane_takeovers = Counter(
+            f"{PREFIX}_lane_takeovers_total",
+            "Lanes this process claimed that another worker held before (fence above 1).",
+            registry=r)
+        self.lanes_lost = Counter(
+            f"{PREFIX}_lanes_lost_total",
+            "Lanes this process lost: their lease ended, or another worker took them over.",
+            registry=r)
         self._runs: deque[tuple[str, str]] = deque()
         self._jobs: dict[str, str] = {}
 
@@ -118,6 +128,10 @@ class Metrics:
             case GatewayCall():
                 self.mints.labels(ev.environment, ev.outcome).inc()
                 self.gateway_latency.labels(ev.environment).observe(ev.duration_s)
+            case LaneTakenOver():
+                self.lane_takeovers.inc()
+            case LaneLeaseLost():
+                self.lanes_lost.inc()
             case _:
                 pass
 

@@ -66,9 +66,9 @@ img.chart { max-width: 100%; height: auto; border: 1px solid var(--line); }
 <section aria-labelledby="sites-h"><h2 id="sites-h">Sites</h2><div id="sites"></div></section>
 <section aria-labelledby="inst-h"><h2 id="inst-h">Installations</h2>
 <div id="installations"></div></section>
-<section aria-labelledby="workers-h"><h2 id="workers-h">Workers</h2>
-<p id="workers">single process</p></section>
 </div>
+<section aria-labelledby="workers-h"><h2 id="workers-h">Workers and lanes</h2>
+<p class="muted" id="cluster-note"></p><div class="grid" id="workers"></div></section>
 </main>
 <script>
 "use strict";
@@ -141,6 +141,22 @@ function budgets(b) {
                                                                  : secs(p.remaining_s)]))));
   return out;
 }
+function cluster(c) {
+  document.getElementById("cluster-note").textContent = c.note || "";
+  if (!c.shared) return [];
+  const out = [el("div", {class: "card"}, table("Workers alive (heartbeat within 2 leases)",
+    ["host", "pid", "heartbeat", "lanes held", "worker"],
+    c.workers.map(w => [w.host, w.pid, short(w.heartbeat_age_s) + " ago", w.lanes_held,
+                        w.worker + (w.this_process ? " (this process)" : "")]), [1, 3]))];
+  for (const r of c.runs) {
+    out.push(el("div", {class: "card lanes", "data-run": r.run_id}, table(
+      "Lanes of " + r.run_id + ": " + r.open + " not done",
+      ["worker", "host", "pid", "lanes held"],
+      r.held.map(h => [h.worker + (h.alive ? "" : " (no heartbeat)"), h.host ?? "—",
+                       h.pid ?? "—", h.lanes]), [2, 3])));
+  }
+  return out;
+}
 const state = {now: 0};
 async function refresh() {
   try {
@@ -162,7 +178,7 @@ async function refresh() {
       ["installation", "cloud ID", "token age", "expires in"],
       s.installations.map(i => [i.installation_id, i.cloud_id, secs(i.age_s),
                                 i.expires_in_s === null ? "no expiry" : secs(i.expires_in_s)])));
-    document.getElementById("workers").textContent = s.process.workers;
+    document.getElementById("workers").replaceChildren(...cluster(s.cluster));
     document.getElementById("chart").src = "status/chart.svg?t=" + Date.now();
     document.getElementById("updated").textContent = "updated " + when(s.now);
   } catch (err) {

@@ -12,6 +12,7 @@ from typing import Any
 
 from runner.journal.reasons import text_of
 from runner.monitor import budgetstate
+from runner.monitor.lanes import NO_POSTGRES
 from runner.monitor.subscriber import Monitor, RunView, SiteView
 
 TOP_REASONS = 5
@@ -22,9 +23,8 @@ def snapshot(monitor: Monitor) -> dict[str, Any]:
     budgets = monitor.budgets
     return {
         "now": now,
-        "process": {"kind": monitor.process, "started_at": monitor.started_at,
-                    # Workers and lanes across hosts are not built yet: one process does it all.
-                    "workers": "single process"},
+        "process": {"kind": monitor.process, "started_at": monitor.started_at},
+        "cluster": _cluster(monitor),
         "runs": [_run(view) for view in reversed(monitor.runs.values())],
         "budgets": {
             "mint": [vars(u) for u in budgetstate.mint_use(budgets)],
@@ -74,3 +74,24 @@ def _site(name: str, view: SiteView) -> dict[str, Any]:
         "p50_ms": statistics.median(samples) * 1000 if samples else None,
         "p95_ms": p95 * 1000 if p95 is not None else None,
     }
+
+
+def _cluster(monitor: Monitor) -> dict[str, Any]:
+    """The journal's workers and, per open run, the lanes each holds (as the latest read)."""
+    if monitor.lanes is None:
+        return {"shared": False, "note": NO_POSTGRES, "workers": [], "runs": []}
+    view = monitor.lanes.view
+    by_id = {w.worker: w for w in view.workers}
+    runs = []
+    for run in view.runs:
+        held = []
+        for owner, n in run.held.items():
+            worker = by_id.get(owner)
+            held.append({"worker": owner, "host": worker.host if worker else None,
+                         "pid": worker.pid if worker else None, "lanes": n,
+                         "alive": worker is not None})
+        runs.append({"run_id": run.run_id, "open": run.open, "held": held})
+    return {"shared": True, "note": view.error, "me": view.me,
+            "workers": [{**vars(w), "heartbeat_age_s": round(w.heartbeat_age_s, 1),
+                         "this_process": w.worker == view.me} for w in view.workers],
+            "runs": runs}

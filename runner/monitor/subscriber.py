@@ -32,6 +32,7 @@ from runner.events import (
 )
 from runner.monitor import budgetstate
 from runner.monitor.collect import StateCollector
+from runner.monitor.lanes import LanesReader
 from runner.monitor.metrics import KEEP_RUNS, Metrics
 from runner.progress.stats import MAX_REASONS, OTHER_REASON, RunStats, reason_text, scope_kind
 
@@ -129,7 +130,9 @@ class Monitor:
         self.metrics = Metrics()
         self.pacers = pacers
         self.installations = installations
-        self.process = process  # "serve" or "run": the page says which
+        self.process = process  # "serve", "run" or "worker": the page says which
+        # On a PostgreSQL journal: its workers and lanes, read as /metrics or the page asks.
+        self.lanes: LanesReader | None = None
         self.started_at = self.clock.now()
         self.budgets = self._stats()  # every event: mint use and pauses, process-wide
         self.runs: dict[str, RunView] = {}
@@ -142,6 +145,11 @@ class Monitor:
     def _stats(self) -> RunStats:
         # Rates and pauses by the clock the budgets keep (serve's may run faster in tests).
         return RunStats.from_config(self.config, clock=self.clock.now, wall=self.clock.now)
+
+    async def refresh(self) -> None:
+        """Read what is read from the journal rather than told by events (workers, lanes)."""
+        if self.lanes is not None:
+            await self.lanes.read()
 
     def quota(self) -> list[budgetstate.QuotaUse]:
         """The points quotas as the runs going on see them; between runs, as the last one left

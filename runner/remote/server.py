@@ -43,13 +43,16 @@ from psycopg_pool import PoolTimeout
 from runner.aio import to_the_end
 from runner.budgets import Clock, SystemClock
 from runner.budgets.store import location_of, open_store
+from runner.cluster.settings import cluster_settings
 from runner.config.configfile import Config, SiteConfig
 from runner.errors import ConfigError, InvocationTokenError
 from runner.events import FanOut, Observer
 from runner.journal.open import journal_target, open_journal
+from runner.journal.postgres import PostgresJournal
 from runner.minting.sealed import SealKey
 from runner.monitor import InstallationView, Monitor, add_monitor_routes
 from runner.monitor.journaltime import timed_journal
+from runner.monitor.lanes import LanesReader
 from runner.remote.fit import FitVerifier, JwksCache
 from runner.remote.health import add_health_routes
 from runner.remote.installation_tokens import Installation, TokenStore
@@ -247,6 +250,8 @@ async def serve_remote(
         monitor = Monitor(config, clock=clock, process="serve",
                           pacers=lambda: {run: e.pacer for run, e in desk.engines.items()},
                           installations=lambda: installation_views(store, serve.environment))
+        if isinstance(journal, PostgresJournal):  # replicas: the workers they share runs with
+            monitor.lanes = LanesReader(journal, cluster_settings(config).lease_s)
         desk = TriggerDesk(config, serve, journal, templates, clock=clock,
                            token_url=lambda: token_url, secret=secret,
                            observer=FanOut(monitor, observer) if observer else monitor,
