@@ -1,7 +1,7 @@
 """Worker processes sharing one run on the PostgreSQL journal: 1 worker against 3.
 
-    .venv/bin/python bench/cluster.py [--pg URL] [--quota-calls 360] [--users 200]
-                                      [--rows-per-user 10] [--rounds 3]
+    .venv/bin/python bench/cluster.py [--pg URL] [--quota-users 72] [--quota-rows-per-user 5]
+                                      [--users 200] [--rows-per-user 10] [--rounds 3]
 
 Each case starts an in-process sandbox on a port and a PostgreSQL database of its own on the
 server of ``--pg`` (created, then dropped with its connections; the server is never restarted),
@@ -10,8 +10,10 @@ and N ``forge-runner worker`` processes (concurrency 16 each) work on it until t
 finished; then they are sent SIGTERM. The figures are read from the sandbox's own arrival log
 (first call's arrival to the last's) and counters:
 
-- quota-bound: ``--quota-calls`` users, one 1-point write each (``user.property.set``), under a
-  points quota of 60 per 5 s window, mints and bursts out of the way, in the sandbox and in the
+- quota-bound: ``--quota-users`` x ``--quota-rows-per-user`` 1-point writes
+  (``user.property.set``; several per user, so that the mints, one per user, stay out of the
+  quota's way), under a points quota of 60 per 5 s window, mint limit and bursts far out of
+  reach, in the sandbox and in the
   runner's config alike; with 1 worker, then 3: the makespan over the plan's bound for the
   whole job (``runner.job.plan.make_plan(job, config).shortest_s``). Target for both: at most
   1.05, 0 refused (429s), every worker's exit 0, every item done.
@@ -65,6 +67,7 @@ HIGH = 1_000_000
 CONCURRENCY = 16
 CASE_LIMIT_S = 600.0  # a case still going after this is stuck, not slow
 TICK = os.sysconf("SC_CLK_TCK")
+CpuByPid = dict[int, float]
 
 
 def sandbox_config(quota_bound: bool) -> SandboxConfig:
@@ -145,12 +148,15 @@ def cpu_s(pid: int) -> float:
 
 
 def runq_s(pid: int) -> float:
-    """Seconds a live process has waited on a run queue for a CPU (``/proc/PID/schedstat``)."""
-    try:
-        with open(f"/proc/{pid}/schedstat", encoding="ascii") as f:
-            return int(f.read().split()[1]) / 1e9
-    except OSError:
-        return 0.0
+    """Seconds a live process's threads have waited on a run queue for a CPU, ready to run
+    (``/proc/PID/task/*/schedstat``'s second field); 0 when it is gone."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that ended meanwhile
+    return total / 1e9
 
 
 def machine_busy_s() -> float:
@@ -158,11 +164,6 @@ def machine_busy_s() -> float:
     with open("/proc/stat", encoding="ascii") as f:
         ticks = [int(v) for v in f.readline().split()[1:]]
     return (sum(ticks[:8]) - ticks[3] - ticks[4]) / TICK  # less idle and iowait
-
-
-def self_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 @dataclasses.dataclass
@@ -174,7 +175,8 @@ class Snapshot:
 
     @classmethod
     def take(cls, pids: list[int]) -> Snapshot:
-        return cls(sum(cpu_s(p) for p in pids), self_cpu_s(), machine_busy_s(),
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        return cls(sum(cpu_s(p) for p in pids), own.ru_utime + own.ru_stime, machine_busy_s(),
                    sum(runq_s(p) for p in pids))
 
 
@@ -208,7 +210,7 @@ class Case:
     refused: int
     done: int
     codes: list[int]
-    cpu: dict[str, float]  # CPU seconds per second of span, by whom
+    cpu: dict[str, float]  # CPU seconds per second of span, by whom; and mints per second
     commits_per_item: float
 
     @property
@@ -225,7 +227,7 @@ async def _pg(url: str, query: str, *args: object) -> list[tuple[object, ...]]:
         return await (await conn.execute(query, args)).fetchall()
 
 
-async def _backends(admin_url: str, db: str) -> dict[int, float]:
+async def _backends(admin_url: str, db: str) -> CpuByPid:
     rows = await _pg(admin_url, "SELECT pid FROM pg_stat_activity WHERE datname = %s "
                      "AND pid <> pg_backend_pid()", db)
     return {int(str(pid)): cpu_s(int(str(pid))) for (pid,) in rows}
@@ -262,6 +264,7 @@ async def run_case(admin_url: str, workers: int, quota_bound: bool, users: int,
                                   load_config(config)).shortest_s
                 arrivals = Arrivals(items)
                 sb.world.jira_arrivals = arrivals
+                sb.world.mint_arrivals = []
                 detach = await _spawn(folder, "detach", "run", str(job), "--config",
                                       str(config), "--detach", "--quiet")
                 codes = [await detach.wait()]
@@ -270,7 +273,8 @@ async def run_case(admin_url: str, workers: int, quota_bound: bool, users: int,
                          for n in range(workers)] if codes[0] == 0 else []
                 arrivals.pids = [p.pid for p in procs]
                 try:
-                    backends = await _finish(admin_url, db, url, arrivals, procs, folder)
+                    backends = (await _finish(admin_url, db, url, arrivals, procs)
+                                if procs else ({}, {}))
                     last = Snapshot.take(arrivals.pids)
                     pg_cpu = sum(cpu_s(pid) - s for pid, s in backends[0].items()) + sum(
                         cpu_s(pid) for pid in backends[1] if pid not in backends[0])
@@ -281,26 +285,29 @@ async def run_case(admin_url: str, workers: int, quota_bound: bool, users: int,
                     codes += [await asyncio.wait_for(p.wait(), 60) for p in procs]
                 stamps = sorted(a.at for a in arrivals)
                 refused = len(sb.world.rate_limits)
-                done = await _done(url)
+                mints = sorted(a.at for a in sb.world.mint_arrivals if a.allowed)
+                done = await _done(url) if procs else 0
+                names = ["detach"] + [f"worker{n}" for n in range(workers)]
+                for name, code in zip(names, codes, strict=True):
+                    if code != 0 or (name != "detach" and done < items):
+                        tail = (folder / f"{name}.err").read_text().splitlines()[-5:]
+                        print(f"  {name} exited {code}:", *tail, sep="\n    ", flush=True)
             commits = await _commits(admin_url, db) - commits_before
     span = stamps[-1] - stamps[0] if len(stamps) > 1 else 0.0
     first = arrivals.first or last
     cpu = {k: (getattr(last, k) - getattr(first, k)) / span if span else 0.0
            for k in ("workers", "bench", "machine", "workers_runq")}
     cpu["postgres"] = pg_cpu / span if span else 0.0
-    for name, code in zip(["detach"] + [f"worker{n}" for n in range(workers)], codes,
-                          strict=False):
-        if code != 0:
-            print(f"  {name} exited {code}", flush=True)
+    # The rate mints were made at, first to last: one per user, the start of each lane.
+    cpu["mints"] = (len(mints) - 1) / (mints[-1] - mints[0]) if len(mints) > 1 else 0.0
     return Case(workers, items, span, bound, refused, done, codes, cpu, commits / items)
 
 
 async def _finish(admin_url: str, db: str, url: str, arrivals: Arrivals,
-                  procs: list[asyncio.subprocess.Process], folder: Path
-                  ) -> tuple[dict[int, float], dict[int, float]]:
+                  procs: list[asyncio.subprocess.Process]) -> tuple[CpuByPid, CpuByPid]:
     """Wait until every item has arrived and the run is finished; the case database's server
     processes with their CPU seconds at the first arrival and at the end."""
-    at_first: dict[int, float] = {}
+    at_first: CpuByPid = {}
     deadline = time.monotonic() + CASE_LIMIT_S
     exited = [asyncio.create_task(p.wait()) for p in procs]
     try:
@@ -314,7 +321,7 @@ async def _finish(admin_url: str, db: str, url: str, arrivals: Arrivals,
         # The last item has arrived; the run ends once its answer is journaled.
         while (await _pg(url, "SELECT state FROM runs"))[0][0] != "finished":
             if time.monotonic() > deadline or any(t.done() for t in exited):
-                print(f"  the run did not finish: see {folder}", flush=True)
+                print("  the run did not finish", flush=True)
                 break
             await asyncio.sleep(0.05)
         return at_first, await _backends(admin_url, db)
@@ -329,6 +336,21 @@ async def _done(url: str) -> int:
     return int(str(rows[0][0]))
 
 
+def binds(cpus: list[dict[str, float]]) -> str:
+    """What the CPU figures (medians of the cases) say binds."""
+    med = {k: statistics.median(c[k] for c in cpus) for k in cpus[0]}
+    cores = os.cpu_count() or 1
+    ours = med["workers"] + med["bench"] + med["postgres"]
+    where = (f"of it the workers {med['workers']:.2f}, the sandbox {med['bench']:.2f}, "
+             f"PostgreSQL {med['postgres']:.2f}, other work on the machine "
+             f"{max(0.0, med['machine'] - ours):.2f}")
+    if med["machine"] >= 0.9 * cores:
+        return (f"the CPUs: {med['machine']:.2f} of {cores} cores busy ({where}); the workers "
+                f"waited {med['workers_runq']:.2f} s per s for a CPU, ran {med['workers']:.2f}")
+    return (f"not the CPUs ({med['machine']:.2f} of {cores} cores busy: {where}): the "
+            f"workers wait on answers (the journal's commits, the sandbox)")
+
+
 async def main(args: argparse.Namespace) -> int:
     with open("/proc/loadavg", encoding="ascii") as f:
         load = " ".join(f.read().split()[:3])
@@ -336,32 +358,36 @@ async def main(args: argparse.Namespace) -> int:
     print(f"workers on one run, PostgreSQL journal on {where} (a database per case); "
           f"{os.cpu_count()} cores, load average {load}", flush=True)
     met = True
-    print(f"quota-bound: {args.quota_calls} users x 1 write, quota {QUOTA} points per "
-          f"{QUOTA_WINDOW_S:g} s")
+    print(f"quota-bound: {args.quota_users} users x {args.quota_rows_per_user} writes, quota "
+          f"{QUOTA} points per {QUOTA_WINDOW_S:g} s")
     print(f"  {'workers':<9}{'makespan s':>11}{'bound s':>9}{'/bound':>8}{'refused':>9}"
-          f"{'done':>7}{'exit':>6}")
+          f"{'done':>7}{'exit':>6}{'mints/s':>9}")
     for n in (1, 3):
-        case = await run_case(args.pg, n, True, args.quota_calls, 1)
+        case = await run_case(args.pg, n, True, args.quota_users, args.quota_rows_per_user)
         ratio = case.span_s / case.bound_s
         ok = case.sound and ratio <= 1.05
         met = met and ok
         print(f"  {n:<9}{case.span_s:>11.2f}{case.bound_s:>9.2f}{ratio:>8.4f}"
-              f"{case.refused:>9}{case.done:>7}{max(case.codes):>6}   target <= 1.05: "
+              f"{case.refused:>9}{case.done:>7}{max(case.codes):>6}{case.cpu['mints']:>9.1f}"
+              f"   target <= 1.05: "
               f"{'met' if ok else 'MISSED'}", flush=True)
     items = args.users * args.rows_per_user
     print(f"every budget off: {args.users} users x {args.rows_per_user} writes = {items} "
           f"items, {args.rounds} rounds")
-    print(f"  {'round':<7}{'workers':>8}{'items/s':>9}{'refused':>9}{'done':>7}{'exit':>6}"
-          f"   CPU s per s: {'workers':>8}{'(runq)':>8}{'sandbox':>8}{'postgres':>9}"
+    print(f"  {'round':<7}{'workers':>8}{'items/s':>9}{'mints/s':>9}{'refused':>9}{'done':>7}"
+          f"{'exit':>6}   CPU s per s: {'workers':>8}{'(runq)':>8}{'sandbox':>8}{'postgres':>9}"
           f"{'machine':>8}  commits/item")
     rates: dict[int, list[float]] = {1: [], 3: []}
+    cpus: dict[int, list[dict[str, float]]] = {1: [], 3: []}
     for r in range(args.rounds):
         for n in ((1, 3) if r % 2 == 0 else (3, 1)):
             case = await run_case(args.pg, n, False, args.users, args.rows_per_user)
             met = met and case.sound
             rates[n].append(case.per_s)
+            cpus[n].append(case.cpu)
             c = case.cpu
-            print(f"  {r + 1:<7}{n:>8}{case.per_s:>9.1f}{case.refused:>9}{case.done:>7}"
+            print(f"  {r + 1:<7}{n:>8}{case.per_s:>9.1f}{c['mints']:>9.1f}{case.refused:>9}"
+                  f"{case.done:>7}"
                   f"{max(case.codes):>6}   {'':13}{c['workers']:>8.2f}"
                   f"{c['workers_runq']:>8.2f}{c['bench']:>8.2f}{c['postgres']:>9.2f}"
                   f"{c['machine']:>8.2f}  {case.commits_per_item:>12.2f}"
@@ -370,6 +396,7 @@ async def main(args: argparse.Namespace) -> int:
     one, three = statistics.median(rates[1]), statistics.median(rates[3])
     print(f"  median items/s: 1 worker {one:.1f}, 3 workers {three:.1f}; 3 over 1: "
           f"{three / one:.2f}")
+    print(f"  what binds, 3 workers: {binds(cpus[3])}")
     with open("/proc/loadavg", encoding="ascii") as f:
         print(f"load average at the end: {' '.join(f.read().split()[:3])}")
     return 0 if met else 1
@@ -380,8 +407,10 @@ if __name__ == "__main__":
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test",
                         help="the PostgreSQL server (any database on it) to make each case's "
                         "database on (default: %(default)s)")
-    parser.add_argument("--quota-calls", type=int, default=360,
-                        help="users of the quota-bound job, one 1-point write each")
+    parser.add_argument("--quota-users", type=int, default=72,
+                        help="users of the quota-bound job")
+    parser.add_argument("--quota-rows-per-user", type=int, default=5,
+                        help="1-point writes per user of the quota-bound job")
     parser.add_argument("--users", type=int, default=200, help="users of the budgets-off job")
     parser.add_argument("--rows-per-user", type=int, default=10,
                         help="writes per user of the budgets-off job")
