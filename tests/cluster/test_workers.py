@@ -73,8 +73,8 @@ def _journal(url: str, run_id: str) -> tuple[dict[str, str], dict[str, int]]:
         states: dict[str, str] = dict(conn.execute(
             "SELECT row_key || '#' || action_index, state FROM items WHERE run_id = %s",
             (run_id,)).fetchall())
-        fences: dict[str, int] = dict(conn.execute("SELECT account_id, fence FROM lanes WHERE run_id = %s",
-                                   (run_id,)).fetchall())
+        fences: dict[str, int] = dict(conn.execute(
+            "SELECT account_id, fence FROM lanes WHERE run_id = %s", (run_id,)).fetchall())
     return states, fences
 
 
