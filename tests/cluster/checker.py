@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from runner.sandbox.arrivals import JiraArrival, MintArrival
@@ -262,11 +262,25 @@ def budget_peaks(jira: Sequence[JiraArrival], mints: Sequence[MintArrival], limi
 
 
 def requests_after(jira: Iterable[JiraArrival], mints: Iterable[MintArrival], worker: str,
-                   after: float) -> list[JiraArrival | MintArrival]:
-    """Every request ``worker`` (its ID in the User-Agent) sent after ``after``."""
+                   after: float, *, accounts: Collection[str] | None = None
+                   ) -> list[JiraArrival | MintArrival]:
+    """Every request ``worker`` (its ID in the User-Agent) sent after ``after``; only those
+    for ``accounts`` (its token's user, or the user a mint was for) when given: a worker that
+    lost some lanes may go on working on others."""
     sent: list[JiraArrival | MintArrival] = [*jira, *mints]
-    return sorted((a for a in sent if a.at > after and worker_of(a.sender) == worker),
-                  key=lambda a: a.at)
+    return sorted((a for a in sent if a.at > after and worker_of(a.sender) == worker
+                   and (accounts is None or a.account in accounts)), key=lambda a: a.at)
+
+
+def late_writes(items: Iterable[JournalItem], lost: Iterable[tuple[str, str, int]],
+                after: float) -> list[str]:
+    """Journal writes accepted after ``after`` under a fence a worker had lost: ``lost`` holds
+    (run, account, fence) of each lane it held, ``after`` is when its lease ended."""
+    fences = {(run, acc): fence for run, acc, fence in lost}
+    return sorted(f"{it.run_id} {it.item}" for it in items
+                  if it.fence is not None and it.updated_at > after
+                  and (fence := fences.get((it.run_id, it.account_id))) is not None
+                  and it.fence <= fence)
 
 
 def check(

@@ -10,6 +10,7 @@ from tests.cluster.checker import (
     Limit,
     Limits,
     check,
+    late_writes,
     most_in_window,
     requests_after,
     worker_of,
@@ -139,6 +140,8 @@ def test_requests_after_a_moment_are_found_by_worker() -> None:
     mints = [MintArrival(5.5, "dev", True, sender=W1), MintArrival(8.0, "dev", True, sender=W2)]
     found = requests_after(log, mints, "w1", 5.0)
     assert [a.at for a in found] == [5.5, 6.0]
+    mints.append(MintArrival(9.0, "dev", True, sender=W1, account=BEN))
+    assert [a.at for a in requests_after(log, mints, "w1", 5.0, accounts={BEN})] == [9.0]
     assert worker_of(W2) == "w2"
     assert worker_of("Python/3.11 aiohttp/3.9") is None and worker_of(None) is None
 
@@ -157,3 +160,14 @@ def test_an_identify_of_the_tests_own_counts_idempotent_writes() -> None:
     verdict = check(log, [], expected, identify=by_path)
     assert verdict.lost == ["r2#0"]
     assert verdict.duplicated == {"r1#0": 1}
+
+
+def test_late_writes_are_those_under_a_lost_fence_after_the_lease_ended() -> None:
+    """Ann's lane was lost under fence 2, its lease ending at t=10: her item written at t=11
+    under fence 2 is late; one under fence 3 (the new owner's) and one before t=10 are not;
+    Ben's lane was not lost."""
+    journal = [JournalItem("run", "r1", 0, "comment.add", "done", ANN, 11.0, fence=2),
+               JournalItem("run", "r3", 0, "comment.add", "done", ANN, 12.0, fence=3),
+               JournalItem("run", "r1", 1, "comment.add", "done", ANN, 9.0, fence=2),
+               JournalItem("run", "r2", 0, "comment.add", "done", BEN, 12.0, fence=1)]
+    assert late_writes(journal, [("run", ANN, 2)], after=10.0) == ["run r1#0"]
