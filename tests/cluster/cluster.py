@@ -230,7 +230,11 @@ class Cluster:
     async def _watching(self, run_id: str) -> None:
         while True:
             now = time.time()
-            lanes = await asyncio.to_thread(self.lanes, run_id)
+            try:
+                lanes = await asyncio.to_thread(self.lanes, run_id)
+            except psycopg.OperationalError:  # the server restarting: look again soon
+                await asyncio.sleep(POLL_S)
+                continue
             for lane in lanes:
                 key = (lane.run_id, lane.account_id, lane.fence)
                 if lane.fence > 0 and key not in self._seen:
@@ -260,8 +264,11 @@ class Cluster:
         """Wait until the run is finished (every lane done)."""
         deadline = time.monotonic() + limit_s
         while True:
-            if await asyncio.to_thread(self._run_state, run_id) == "finished":
-                return
+            try:
+                if await asyncio.to_thread(self._run_state, run_id) == "finished":
+                    return
+            except psycopg.OperationalError:  # the server restarting: look again soon
+                pass
             if time.monotonic() > deadline:
                 left = [lane for lane in self.lanes(run_id) if lane.state != "done"]
                 raise AssertionError(f"run {run_id} not finished in {limit_s} s: "

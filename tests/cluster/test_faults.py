@@ -16,94 +16,28 @@ worker is hit with requests on the wire, wherever in its lanes that falls.
 from __future__ import annotations
 
 import asyncio
-import os
-import random
 import signal
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from runner.sandbox.app import serve
-from tests.cluster.checker import Expected, Verdict, check, late_writes, requests_after
-from tests.cluster.cluster import Budgets, Cluster, Worker, sandbox_config, via, write_job
-from tests.cluster.history import Lane, read_items
+from tests.cluster.cluster import Cluster, via
+from tests.cluster.faults import (
+    BIG,
+    CUT_S,
+    LEASE_S,
+    RUN_LIMIT_S,
+    SMALL,
+    assert_clean,
+    assert_nothing_after,
+    seeded,
+    started,
+    verdict_of,
+)
 from tests.cluster.hosts import Host, Proxy
-from tests.e2e.harness import COMMENT_ROUTE, ArrivalWatch
 
 pytestmark = pytest.mark.slow
-
-LEASE_S, REQUEST_TIMEOUT_S = 6.0, 2.0
-ISSUES = 200
-# The big job binds on the quota: 6,000 points at 50 a second is 120 s (mints: 2,000 at 25 a
-# second, 80 s). This machine does about 75 items a second with 3 workers: the quota binds.
-BIG = Budgets(mints=250, mint_window_s=10.0, quota=500, quota_window_s=10.0)
-# The small one (1,200 items), for the faults that need time rather than size: 40 s.
-SMALL = Budgets(mints=200, mint_window_s=10.0, quota=300, quota_window_s=10.0)
-RUN_LIMIT_S = 600.0
-CUT_S = 90.0
-
-
-def seeded(low: int, high: int) -> int:
-    seed = int(os.environ.get("FORGE_RUNNER_E2E_SEED") or random.SystemRandom().randrange(2**32))
-    moment = random.Random(seed).randrange(low, high)
-    print(f"moment: comment {moment} (FORGE_RUNNER_E2E_SEED={seed})")
-    return moment
-
-
-@pytest.fixture(params=[BIG], ids=["big"])
-def budgets(request: pytest.FixtureRequest) -> Budgets:
-    budgets: Budgets = request.param
-    return budgets
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, pg_url: str, budgets: Budgets) -> AsyncIterator[Cluster]:
-    async with serve(sandbox_config(ISSUES, budgets), port=0) as sb:
-        made = Cluster(tmp_path, sb, pg_url, budgets, LEASE_S, REQUEST_TIMEOUT_S)
-        try:
-            yield made
-        finally:
-            await made.stop()
-
-
-def verdict_of(cluster: Cluster, run_id: str, expected: list[Expected]) -> Verdict:
-    world = cluster.sandbox.world
-    journal = read_items(cluster.pg_url, run_id)
-    assert len(journal) == len(expected) and {it.state for it in journal} == {"done"}
-    assert list(world.rate_limits) == []
-    return check(list(world.jira_arrivals or []), list(world.mint_arrivals or []), expected,
-                 journal=journal, claims=cluster.claims, limits=cluster.budgets.limits())
-
-
-def assert_clean(verdict: Verdict) -> None:
-    assert verdict.counts() == dict.fromkeys(verdict.counts(), 0), verdict.counts()
-
-
-def assert_nothing_after(cluster: Cluster, run_id: str, worker: Worker, held: list[Lane],
-                         lease_end: float) -> None:
-    """No request from ``worker`` for the users of ``held`` after ``lease_end``; no write of
-    theirs accepted under its fences after it."""
-    world = cluster.sandbox.world
-    # The log knows the worker's requests (by the ID in their User-Agent) at all.
-    assert requests_after(world.jira_arrivals or [], world.mint_arrivals or [], worker.id, 0.0)
-    accounts = {lane.account_id for lane in held}
-    sent = requests_after(world.jira_arrivals or [], world.mint_arrivals or [], worker.id,
-                          lease_end, accounts=accounts)
-    assert sent == []
-    lost = [(lane.run_id, lane.account_id, lane.fence) for lane in held]
-    assert late_writes(read_items(cluster.pg_url, run_id), lost, lease_end) == []
-
-
-async def started(cluster: Cluster, users: int, rows_per_user: int, moment: int
-                  ) -> tuple[str, list[Expected], asyncio.Event]:
-    job, expected = write_job(cluster.folder, "migration", users, rows_per_user, ISSUES)
-    run_id = await cluster.start_run(job)
-    cluster.watch(run_id)
-    watch = ArrivalWatch.install(cluster.sandbox, routes={COMMENT_ROUTE})
-    return run_id, expected, watch.event_after(moment)
 
 
 async def test_a_sigkilled_worker_s_lanes_are_taken_over_and_no_effect_is_lost_or_repeated(
