@@ -53,10 +53,12 @@ class Budgets:
 
     def limits(self) -> Limits:
         """What the checker holds every window to: the sandbox's own rules (a sliding mint
-        log, quota windows aligned to the epoch, per-issue sliding 2 s and 30 s)."""
+        log, quota windows aligned to the epoch, per-issue sliding 2 s and 30 s). A burst
+        bucket of R a second, full at the start of a second, admits at most 2R in it."""
         jira = JiraLimits()
         return Limits(mints=Limit(self.mints, self.mint_window_s),
                       quota=Limit(self.quota, self.quota_window_s, aligned=True),
+                      burst=Limit(2 * min(jira.burst_get_post, jira.burst_put_delete), 1.0),
                       per_issue=(Limit(jira.per_issue_2s, 2.0), Limit(jira.per_issue_30s, 30.0)))
 
 
