@@ -181,6 +181,10 @@ class SandboxConfig:
     # Seconds before ``search/jql`` finds an issue created through the API (Jira's search is
     # eventually consistent); 0 finds it at once.
     search_lag_s: float = 3.0
+    # Log every Jira request's and mint's arrival (``arrivals.py``) and serve the logs at
+    # ``GET /_sandbox/arrivals``, for tests that check a run from the server's side. Off by
+    # default: the logs grow with the job.
+    record_arrivals: bool = False
     environments: Mapping[str, SandboxEnvironment] = field(default_factory=dict)
     sites: Mapping[str, SandboxSite] = field(default_factory=dict)
     mint_limit: MintLimit = MintLimit()

@@ -26,11 +26,12 @@ from graphql import (
     validate,
 )
 
+from runner.sandbox.arrivals import MintArrival
 from runner.sandbox.config import SandboxEnvironment, SandboxSite
 from runner.sandbox.graphql_schema import load_schema
 from runner.sandbox.mintlimit import MintLimiter, Verdict
 from runner.sandbox.systemtokens import verify_system_token
-from runner.sandbox.world import MintArrival, World
+from runner.sandbox.world import World
 
 PATHS = ("/graphql", "/gateway/api/graphql")
 # Valid documents kept, by their text: a runner sends the same mutation text mint after mint,
@@ -103,7 +104,8 @@ class Gateway:
         if operation is not None and not isinstance(operation, str):
             message = "'operationName' must be a string"
             return _answer(ids, 400, errors=[_error(message, "InvalidSyntax")])
-        return self._run(ids, env, body["query"], variables, operation)
+        sender = request.headers.get("User-Agent")
+        return self._run(ids, env, body["query"], variables, operation, sender)
 
     def _authenticate(self, request: web.Request) -> SandboxEnvironment | None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -118,6 +120,7 @@ class Gateway:
         query: str,
         variables: dict[str, Any] | None,
         operation: str | None,
+        sender: str | None = None,
     ) -> web.Response:
         document = self._valid.get(query)
         if document is None:
@@ -140,7 +143,7 @@ class Gateway:
         result = execute_sync(
             self.schema,
             document,
-            root_value=_Mutations(self, env),
+            root_value=_Mutations(self, env, sender),
             variable_values=variables,
             operation_name=operation,
         )
@@ -167,14 +170,18 @@ class Gateway:
             headers = {"Retry-After": str(max(1, math.ceil(verdict.retry_after_s)))}
         return _answer(ids, 429, errors=errors, headers=headers)
 
-    def mint(self, env: SandboxEnvironment, context_ids: Sequence[str], user_id: str) -> Json:
-        """One ``offlineUserAuthToken`` call: the mutation's result, or _RateLimited."""
+    def mint(self, env: SandboxEnvironment, context_ids: Sequence[str], user_id: str,
+             sender: str | None = None) -> Json:
+        """One ``offlineUserAuthToken`` call: the mutation's result, or _RateLimited.
+        ``sender`` is the request's User-Agent, for the arrival log."""
         world = self.world
         client = env.client_id
         now = world.clock()
         verdict = self.limiter.attempt(client, now)
+        arrival = None
         if world.mint_arrivals is not None:
-            world.mint_arrivals.append(MintArrival(now, client, verdict.allowed))
+            arrival = MintArrival(now, client, verdict.allowed, sender=sender, account=user_id)
+            world.mint_arrivals.append(arrival)
         if not verdict.allowed:
             world.mints_rejected[client] += 1
             # The log records the wait the limiter computed, whichever shape tells the client.
@@ -199,6 +206,8 @@ class Gateway:
         token = world.issue_user_token(site.cloud_id, user_id, client, env.token_ttl_s)
         world.mints_accepted[client] += 1
         world.mints_by_user[(site.cloud_id, user_id)] += 1
+        if arrival is not None:
+            arrival.issued = True
         auth_token = {"token": token, "ttl": env.token_ttl_s}
         return {"success": True, "errors": None, "authToken": auth_token}
 
@@ -215,14 +224,16 @@ class Gateway:
 class _Mutations:
     """The root value: graphql-core calls a callable attribute named like the field."""
 
-    def __init__(self, gateway: Gateway, env: SandboxEnvironment):
+    def __init__(self, gateway: Gateway, env: SandboxEnvironment, sender: str | None):
         self._gateway = gateway
         self._env = env
+        self._sender = sender
 
     def offlineUserAuthToken(  # the field's name, as graphql-core looks it up
         self, info: GraphQLResolveInfo[Any], input: Mapping[str, Any]
     ) -> Json:
-        return self._gateway.mint(self._env, list(input["contextIds"]), input["userId"])
+        return self._gateway.mint(self._env, list(input["contextIds"]), input["userId"],
+                                  self._sender)
 
 
 def _refusal(message: str) -> Json:

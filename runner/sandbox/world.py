@@ -13,7 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from runner.sandbox.arrivals import JiraArrival, MintArrival
 from runner.sandbox.config import SandboxConfig
+
+__all__ = ["JiraArrival", "MintArrival", "RateLimitEvent", "UserToken", "World"]
 
 Clock = Callable[[], float]
 
@@ -39,25 +42,6 @@ class RateLimitEvent:
     retry_after: float | None
 
 
-@dataclass(frozen=True)
-class JiraArrival:
-    """One Jira request as it reached the sandbox, before faults, token, limits or endpoint."""
-
-    at: float
-    cloud_id: str
-    route: str  # "METHOD /rest/api/3/template"
-    issue: str | None  # the issueIdOrKey path parameter, if the route has one
-
-
-@dataclass(frozen=True)
-class MintArrival:
-    """One mint as it reached the gateway's limit."""
-
-    at: float
-    client_id: str
-    allowed: bool
-
-
 @dataclass
 class World:
     config: SandboxConfig
@@ -70,17 +54,22 @@ class World:
     mints_by_user: Counter[tuple[str, str]] = field(default_factory=Counter)  # (cloud, account)
     jira_calls: Counter[str] = field(default_factory=Counter)  # "METHOD /path/template"
     rate_limits: list[RateLimitEvent] = field(default_factory=list)
-    # Every Jira request's arrival, when a test sets this to [] (off by default: it would grow
-    # with the job).
+    # Every Jira request's arrival (``arrivals.py``), when a test sets this to [] or the config
+    # says ``record_arrivals`` (off by default: it would grow with the job).
     jira_arrivals: list[JiraArrival] | None = None
-    # Every mint's arrival at the gateway's limiter, when a test sets this to [] (off by
-    # default, as above): when, which OAuth client, and whether the limit let it through.
+    # Every mint's arrival at the gateway's limiter, likewise: when, which OAuth client, who
+    # sent it for whom, and whether the limit let it through.
     mint_arrivals: list[MintArrival] | None = None
     faults: Counter[str] = field(default_factory=Counter)  # "500", "503", "drop", ...
     # Each half's own state object, by name (e.g. "jira"), for tests to read back.
     parts: dict[str, Any] = field(default_factory=dict)
     # Extra sections other halves add to the inspection report (e.g. Jira's state).
     reporters: dict[str, Callable[[], Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.config.record_arrivals:
+            self.jira_arrivals = []
+            self.mint_arrivals = []
 
     def issue_user_token(self, cloud_id: str, account_id: str, client_id: str, ttl_s: int) -> str:
         token = secrets.token_urlsafe(32)
@@ -97,9 +86,15 @@ class World:
     def record_429(self, api: str, reason: str, scope: str, retry_after: float | None) -> None:
         self.rate_limits.append(RateLimitEvent(self.clock(), api, reason, scope, retry_after))
 
-    def record_arrival(self, cloud_id: str, route: str, issue: str | None) -> None:
+    def record_arrival(self, arrival: JiraArrival) -> None:
         if self.jira_arrivals is not None:
-            self.jira_arrivals.append(JiraArrival(self.clock(), cloud_id, route, issue))
+            self.jira_arrivals.append(arrival)
+
+    def token_account(self, authorization: str, cloud_id: str) -> str | None:
+        """The account a bearer token of ``cloud_id`` was minted for, expired or not."""
+        scheme, _, token = authorization.partition(" ")
+        known = self.user_tokens.get(token) if scheme.lower() == "bearer" else None
+        return known.account_id if known is not None and known.cloud_id == cloud_id else None
 
     def report(self) -> dict[str, Any]:
         """The inspection report: counters, the 429 log and each half's own section."""

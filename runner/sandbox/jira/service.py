@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from runner.sandbox.arrivals import JiraArrival, marker_of
 from runner.sandbox.jira import activity, issues, jql, limits, properties
 from runner.sandbox.jira.base import Call, JiraError, Route, Router
 from runner.sandbox.jira.faults import Draw, FaultPlan
@@ -55,20 +56,43 @@ class JiraService:
             return _error(404, f"No {request.method} operation at {request.path}.")
         route, params = found
         self.world.jira_calls[route.name] += 1
-        self.world.record_arrival(cloud_id, route.name, params.get("issueIdOrKey"))
+        arrival = await self._arrival(request, cloud_id, route, params)
         draw = self.faults.draw(cloud_id, request.method, request.path)
         if draw.latency_s > 0:
             await asyncio.sleep(draw.latency_s)
         if draw.kind is not None and not draw.after_effect:
-            return self._fault(request, draw)
-        response = await self._serve(request, cloud_id, route, params, draw)
+            return self._answered(arrival, self._fault(request, draw))
+        response = await self._serve(request, cloud_id, route, params, draw, arrival)
         if draw.kind is not None:  # after the effect: the work is done, its answer is lost
-            return self._fault(request, draw)
+            return self._answered(arrival, self._fault(request, draw))
+        return self._answered(arrival, response)
+
+    async def _arrival(self, request: web.Request, cloud_id: str, route: Route,
+                       params: dict[str, str]) -> JiraArrival | None:
+        """Log the request's arrival (when the log is on) and return its entry."""
+        world = self.world
+        if world.jira_arrivals is None:
+            return None
+        # Read here only when logging: aiohttp keeps the body, so `_serve` reads the same bytes.
+        raw = await request.read() if request.can_read_body else b""
+        arrival = JiraArrival(
+            world.clock(), cloud_id, route.name, params.get("issueIdOrKey"),
+            path=request.path, sender=request.headers.get("User-Agent"),
+            account=world.token_account(request.headers.get("Authorization", ""), cloud_id),
+            marker=marker_of(raw),
+        )
+        world.record_arrival(arrival)
+        return arrival
+
+    @staticmethod
+    def _answered(arrival: JiraArrival | None, response: web.Response) -> web.Response:
+        if arrival is not None:
+            arrival.status = response.status
         return response
 
     async def _serve(
         self, request: web.Request, cloud_id: str, route: Route, params: dict[str, str],
-        draw: Draw,
+        draw: Draw, arrival: JiraArrival | None,
     ) -> web.Response:
         caller = self._caller(request, cloud_id)
         if isinstance(caller, web.Response):
@@ -110,10 +134,17 @@ class JiraService:
                 status, body = reply.status, reply.body
             except JiraError as exc:
                 status, body = exc.status, exc.body()
+        if arrival is not None and invalid is None and status < 300:
+            arrival.applied = True
+            if route.method == "POST" and not route.is_read and isinstance(body, dict) \
+                    and "id" in body:
+                arrival.created = str(body["id"])
         if not cfg.enabled:
             return _json(status, body)
         reads = call.core_reads + 2 * call.identity_reads if route.is_read else 0
         self.limits.charge(1 + reads)
+        if arrival is not None:
+            arrival.points = 1 + reads
         quota = self.limits.success_headers()
         headers = {**(limits.beta(quota) if cfg.beta_headers else quota), **warn}
         return _json(status, body, headers)
