@@ -50,8 +50,8 @@ from pathlib import Path
 # Run as `python bench/throughput.py`: this folder is on sys.path, memory.py beside it.
 from memory import Sandbox, bench_database, runner_toml, write_csv
 
-from runner.config.configfile import Config, load_config
 from runner.cluster.runengine import ClusterEngine
+from runner.config.configfile import Config, load_config
 from runner.engine.engine import Engine
 from runner.job.jobfile import Job, load_job
 from runner.journal import ItemState, Journal, MemoryJournal, PostgresJournal, SqliteJournal

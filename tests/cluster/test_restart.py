@@ -16,7 +16,7 @@ from tests.cluster.test_workers import ACTIONS, ISSUES, _assert_once_and_in_orde
 from tests.e2e.harness import ArrivalWatch, Rehearsal, account, bulk_sandbox_config, run_id_of
 from tests.pgdb import can_restart, restart_server
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.restarts_postgres]
 
 USERS = 150
 ROWS = 900
