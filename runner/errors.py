@@ -23,6 +23,7 @@
     ├── JournalError                 the journal can't be opened, read or written (exit 6)
     │   ├── NoJournalError           no journal at the path given to status or report (exit 2)
     │   └── RunLockedError           another process is running this job (exit 4)
+    ├── LaneLostError                a worker no longer holds a lane: it sends no more in it
     └── BlockedEnvironmentError      an environment can't mint at all (wrong ARI, scopes) (exit 3)
 
 Errors carry structured fields and build their message from them. No message ever holds a
@@ -265,7 +266,7 @@ class JournalError(RunnerError):
     """The journal can't be opened, read or written."""
 
 
-class LaneLost(RunnerError):
+class LaneLostError(RunnerError):
     """This worker no longer holds a lane (its lease lapsed or another worker took it over):
     nothing more of that lane is sent or journaled by it."""
 

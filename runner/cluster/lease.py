@@ -5,7 +5,7 @@ counts them from the moment it *asked* (before the answer, so its deadline is ne
 the database's), on ``time.monotonic``, which no clock change moves and which goes on while the
 process is stopped (SIGSTOP): a worker that wakes past its lease finds it lapsed.
 
-- ``guard`` gives a write of a lane its (owner, fence), or raises ``LaneLost``;
+- ``guard`` gives a write of a lane its (owner, fence), or raises ``LaneLostError``;
 - ``gate`` lets an item's request leave only while the lease has more than the margin left
   (the request timeout): short of it, it waits for the next renewal, and a lease that ends
   meanwhile is lost;
@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from runner.errors import LaneLost
+from runner.errors import LaneLostError
 from runner.journal.base import ItemRef
 from runner.journal.pglanes import Grant
 
@@ -76,11 +76,11 @@ class LeaseBook:
     def _live(self, lane: Lane) -> Lease:
         lease = self._leases.get(lane)
         if lease is None:
-            raise LaneLost(*lane, "this worker does not hold it")
+            raise LaneLostError(*lane, "this worker does not hold it")
         if lease.lost is None and self.left(lease) <= 0:
             self.lose(lease, "its lease ended before it could be renewed")
         if lease.lost is not None:
-            raise LaneLost(*lane, lease.lost)
+            raise LaneLostError(*lane, lease.lost)
         return lease
 
     def guard(self, run_id: str, site: str, account_id: str) -> tuple[str, int]:
@@ -103,15 +103,15 @@ class LeaseBook:
         self._live(lease.lane)
         if self.left(lease) <= self.margin_s:
             self.lose(lease, "its lease was not renewed in time to send")
-            raise LaneLost(*lease.lane, lease.lost or "")
+            raise LaneLostError(*lease.lane, lease.lost or "")
 
     def last_check(self, run_id: str, item: ItemRef) -> None:
-        """As a request's bytes are about to leave: raise ``LaneLost`` if the lease has no
+        """As a request's bytes are about to leave: raise ``LaneLostError`` if the lease has no
         longer the margin left (the process was stopped since ``gate``)."""
         lease = self._live((run_id, item.site, item.account_id))
         if self.left(lease) <= self.margin_s:
             self.lose(lease, "its lease ran short while the request was about to leave")
-            raise LaneLost(*lease.lane, lease.lost or "")
+            raise LaneLostError(*lease.lane, lease.lost or "")
 
     def renewed(self, answer: Iterable[tuple[Lane, int, float]], asked_at: float) -> None:
         got = {lane: (fence, left) for lane, fence, left in answer}

@@ -39,7 +39,7 @@ from runner.engine.engine import todo_of
 from runner.engine.rowworker import RowWorker
 from runner.engine.shutdown import Shutdown
 from runner.engine.tools import Tools, process_id
-from runner.errors import JobError, LaneLost
+from runner.errors import JobError, LaneLostError
 from runner.events import Emitter, LaneLeaseLost, LaneTakenOver, Observer
 from runner.job.jobfile import Job, parse_job
 from runner.job.selection import from_identity
@@ -233,7 +233,7 @@ class Worker:
                         pglanes.release_lane, worker_id=self.id, lane=lease.lane,
                         fence=lease.fence))
                 return
-        except LaneLost:
+        except LaneLostError:
             return
         finally:
             self.book.drop(lease.lane)

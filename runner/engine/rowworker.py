@@ -49,7 +49,7 @@ from runner.errors import (
     GatewayError,
     JiraCallError,
     JournalError,
-    LaneLost,
+    LaneLostError,
     SystemTokenError,
     TransportError,
     UserRefusedError,
@@ -105,7 +105,7 @@ class RowWorker:
     ) -> None:
         """A worker's lanes (``runner.cluster``): ``gate(run_id, item)`` is awaited before an
         item's token and requests, and once its ``started`` is durable; ``last_check`` as each
-        request's connection is ready. A lane whose lease is ending raises ``LaneLost``."""
+        request's connection is ready. A lane whose lease is ending raises ``LaneLostError``."""
         self.config = config
         self.job = job
         self.journal = journal
@@ -201,7 +201,7 @@ class RowWorker:
                             await self._one(site, row, step, ref, flight)
                         finally:
                             self._flights.discard(flight)
-                except (Dropped, LaneLost):
+                except (Dropped, LaneLostError):
                     return
                 except TimeoutError:
                     if window.expired():
@@ -370,7 +370,7 @@ class RowWorker:
         if self._last_done.get(ref.row_key) is future:
             del self._last_done[ref.row_key]
         failure = None if future.cancelled() else future.exception()
-        if isinstance(failure, LaneLost):
+        if isinstance(failure, LaneLostError):
             return  # the lane's new owner judges the item again, as a resume would
         if failure is not None:
             self._emit(JournalFailed(row=ref.row_key, action=ref.action, error=str(failure)))

@@ -12,7 +12,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from runner.errors import JournalError, LaneLost
+from runner.errors import JournalError, LaneLostError
 from runner.journal.base import (
     PROBLEM_STATES,
     ItemRecord,
@@ -230,7 +230,7 @@ _FENCED = (
 async def mark_items_fenced(conn: Conn, marks: Sequence[Mark],
                             guards: Sequence[tuple[str, int]]) -> list[Exception | None]:
     """``mark_items`` for lanes: each mark with its (owner, fence); a mark whose lane is no
-    longer the owner's under that fence is refused with ``LaneLost``."""
+    longer the owner's under that fence is refused with ``LaneLostError``."""
     out: list[Exception | None] = []
     guard_of = {id(m): g for m, g in zip(marks, guards, strict=True)}
     for chunk in distinct_chunks(marks, cap=None):
@@ -245,7 +245,7 @@ async def mark_items_fenced(conn: Conn, marks: Sequence[Mark],
             if (mark.run_id, mark.row_key, mark.action_index) in applied:
                 out.append(None)
             elif (mark.run_id, mark.site, mark.account_id) not in held:
-                out.append(LaneLost(mark.run_id, mark.site, mark.account_id,
+                out.append(LaneLostError(mark.run_id, mark.site, mark.account_id,
                                     "its write was refused: the lease ended or another "
                                     "worker holds the lane"))
             else:

@@ -49,7 +49,7 @@ from runner.journal.rules import (
 
 T = TypeVar("T")
 Conn = q.Conn
-# (run, site, account) -> the (owner, fence) this process holds the lane under; raises LaneLost.
+# (run, site, account) -> the (owner, fence) this process holds the lane under, or LaneLostError.
 LaneGuard = Callable[[str, str, str], tuple[str, int]]
 
 # A job's lock still held is asked for again this many times, this far apart (``_locking``).
@@ -91,7 +91,7 @@ class PostgresJournal(ItemMarks, PgReads):
         # Runs this journal opened -> their job; jobs whose lock this process holds; runs lost.
         self._locks = JobLocks()
         # Runs this process works on by lanes -> the guard of each write: the (owner, fence)
-        # under which this process holds the item's lane, or LaneLost.
+        # under which this process holds the item's lane, or LaneLostError.
         self._lanes: dict[str, LaneGuard] = {}
 
     # -- lifetime -----------------------------------------------------------------------------

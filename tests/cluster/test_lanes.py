@@ -9,7 +9,7 @@ from collections import Counter
 import psycopg
 import pytest
 
-from runner.errors import LaneLost
+from runner.errors import LaneLostError
 from runner.journal import ItemRef, ItemState, PostgresJournal
 from runner.journal import pglanes as lanes
 
@@ -56,7 +56,7 @@ async def test_a_lane_is_held_by_one_worker_until_its_lease_lapses(pg_url: str) 
 
 
 async def test_a_stale_fence_writes_nothing_and_the_holder_writes(pg_url: str) -> None:
-    """After a takeover, the old holder's mark is refused with LaneLost and changes no row;
+    """After a takeover, the old holder's mark is refused with LaneLostError and changes no row;
     the new holder's mark under its fence is journaled with that fence."""
     async with PostgresJournal(pg_url) as journal:
         run_id = await _run_with_lanes(journal, "fence", users=1)
@@ -70,7 +70,7 @@ async def test_a_stale_fence_writes_nothing_and_the_holder_writes(pg_url: str) -
         (new,) = await journal.execute(functools.partial(
             lanes.claim, worker_id="B", run_ids=[run_id], n=1, lease_s=60.0))
         assert new.fence == old.fence + 1
-        with pytest.raises(LaneLost):
+        with pytest.raises(LaneLostError):
             await journal.mark_done(run_id, item, {"id": "stale"})
         assert (await journal.states(run_id, ["fence-0-0"]))["fence-0-0#0"].state \
             is ItemState.STARTED

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from runner.cluster.lease import Lease, LeaseBook
-from runner.errors import LaneLost
+from runner.errors import LaneLostError
 from runner.journal.base import ItemRef
 from runner.journal.pglanes import Grant
 
@@ -33,24 +33,24 @@ def _book(clock: Clock, lost: list[Lease] | None = None) -> LeaseBook:
 
 
 async def test_a_write_carries_the_fence_until_the_lease_ends() -> None:
-    """guard gives (owner, fence) while the lease lasts, LaneLost once its deadline passed
+    """guard gives (owner, fence) while the lease lasts, LaneLostError once its deadline passed
     (counted from when the claim was asked), and the lane stays lost."""
     clock = Clock()
     lost: list[Lease] = []
     book = _book(clock, lost)
     assert book.guard(*LANE) == ("w-1", 3)
     clock.t += 10.0
-    with pytest.raises(LaneLost):
+    with pytest.raises(LaneLostError):
         book.guard(*LANE)
     assert [lease.lane for lease in lost] == [LANE]
     book.renewed([(LANE, 3, 10.0)], asked_at=clock())
-    with pytest.raises(LaneLost):
+    with pytest.raises(LaneLostError):
         book.guard(*LANE)
 
 
 async def test_a_request_short_of_the_margin_waits_for_the_renewal() -> None:
     """With less than the margin left, the gate waits; a renewal under the same fence lets it
-    through; the same wait with no renewal ends in LaneLost."""
+    through; the same wait with no renewal ends in LaneLostError."""
     clock = Clock()
     book = _book(clock)
     await book.gate("r-1", ITEM)  # 10 s left: at once
@@ -63,7 +63,7 @@ async def test_a_request_short_of_the_margin_waits_for_the_renewal() -> None:
 
     other = LeaseBook("w-2", margin_s=2.0, clock=clock)
     other.add(Grant(*LANE, fence=4, rows=1, left_s=0.05), asked_at=clock())
-    with pytest.raises(LaneLost):
+    with pytest.raises(LaneLostError):
         await other.gate("r-1", ITEM)  # the real clock's 50 ms pass; this clock never moves
 
 
@@ -73,7 +73,7 @@ async def test_a_renewal_without_the_lane_or_under_another_fence_loses_it() -> N
     clock = Clock()
     book = _book(clock)
     book.renewed([(LANE, 4, 10.0)], asked_at=clock() + 1)
-    with pytest.raises(LaneLost):
+    with pytest.raises(LaneLostError):
         book.guard(*LANE)
     later = LeaseBook("w-1", margin_s=2.0, clock=clock)
     later.add(Grant(*LANE, fence=5, rows=1, left_s=10.0), asked_at=clock())
@@ -83,11 +83,11 @@ async def test_a_renewal_without_the_lane_or_under_another_fence_loses_it() -> N
 
 async def test_the_last_check_stops_a_request_of_a_process_woken_past_its_lease() -> None:
     """Passed the gate, then stopped for longer than the lease: the check made as the
-    connection is ready raises LaneLost."""
+    connection is ready raises LaneLostError."""
     clock = Clock()
     book = _book(clock)
     await book.gate("r-1", ITEM)
     book.last_check("r-1", ITEM)
     clock.t += 30.0
-    with pytest.raises(LaneLost):
+    with pytest.raises(LaneLostError):
         book.last_check("r-1", ITEM)

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from runner.config.configfile import load_config
+from runner.minting.sealed import SealKey
 from runner.remote.server import serve_remote
 from runner.sandbox.app import RunningSandbox
 from runner.sandbox.config import ForgeTrigger, JiraLimits, MintLimit
@@ -114,7 +115,7 @@ def most_in_sliding(times: list[float], window_s: float) -> int:
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_three_runs_and_a_nightly_serve_share_every_budget(
         tmp_path: Path, start_sandbox: StartSandbox, request: pytest.FixtureRequest,
-        backend: str) -> None:
+        backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """3 run processes + serve's nightly run, one environment, one journal: at most 100 mints
     in every sliding 3 s and at most the quota in every window, server-side; no 429 of any
     kind; every user's property written once, by its own job."""
@@ -133,6 +134,7 @@ kind = "job"
 job = "{tmp_path / 'nightly.toml'}"
 interval = "day"
 """
+    monkeypatch.setenv("FORGE_RUNNER_TEST_SEAL_KEY", SealKey.generate().encoded())
     async with start_sandbox(sandbox) as sb:
         sb.world.mint_arrivals = []
         sb.world.jira_arrivals = []
@@ -140,9 +142,12 @@ interval = "day"
         token_file.write_text(issue_system_token(sb.config, "dev") + "\n")
         config_path = tmp_path / "run.toml"
         config_path.write_text(run_config(tmp_path, sb, token_file, journal))
+        # On PostgreSQL serve keeps system tokens sealed in the journal: a key of the test's own.
+        seal = ("" if backend == "sqlite"
+                else '\n[serve.seal]\nsecret_env = "FORGE_RUNNER_TEST_SEAL_KEY"\n')
         serve_path = write_serve_config(
             tmp_path, sb, routes=routes, concurrency=8, mint_limit=MINTS,
-            mint_window_s=MINT_WINDOW_S, extra=BUDGETS)
+            mint_window_s=MINT_WINDOW_S, extra=BUDGETS + seal)
         serve_path.write_text(serve_path.read_text().replace('journal = "journal.db"',
                                                              journal, 1))
         serve_config = load_config(serve_path)
