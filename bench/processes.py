@@ -1,10 +1,11 @@
 """Several processes on one environment and one journal: do they spend its budgets together?
 
-    .venv/bin/python bench/processes.py [--users 600] [--quota-calls 360] [--budgets URL]
+    .venv/bin/python bench/processes.py [--users 600] [--quota-calls 360] [--budgets ADMIN_URL]
 
 Against one in-process sandbox (the gateway allows 100 mints in any sliding 6 s and refuses the
 rest with a 429), ``forge-runner run`` processes share the SQLite journal of one folder (or,
-with ``--budgets``, keep their budgets in that PostgreSQL database):
+with ``--budgets``, keep their budgets in PostgreSQL, a database made for each case on that
+server and dropped after):
 
 - mint-bound: a job of ``--users`` users (one mint and one cheap write each, Jira's limits out
   of the way) split over 1, then 2, then 3 processes; the mint rate over the budget is read from
@@ -22,12 +23,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from memory import bench_database
 
 from runner.budgets.quota import DEFAULT_BURST, DEFAULT_MARGIN
 from runner.logs.setup import configure_logging
@@ -105,8 +109,14 @@ async def run_processes(folder: Path, config: Path, jobs: list[Path]) -> list[in
     return [await p.wait() for p in procs]
 
 
-async def mint_case(users: int, parts: int, budgets: str | None) -> tuple[float, int, int]:
-    with tempfile.TemporaryDirectory() as tmp:
+def budgets_at(admin_url: str | None) -> contextlib.AbstractContextManager[str | None]:
+    """Each case's budgets in a database of its own (a quota row made by one case's config
+    would otherwise pace the next), or in the SQLite journal."""
+    return bench_database(admin_url) if admin_url else contextlib.nullcontext()
+
+
+async def mint_case(users: int, parts: int, admin: str | None) -> tuple[float, int, int]:
+    with tempfile.TemporaryDirectory() as tmp, budgets_at(admin) as budgets:
         folder = Path(tmp)
         async with serve(sandbox_config(True), port=0) as sb:
             sb.world.mint_arrivals = []
@@ -118,8 +128,8 @@ async def mint_case(users: int, parts: int, budgets: str | None) -> tuple[float,
     return rate / (MINTS / MINT_WINDOW_S), refused, max(codes)
 
 
-async def quota_case(calls: int, budgets: str | None) -> tuple[float, float, int, int]:
-    with tempfile.TemporaryDirectory() as tmp:
+async def quota_case(calls: int, admin: str | None) -> tuple[float, float, int, int]:
+    with tempfile.TemporaryDirectory() as tmp, budgets_at(admin) as budgets:
         folder = Path(tmp)
         async with serve(sandbox_config(False), port=0) as sb:
             sb.world.jira_arrivals = []
@@ -135,7 +145,8 @@ async def quota_case(calls: int, budgets: str | None) -> tuple[float, float, int
 
 
 async def main(users: int, quota_calls: int, budgets: str | None) -> int:
-    where = budgets.split("@")[-1] if budgets else "the SQLite journal"
+    where = (f"a database per case on {budgets.split('@')[-1].rsplit('/', 1)[0]}" if budgets
+             else "the SQLite journal")
     print(f"processes on one environment, budgets in {where}; mint budget {MINTS} per "
           f"{MINT_WINDOW_S:g} s (sliding), quota {QUOTA} per {QUOTA_WINDOW_S:g} s", flush=True)
     met = True
@@ -165,7 +176,9 @@ if __name__ == "__main__":
     parser.add_argument("--users", type=int, default=600, help="users of the mint-bound job")
     parser.add_argument("--quota-calls", type=int, default=360,
                         help="1-point writes of the quota-bound job")
-    parser.add_argument("--budgets", help="a postgresql:// URL to keep the budgets in")
+    parser.add_argument("--budgets", metavar="ADMIN_URL",
+                        help="keep the budgets in PostgreSQL: a database made for each case on "
+                        "this URL's server (dropped after)")
     args = parser.parse_args()
     configure_logging(level=logging.WARNING)
     sys.exit(asyncio.run(main(args.users, args.quota_calls, args.budgets)))
