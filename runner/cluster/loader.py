@@ -22,10 +22,12 @@ from runner.journal.postgres import PostgresJournal
 CHUNK = 1000
 
 
-async def load_run(journal: PostgresJournal, run_id: str, job: Job, *, weight: float) -> int:
-    """Load the job's rows into ``run_id``; returns how many rows the source has."""
+async def load_run(journal: PostgresJournal, run_id: str, job: Job, *, weight: float,
+                   placed: str | None = None) -> int:
+    """Load the job's rows into ``run_id``; returns how many rows the source has. ``placed``:
+    a template's run, the site it was placed on (``runner.cluster.placed``)."""
     await journal.write(functools.partial(pglanes.set_lanes, run_id=run_id,
-                                          columns=job.source.columns))
+                                          columns=job.source.columns, placed=placed))
     weights = {s: weight * job.site_weights.get(s, 1.0) for s in job.sites}
     await journal.write(functools.partial(pglanes.add_flows, run_id=run_id, weights=weights))
     rows = iter(job.source.rows())

@@ -6,7 +6,9 @@ The process that started the run holds its job's lock until it leaves (a second 
 job exits 4; more hands come from ``forge-runner worker``). When it drains, its lanes go back
 in line; the run is left ``interrupted`` unless another worker is still working on it, in which
 case the run goes on and the last lane's worker finishes it. ``detach`` loads the rows and
-leaves the run to the workers.
+leaves the run to the workers. serve on PostgreSQL runs the runs its triggers start this way,
+``placed`` on the installation's site, so any worker can take their lanes
+(``runner.cluster.placed``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ class ClusterEngine:
     def __init__(self, config: Config, job: Job, journal: PostgresJournal, *,
                  observer: Observer | None = None, clock: Clock | None = None,
                  shutdown: Shutdown | None = None, budget_store: BudgetStore | None = None,
-                 settings: ClusterSettings | None = None, detach: bool = False):
+                 settings: ClusterSettings | None = None, detach: bool = False,
+                 placed: str | None = None):
         self.config = config
         self.job = job
         self.journal = journal
@@ -48,6 +51,7 @@ class ClusterEngine:
         self.budget_store = budget_store
         self.settings = settings or cluster_settings(config)
         self.detach = detach
+        self.placed = placed  # a run serve started: its site, for any worker to rebuild it
         self.pacer = None  # set once the run's tools exist (the status page reads it)
         self.worker: Worker | None = None
         self.blocked: dict[str, str] = {}  # environment -> diagnostic
@@ -55,7 +59,8 @@ class ClusterEngine:
     async def run(self, handle: RunHandle) -> RunResult:
         run_id = handle.run_id
         try:
-            await load_run(self.journal, run_id, self.job, weight=self.settings.weight)
+            await load_run(self.journal, run_id, self.job, weight=self.settings.weight,
+                           placed=self.placed)
             if self.detach:
                 await self.journal.let_go(run_id)
                 run = await self.journal.get_run(run_id)

@@ -53,6 +53,18 @@ class Tools:
     minters: dict[str, Minter]
     executor: CallExecutor
 
+    def for_config(self, config: Config, environments: Iterable[str], *, clock: Clock,
+                   observer: Observer) -> Tools:
+        """Tools for a run whose config differs from the process's (a run serve started, its
+        installation's token read sealed): its own minters and executor, the same session
+        and budgets (mints and calls are paced together whichever run makes them)."""
+        minters = _minters(config, environments, self.session, self.buckets, clock, observer)
+        executor = CallExecutor(
+            JiraClient(self.session, timeout_s=config.runner.request_timeout_s),
+            minters, self.pacer, config.retry_jira, observer, clock,
+        )
+        return Tools(self.session, self.buckets, self.pacer, minters, executor)
+
     async def settle(self) -> None:
         """The shared budgets' background writes, finished (their failure raised)."""
         if isinstance(self.buckets, SharedMintBuckets):
@@ -80,13 +92,19 @@ async def engine_tools(config: Config, environments: Iterable[str], *, concurren
                                         answer_limit_s=min(UNANSWERED_MINT_S,
                                                            config.runner.request_timeout_s))
             pacer = SharedJiraPacer(config.jira_budgets, store, clock=clock, observer=observer)
-        minters = {
-            name: Minter.from_config(config, name, session=session, buckets=buckets,
-                                     observer=observer, clock=clock)
-            for name in sorted(set(environments))
-        }
+        minters = _minters(config, environments, session, buckets, clock, observer)
         executor = CallExecutor(
             JiraClient(session, timeout_s=config.runner.request_timeout_s),
             minters, pacer, config.retry_jira, observer, clock,
         )
         yield Tools(session, buckets, pacer, minters, executor)
+
+
+def _minters(config: Config, environments: Iterable[str], session: aiohttp.ClientSession,
+             buckets: MintBuckets | SharedMintBuckets, clock: Clock,
+             observer: Observer) -> dict[str, Minter]:
+    return {
+        name: Minter.from_config(config, name, session=session, buckets=buckets,
+                                 observer=observer, clock=clock)
+        for name in sorted(set(environments))
+    }

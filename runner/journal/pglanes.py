@@ -61,6 +61,7 @@ class OpenRun:
     job_path: str
     job_text: str
     columns: tuple[str, ...]
+    placed: str | None = None  # a template's run: its site, JSON (``runner.cluster.placed``)
 
 
 @dataclass(frozen=True)
@@ -151,18 +152,21 @@ async def live_workers(conn: Conn, stale_s: float) -> list[tuple[str, str, int, 
 
 async def open_runs(conn: Conn) -> list[OpenRun]:
     cur = await conn.execute(
-        "SELECT run_id, job_path, job_text, columns FROM runs "
+        "SELECT run_id, job_path, job_text, columns, placed FROM runs "
         "WHERE lanes AND state = 'running' ORDER BY started_at, seq"
     )
-    return [OpenRun(str(r), str(p), str(t), tuple(json.loads(c or "[]")))
-            for r, p, t, c in await cur.fetchall()]
+    return [OpenRun(str(r), str(p), str(t), tuple(json.loads(c or "[]")), s)
+            for r, p, t, c, s in await cur.fetchall()]
 
 
-async def set_lanes(conn: Conn, run_id: str, columns: Sequence[str]) -> None:
-    """The run's work is shared by lanes; its rows are loaded from now on."""
+async def set_lanes(conn: Conn, run_id: str, columns: Sequence[str],
+                    placed: str | None = None) -> None:
+    """The run's work is shared by lanes; its rows are loaded from now on. ``placed`` is set
+    in the same statement, so no worker sees a template's run without its site."""
     await conn.execute(
-        "UPDATE runs SET lanes = true, loaded = false, columns = %s WHERE run_id = %s",
-        (json.dumps(list(columns)), run_id),
+        "UPDATE runs SET lanes = true, loaded = false, columns = %s, placed = %s "
+        "WHERE run_id = %s",
+        (json.dumps(list(columns)), placed, run_id),
     )
 
 

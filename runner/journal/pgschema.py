@@ -10,7 +10,8 @@ per process start), ``run_rows`` (a run's rows, loaded once by the process that 
 no other host needs the job's data file), ``lanes`` (one user of one run on one site: the unit
 a worker leases, with its owner, fence and lease judged by the database's clock), ``flows``
 (one per run and site: the virtual time of weighted fair claiming) and ``items.fence`` (the
-fence under which an item's last write was accepted).
+fence under which an item's last write was accepted). Version 3 adds ``runs.placed``: the
+installation's site a run of a job template was placed on (``runner.cluster.placed``).
 
 ``items`` is written with fillfactor 80: every item is inserted once and updated a few times
 (started, then done), and room on the page lets an update stay on it. Counts by state are read
@@ -122,6 +123,11 @@ MIGRATIONS: list[tuple[LiteralString, ...]] = [
             vtime double precision NOT NULL,
             PRIMARY KEY (run_id, site)
         )""",
+    ),
+    (
+        # A run serve started from a job template: the installation's site it was placed on
+        # (JSON, no secret), so any worker can rebuild its job and read its sealed token.
+        "ALTER TABLE runs ADD COLUMN placed text",
     ),
 ]
 

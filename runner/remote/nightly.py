@@ -14,14 +14,14 @@ ID, with the context ARI from ``[serve] context_ari`` and the FIT's ``app.apiBas
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runner.config.ari import AriError, validate_ari
 from runner.config.configfile import Config, SiteConfig, SystemTokenSource
 from runner.errors import JobError
-from runner.job.jobfile import Job, load_job
+from runner.job.jobfile import Job, parse_job
 from runner.job.sources import SITE_COLUMN, Row, Source
 from runner.remote.installation_tokens import Installation
 from runner.remote.settings import ServeConfig
@@ -95,7 +95,19 @@ class JobTemplate:
     def load(cls, path: Path, config: Config) -> JobTemplate:
         """Load and check the template. Its ``site`` is a placeholder: it need not be one of
         the config's sites, but there must be exactly one and no ``site`` column."""
-        declared = _declared_site(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise JobError("(file)", f"expected a readable job template, found "
+                           f"{exc.strerror or exc}", file=path) from None
+        return cls.parse(data, path, config)
+
+    @classmethod
+    def parse(cls, data: bytes, path: Path, config: Config, *,
+              stored: Sequence[str] | None = None) -> JobTemplate:
+        """``load`` from the template's bytes; ``stored``: its rows are in the journal (a
+        worker rebuilding a run serve started, ``runner.cluster.placed``)."""
+        declared = _declared_site(data, path)
         probe = config
         if declared not in config.sites:
             environment = next(iter(config.environments))
@@ -105,7 +117,7 @@ class JobTemplate:
                 context_ari="ari:cloud:jira:template:workspace/template",
             )
             probe = replace(config, sites={**config.sites, declared: placeholder})
-        job = load_job(path, probe)
+        job = parse_job(data, path, probe, stored=stored)
         if SITE_COLUMN in job.source.columns:
             raise JobError("source", f"expected no '{SITE_COLUMN}' column in a template (each "
                            "run's site is the invoking installation's)", file=path)
@@ -140,12 +152,9 @@ class _OnSite:
             yield replace(row, site=self._site)
 
 
-def _declared_site(path: Path) -> str:
+def _declared_site(data: bytes, path: Path) -> str:
     try:
-        doc = tomllib.loads(path.read_text("utf-8"))
-    except OSError as exc:
-        raise JobError("(file)", f"expected a readable job template, found "
-                       f"{exc.strerror or exc}", file=path) from None
+        doc = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise JobError("(file)", f"expected valid TOML, found {exc}", file=path) from None
     site = doc.get("site")

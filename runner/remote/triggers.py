@@ -13,7 +13,9 @@ window is resumed if it was cut short and not started again if it finished.
 
 On a PostgreSQL journal the decision is the database's instead (``accept_shared``, see
 ``servedb``), so that any number of serve replicas accept each trigger once; the replica whose
-insert won turns the accepted row into a run with ``start_accepted``.
+insert won turns the accepted row into a run with ``start_accepted``: a run shared by lanes
+(``runner.cluster``), placed on the installation's site, so any ``forge-runner worker`` on the
+journal takes its lanes beside the replica, and finishes it if the replica goes.
 
 Runs whose environments share a mint bucket run one after another: each engine paces its own
 bucket, and two of them side by side would spend the bucket twice over.
@@ -30,6 +32,8 @@ import structlog
 
 from runner.budgets import Clock
 from runner.budgets.store import BudgetStore
+from runner.cluster.placed import Placement
+from runner.cluster.runengine import ClusterEngine
 from runner.config.configfile import Config, SiteConfig
 from runner.engine.engine import Engine
 from runner.engine.shutdown import Shutdown
@@ -53,6 +57,7 @@ from runner.job.jobfile import Job
 from runner.job.plan import make_plan
 from runner.journal import Journal
 from runner.journal.base import RunHandle, RunState
+from runner.journal.postgres import PostgresJournal
 from runner.journal.rules import job_identity
 from runner.remote.nightly import JobTemplate, job_config, journal_identity, site_for
 from runner.remote.servedb import AcceptedTrigger, ServeDatabase
@@ -120,7 +125,7 @@ class TriggerDesk:
         self._bucket_locks: dict[str, asyncio.Lock] = {}
         self.outcomes: list[RunOutcome] = []
         # The engines of the runs going on, by run ID (the status page reads their budgets).
-        self.engines: dict[str, Engine] = {}
+        self.engines: dict[str, Engine | ClusterEngine] = {}
         self._ended = asyncio.Event()
         self._stopping = False
         # Replicas on PostgreSQL: what decides, and where the runs' tokens are read.
@@ -241,9 +246,18 @@ class TriggerDesk:
             opened = RemoteRunResumed if handle.resumed else RemoteRunStarted
             self._emit(opened(run=handle.run_id, job=job.name, items=checked.items,
                               site=site.name, bound_s=checked.shortest_s))
-            engine = Engine(config, job, self._engine_journal, observer=self._observer,
-                            clock=self._clock, shutdown=shutdown,
-                            budget_store=self._budget_store)
+            engine: Engine | ClusterEngine
+            if isinstance(self._journal, PostgresJournal):
+                # Replicas: the run's lanes are open to every worker, which rebuild its job
+                # from the placement (and this replica works on it too, as `run` does).
+                engine = ClusterEngine(config, job, self._journal, observer=self._observer,
+                                       clock=self._clock, shutdown=shutdown,
+                                       budget_store=self._budget_store,
+                                       placed=Placement(site).dumps())
+            else:
+                engine = Engine(config, job, self._engine_journal, observer=self._observer,
+                                clock=self._clock, shutdown=shutdown,
+                                budget_store=self._budget_store)
             self.engines[handle.run_id] = engine
             try:
                 result = await engine.run(handle)

@@ -78,8 +78,9 @@ async def test_a_version_1_postgresql_journal_gains_the_lanes_tables(
     pg_url: str, job_file: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A PostgreSQL journal made by the code before lanes (version 1), with a run and an item,
-    opened by this code: version 2, its run and item kept, and the lanes' tables and the items'
-    fence column there (a run of version 1 is not shared by lanes)."""
+    opened by this code: the latest version, its run and item kept, and the lanes' tables, the
+    items' fence column and the runs' placement there (a run of version 1 is not shared by
+    lanes)."""
     from runner.journal import ItemRef, PostgresJournal
 
     monkeypatch.setattr(pgschema, "MIGRATIONS", pgschema.MIGRATIONS[:1])
@@ -91,9 +92,10 @@ async def test_a_version_1_postgresql_journal_gains_the_lanes_tables(
     monkeypatch.undo()
     async with PostgresJournal(pg_url) as journal:
         assert (await journal.get_run(run)).counts == {"done": 1}
-    assert await asyncio.to_thread(_version, pg_url) == 2
+    assert await asyncio.to_thread(_version, pg_url) == pgschema.schema_version() == 3
     for table, column in (("items", "fence"), ("lanes", "lease_until"), ("workers", "pid"),
-                          ("run_rows", "fields"), ("flows", "vtime"), ("runs", "lanes")):
+                          ("run_rows", "fields"), ("flows", "vtime"), ("runs", "lanes"),
+                          ("runs", "placed")):
         assert await asyncio.to_thread(_has_column, pg_url, table, column), (table, column)
 
 
