@@ -33,6 +33,7 @@ from psycopg_pool import PoolTimeout
 from runner.aio import single_error
 from runner.budgets import Clock, SystemClock
 from runner.cluster.lease import Lane, Lease, LeaseBook
+from runner.cluster.placed import Placement, placed_run
 from runner.cluster.settings import ClusterSettings
 from runner.config.configfile import Config
 from runner.engine.engine import todo_of
@@ -173,24 +174,32 @@ class Worker:
         return out
 
     def _prepare(self, run: OpenRun) -> RunWork | None:
+        config, tools = self.config, self.tools
         job = self._jobs.get(run.run_id)
         if job is None:
             path, _ = from_identity(run.job_path)
             try:
-                job = parse_job(run.job_text.encode(), path, self.config, stored=run.columns)
+                if run.placed is not None:  # started by serve: its own site and token
+                    job, config = placed_run(self.config, Placement.loads(run.placed),
+                                             run.job_text, path, run.columns, self.journal.url)
+                    envs = {config.sites[s].environment for s in job.sites}
+                    tools = self.tools.for_config(config, envs, clock=self.clock,
+                                                  observer=self.observer)
+                else:
+                    job = parse_job(run.job_text.encode(), path, config, stored=run.columns)
             except JobError as exc:
                 log.warning("runner.worker.run_skipped", run=run.run_id,
                             why=f"its job does not fit this worker's config: {exc}")
                 return None
         missing = [s for s in job.sites
-                   if self.config.sites[s].environment not in self.tools.minters]
+                   if config.sites[s].environment not in tools.minters]
         if missing:
             log.warning("runner.worker.run_skipped", run=run.run_id,
                         why=f"no environment for the sites {', '.join(missing)}")
             return None
-        rows = RowWorker(self.config, job, self.journal, run.run_id, self.tools.executor,
-                         self.tools.minters, observer=self.observer, shutdown=self.shutdown,
-                         deadline=self.clock.now() + self.config.retry_jira.deadline_s,
+        rows = RowWorker(config, job, self.journal, run.run_id, tools.executor,
+                         tools.minters, observer=self.observer, shutdown=self.shutdown,
+                         deadline=self.clock.now() + config.retry_jira.deadline_s,
                          gate=self.book.gate, last_check=self.book.last_check)
         self.journal.join(run.run_id, self.book.guard)
         log.info("runner.worker.joined", run=run.run_id, job=job.name)
@@ -224,9 +233,9 @@ class Worker:
                         continue
                     if ended in ("done", "last"):
                         self.lanes_done += 1
-                    if ended == "last":
-                        await self.journal.write(functools.partial(
-                            pglanes.finish_if_complete, run_id=run_id, now=time.time()))
+                    if ended == "last" and await self.journal.write(functools.partial(
+                            pglanes.finish_if_complete, run_id=run_id, now=time.time())):
+                        log.info("runner.worker.run_finished", run=run_id, worker=self.id)
                     return
                 if lease.lost is None:  # drained: back in line for any worker, at once
                     await self.journal.write(functools.partial(

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from runner.engine.engine import RunResult
 from runner.errors import ExitCode
 from runner.journal import ItemState
-from runner.journal.base import REQUEUEABLE_STATES, RunCounts, RunRecord
+from runner.journal.base import REQUEUEABLE_STATES, RunCounts, RunRecord, RunState
 from runner.journal.reasons import text_of
 from runner.progress import RunStats
 
@@ -50,6 +50,10 @@ def outcome(result: RunResult, counts: RunCounts, allowed: bool, *, fresh: bool 
     with no items at all) did nothing: exit 5 unless the job or the command allows it."""
     code = result.exit_code
     run_id = result.run_id
+    if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED) and result.state is RunState.RUNNING:
+        # PostgreSQL: this process left, other workers still hold lanes of the run.
+        return code, (f"run {run_id} goes on: this process stopped, other workers still hold "
+                      "lanes of it and finish it; `forge-runner status` follows it")
     if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED) and fresh:
         # Running the same --fresh command again would start yet another run.
         return code, (f"run {run_id} interrupted; resume it with `forge-runner resume {run_id}` "

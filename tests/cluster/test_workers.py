@@ -149,6 +149,29 @@ async def test_a_drained_worker_gives_its_lanes_back_at_once(
     _assert_once_and_in_order(rehearsal, rows, states)
 
 
+async def test_a_stopped_run_leaves_its_run_to_the_workers(
+    rehearsal: Rehearsal, pg_url: str,
+) -> None:
+    """`run` SIGTERMed while a worker holds lanes of its run exits 143 with a closing line
+    saying the run goes on (not that it was interrupted), and the worker finishes the run:
+    every item done, each comment once, in row order."""
+    rows = _rows()
+    job = rehearsal.write_job("left", rows, ACTIONS)
+    watch = ArrivalWatch.install(rehearsal.sandbox)
+    worker = await rehearsal.spawn("worker")
+    starter = await rehearsal.spawn("run", job)
+    watch.after(100, functools.partial(starter.signal, signal.SIGTERM))
+    ended = await starter.wait()
+    assert ended.code == 143, ended.text
+    assert "goes on: this process stopped, other workers still hold lanes" in ended.text
+    assert "interrupted; run the same command again" not in ended.text
+    await _logged(worker, "runner.worker.run_finished", limit_s=60.0)
+    worker.signal(signal.SIGTERM)
+    assert (await worker.wait()).code == 0
+    states, _ = _journal(pg_url, run_id_of(ended))
+    _assert_once_and_in_order(rehearsal, rows, states)
+
+
 def _items(url: str, run_id: str) -> dict[str, tuple[str, int, int, float]]:
     """Every item's (state, fence, attempts, updated_at)."""
     with psycopg.connect(url, autocommit=True) as conn:
