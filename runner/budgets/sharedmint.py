@@ -133,10 +133,18 @@ class SharedMintBucket:
             self._answered(seq, answered)
 
     def _answered(self, seq: int, at: float) -> None:
-        """Store when start ``seq`` was answered (``at``: this process's monotonic clock)."""
+        """Store when start ``seq`` was answered (``at``: this process's monotonic clock).
+
+        Stored as the database's clock when the write reads it, less the time from the answer
+        to the write's start: never earlier than the answer, so the window guard is never
+        early (late by the write's wait for a connection, which only spaces starts a little
+        further). Measured when the program runs instead, the wait between the database's
+        clock read and this process's turn to run it (tens of ms on a busy loop) counted
+        twice and put answers before their own starts: a sliding window then held 101 mints.
+        """
         async def store() -> None:
-            await self._store.run(lambda now: mint_answered(self.scope, seq,
-                                                            time.monotonic() - at)(now))
+            ago = time.monotonic() - at
+            await self._store.run(mint_answered(self.scope, seq, ago))
         self._background.start(store())
 
     async def _take(self) -> tuple[float, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from runner.budgets.sharedmint import Background, SharedMintBucket
 from runner.budgets.store import BudgetStore, connect, is_url
 from runner.budgets.store.calls import (
     PRUNE_ROWS,
@@ -252,3 +254,39 @@ async def test_per_issue_windows_take_a_burst_then_hold_for_every_process(stores
     assert (await b.run(call_take(other, 1.0, BURST, terms))).ok
     await a.run(call_give_back(write, 1.0, BURST, terms))
     assert (await b.run(call_take(write, 1.0, BURST, terms))).ok
+
+
+async def test_a_mint_answer_is_never_stored_earlier_than_it_came(stores: Opener) -> None:
+    """Every mint start's answer is stored no earlier than it came back, on the database's
+    clock, while the event loop is busy between the store's clock read and the write (the
+    window guard counts a window from it: an answer stored early let a sliding window hold
+    101 mints)."""
+    store = await stores()
+    writes = Background()
+    bucket = SharedMintBucket("dev", 10_000, 1.0, store, answer_limit_s=30.0,
+                              background=writes)
+    busy = True
+
+    def hog() -> None:
+        # A loop kept busy by other work: 10 ms of it at every turn.
+        time.sleep(0.01)
+        if busy:
+            asyncio.get_running_loop().call_soon(hog)
+
+    asyncio.get_running_loop().call_soon(hog)
+    came: list[float] = []
+    try:
+        for _ in range(40):
+            async with bucket.slot():
+                came.append(time.time())
+    finally:
+        busy = False
+    await writes.settle()
+    # A fresh bucket's starts are seqs 1, 2, ... in the order they were taken.
+    stored = [await store.run(_row("SELECT answered FROM budget_mint_log WHERE key = :key"
+                                   " AND seq = :seq", key=bucket.scope, seq=seq))
+              for seq in range(1, len(came) + 1)]
+    early = [(seq, round(at - float(row[0]), 4))
+             for seq, (row, at) in enumerate(zip(stored, came, strict=True), start=1)
+             if row is None or row[0] is None or float(row[0]) < at - 1e-3]
+    assert early == []

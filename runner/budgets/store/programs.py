@@ -124,8 +124,9 @@ def paused_for(scopes: Sequence[str]) -> Program[float]:
 
 
 def mint_answered(key: str, seq: int, ago: float) -> Program[None]:
-    """Start ``seq`` of bucket ``key`` was answered ``ago`` seconds before this program runs
-    (on the database's clock: ``now - ago``; the wait for the lock is not counted as delay)."""
+    """Start ``seq`` of bucket ``key`` was answered ``ago`` seconds before this program began
+    (stored on the database's clock as ``now - ago``: ``now`` is read later than ``ago`` was
+    measured, so the stored answer is never earlier than the real one)."""
     def program(now: float) -> Gen[None]:
         yield Stmt("UPDATE budget_mint_log SET answered = :at WHERE key = :key AND seq = :seq"
                    " AND answered IS NULL", {"key": key, "seq": seq, "at": now - ago})
