@@ -184,6 +184,22 @@ async def test_jira_policy_resizes_the_quota_for_everyone(stores: Opener) -> Non
     assert refused.reason == "quota spent" and refused.wait_s <= 60.0
 
 
+async def test_a_stored_quota_larger_than_the_config_is_held_to_the_config(
+        stores: Opener) -> None:
+    """A quota row larger than this process's config (an earlier config's, or a policy Jira
+    showed larger) is spent only up to the configured size: Jira's policy tightens the quota,
+    never loosens it, and a lowered quota_points takes effect at once."""
+    store = await stores()
+    earlier = QuotaTerms(points=1000, window_s=3600.0, margin=0.0, burst=1.0)
+    assert (await store.run(call_take(KEYS, 1.0, BURST, earlier))).ok
+    await store.run(quota_news(QuotaNews("quota:global", points=5000), earlier, make=False))
+    today = QuotaTerms(points=3, window_s=3600.0, margin=0.0, burst=1.0)
+    assert (await store.run(call_take(KEYS, 1.0, BURST, today))).ok
+    assert (await store.run(call_take(KEYS, 1.0, BURST, today))).ok
+    refused = await store.run(call_take(KEYS, 1.0, BURST, today))
+    assert not refused.ok and refused.reason == "quota spent" and refused.wait_s <= 3600.0
+
+
 async def test_a_quota_429_spends_what_is_left_until_the_reset(stores: Opener) -> None:
     """After a quota 429 no process takes a point until the reset Jira named."""
     a, b = await stores(), await stores()

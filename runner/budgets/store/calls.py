@@ -20,8 +20,13 @@ _NEW = "reset_at <= :now"
 _USED = f"(CASE WHEN {_NEW} THEN 0 ELSE used END)"
 _TAT = f"(CASE WHEN {_NEW} THEN :now ELSE tat END)"
 _RESET = f"(CASE WHEN {_NEW} THEN (FLOOR(:now / window_s) + 1) * window_s ELSE reset_at END)"
+# The quota's size: what Jira showed (RateLimit-Policy) or the row was made with, never more
+# than this process's config says (:cap, the app's quota_points): a policy can tighten the
+# app's quota, not loosen it, and a row an earlier config made larger is held to today's. A
+# tenant's quota has no configured size (Jira shows it): its cap is NO_CAP.
+_SIZE = "LEAST(points, :cap)"
 # Seconds per point: what is usable spread evenly to the reset.
-_PER_POINT = f"(({_RESET} - :now) / GREATEST(points * :keep - {_USED}, 1))"
+_PER_POINT = f"(({_RESET} - :now) / GREATEST({_SIZE} * :keep - {_USED}, 1))"
 # A burst key's rate now: the cut rate regrowing to the default.
 _RATE = ("LEAST(:rate, COALESCE(budget_gcra.cut_rate + :regrow * (:now - budget_gcra.cut_at),"
          " :rate))")
@@ -61,16 +66,19 @@ class CallKeys:
     issue_windows: tuple[tuple[int, float], ...] = ()
 
 
-def _quota_take(scope: str, cost: float, terms: QuotaTerms) -> Stmt:
+NO_CAP = 1e15
+
+
+def _quota_take(scope: str, cost: float, terms: QuotaTerms, cap: float) -> Stmt:
     need = min(cost, terms.points * (1 - terms.margin))
     return Stmt(
         f"UPDATE budget_quota SET used = {_USED} + :cost, tat = GREATEST({_TAT}, :now)"
         f" + :cost * {_PER_POINT}, reset_at = {_RESET} WHERE scope = :scope"
-        f" AND ({_USED} + :need <= points * :keep OR {_USED} = 0)"
-        f" AND GREATEST({_TAT}, :now) - GREATEST(1, :burst * points) * {_PER_POINT}"
+        f" AND ({_USED} + :need <= {_SIZE} * :keep OR {_USED} = 0)"
+        f" AND GREATEST({_TAT}, :now) - GREATEST(1, :burst * {_SIZE}) * {_PER_POINT}"
         f" <= :now + {EPSILON} RETURNING used",
         {"scope": scope, "cost": cost, "need": need, "keep": 1 - terms.margin,
-         "burst": terms.burst})
+         "burst": terms.burst, "cap": cap})
 
 
 def quota_row(scope: str, terms: QuotaTerms) -> Stmt:
@@ -84,10 +92,12 @@ def quota_row(scope: str, terms: QuotaTerms) -> Stmt:
 def quota_step(scope: str, cost: float, terms: QuotaTerms, *, absent_ok: bool) -> Step:
     """Take ``cost`` points from quota ``scope``: its row answers the points used since.
     ``absent_ok``: a quota with no row is not there to take from (a tenant's, until Jira has
-    shown it)."""
+    shown it; its size is Jira's alone, the app's is capped by ``terms.points``)."""
+    cap = NO_CAP if absent_ok else float(terms.points)
     def refused(state: Row | None, now: float) -> Grant:
         assert state is not None
         points, window_s, reset_at, used, tat = (float(v) for v in state)
+        points = min(points, cap)  # as the take's _SIZE
         if reset_at <= now:  # rolled: the refusal was by pacing in the new window
             used, tat, reset_at = 0.0, now, (now // window_s + 1) * window_s
         usable = points * (1 - terms.margin)
@@ -98,7 +108,7 @@ def quota_step(scope: str, cost: float, terms: QuotaTerms, *, absent_ok: bool) -
         return Grant(False, max(wait, EPSILON), scope, "pacing")
     why = Stmt("SELECT points, window_s, reset_at, used, tat FROM budget_quota"
                " WHERE scope = :scope", {"scope": scope})
-    return Step(_quota_take(scope, cost, terms), why, refused, absent_ok=absent_ok)
+    return Step(_quota_take(scope, cost, terms, cap), why, refused, absent_ok=absent_ok)
 
 
 def call_take(keys: CallKeys, cost: float, burst: BurstTerms, quota: QuotaTerms
@@ -181,10 +191,11 @@ def call_give_back(keys: CallKeys, cost: float, burst: BurstTerms, quota: QuotaT
         yield Stmt(f"UPDATE budget_gcra SET tat = tat - 1.0 / {_RATE} WHERE key = :key",
                    {"key": keys.burst, "rate": burst.rate, "regrow": burst.regrow_per_s,
                     "now": now})
-        for scope in (keys.tenant_quota, keys.app_quota):
+        for scope, cap in ((keys.tenant_quota, NO_CAP), (keys.app_quota, quota.points)):
             yield Stmt(f"UPDATE budget_quota SET used = GREATEST(0, used - :cost), tat = tat"
                        f" - :cost * {_PER_POINT} WHERE scope = :scope AND NOT ({_NEW})",
-                       {"scope": scope, "cost": cost, "now": now, "keep": 1 - quota.margin})
+                       {"scope": scope, "cost": cost, "now": now, "keep": 1 - quota.margin,
+                        "cap": cap})
     return program
 
 
