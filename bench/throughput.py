@@ -7,9 +7,10 @@ versus in memory.
                                          [--postgres ADMIN_URL]
 
 ``--postgres`` adds the PostgreSQL journal, in a database made for the bench on that server
-(and dropped after), run as `forge-runner run` runs it there: loaded into the journal and
-worked by lanes (``runner.cluster.ClusterEngine``); its target: at a latency, at least 0.9 of
-memory.
+(and dropped after), twice: ``postgres``, the same engine on it (what the journal itself costs;
+its target: at a latency, at least 0.9 of memory), and ``lanes``, run as `forge-runner run`
+runs it there: loaded into the journal and worked by lanes (``runner.cluster.ClusterEngine``;
+reported beside it, a lane's claim, read and finish and the run's tail of whole lanes added).
 
 One job (each row: ``comment.add`` then ``issue.property.set``, as the row's user), run to the
 end by ``runner.engine.Engine`` constructed directly, on each journal in turn: a fresh
@@ -71,6 +72,10 @@ BASE = "memory"
 KEPT = "sqlite"  # the design the targets are for
 
 
+class LanesJournal(PostgresJournal):
+    """The PostgreSQL journal, its run worked by lanes (the round's name says which)."""
+
+
 @dataclass(frozen=True)
 class Round:
     journal: str
@@ -90,8 +95,8 @@ async def one_round(name: str, journal: Journal, config: Config, job: Job, total
                                         config.fingerprint, job.text, fresh=True)
         await journal.set_total(handle.run_id, total)
         start = time.perf_counter()
-        # On PostgreSQL, as `forge-runner run` does: the run loaded and worked by lanes.
-        engine = (ClusterEngine(config, job, journal) if isinstance(journal, PostgresJournal)
+        # "lanes": as `forge-runner run` does on PostgreSQL, the run loaded and worked by lanes.
+        engine = (ClusterEngine(config, job, journal) if isinstance(journal, LanesJournal)
                   else Engine(config, job, journal))
         result = await engine.run(handle)
         wall = time.perf_counter() - start
@@ -205,6 +210,7 @@ def main() -> int:
             return asyncio.run(bench(Path(folder), args))
         with bench_database(args.postgres) as url:
             JOURNALS["postgres"] = lambda _: PostgresJournal(url)
+            JOURNALS["lanes"] = lambda _: LanesJournal(url)
             return asyncio.run(bench(Path(folder), args))
 
 
