@@ -59,10 +59,7 @@ class Tools:
         installation's token read sealed): its own minters and executor, the same session
         and budgets (mints and calls are paced together whichever run makes them)."""
         minters = _minters(config, environments, self.session, self.buckets, clock, observer)
-        executor = CallExecutor(
-            JiraClient(self.session, timeout_s=config.runner.request_timeout_s),
-            minters, self.pacer, config.retry_jira, observer, clock,
-        )
+        executor = _executor(config, self.session, minters, self.pacer, clock, observer)
         return Tools(self.session, self.buckets, self.pacer, minters, executor)
 
     async def settle(self) -> None:
@@ -93,10 +90,7 @@ async def engine_tools(config: Config, environments: Iterable[str], *, concurren
                                                            config.runner.request_timeout_s))
             pacer = SharedJiraPacer(config.jira_budgets, store, clock=clock, observer=observer)
         minters = _minters(config, environments, session, buckets, clock, observer)
-        executor = CallExecutor(
-            JiraClient(session, timeout_s=config.runner.request_timeout_s),
-            minters, pacer, config.retry_jira, observer, clock,
-        )
+        executor = _executor(config, session, minters, pacer, clock, observer)
         yield Tools(session, buckets, pacer, minters, executor)
 
 
@@ -108,3 +102,10 @@ def _minters(config: Config, environments: Iterable[str], session: aiohttp.Clien
                                  observer=observer, clock=clock)
         for name in sorted(set(environments))
     }
+
+
+def _executor(config: Config, session: aiohttp.ClientSession, minters: dict[str, Minter],
+              pacer: JiraPacer | SharedJiraPacer, clock: Clock,
+              observer: Observer) -> CallExecutor:
+    return CallExecutor(JiraClient(session, timeout_s=config.runner.request_timeout_s),
+                        minters, pacer, config.retry_jira, observer, clock)

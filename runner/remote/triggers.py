@@ -17,8 +17,10 @@ insert won turns the accepted row into a run with ``start_accepted``: a run shar
 (``runner.cluster``), placed on the installation's site, so any ``forge-runner worker`` on the
 journal takes its lanes beside the replica, and finishes it if the replica goes.
 
-Runs whose environments share a mint bucket run one after another: each engine paces its own
-bucket, and two of them side by side would spend the bucket twice over.
+Runs whose environments share a mint bucket run one after another. Their budgets are shared
+through the journal's store now, so this no longer keeps them inside the bucket; it bounds the
+process to one run's concurrency at a time. On PostgreSQL a run waiting for it is not loaded
+yet, so workers can't help with it until its turn.
 """
 
 from __future__ import annotations
