@@ -15,6 +15,8 @@ quota's size and window from ``RateLimit-Policy``, what is left from ``RateLimit
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -81,13 +83,15 @@ class SharedJiraPacer:
                  clock: Clock | None = None, observer: Observer | None = None,
                  margin: float = DEFAULT_MARGIN, quota_burst: float = DEFAULT_BURST,
                  issue_guard_s: float = DEFAULT_GUARD_S,
-                 pause_after_s: float = DEFAULT_PAUSE_AFTER_S) -> None:
+                 pause_after_s: float = DEFAULT_PAUSE_AFTER_S, serve: bool = False) -> None:
+        """``serve``: the pacer of serve's runs, which may spend the share of every quota
+        (``budgets.serve_reserve``) that the others keep for them."""
         self.budgets = budgets
         self._store = store
         self._clock: Clock = clock or SystemClock()
         self._emit = Emitter(observer)
         self._quota = QuotaTerms(budgets.quota_points, budgets.quota_window_s, margin,
-                                 quota_burst)
+                                 quota_burst, budgets.serve_reserve, serve)
         self._guard = issue_guard_s
         self._issue_interval = (30.0 + issue_guard_s) / budgets.per_issue_30s
         self._issue_interval = max(self._issue_interval,
@@ -106,6 +110,17 @@ class SharedJiraPacer:
         self._tenants: set[str] = set()
         # This process's own view of 429 pauses: it waits them out before asking the store.
         self.pauses = Cooldowns(clock=self._clock, observer=observer)
+
+    @property
+    def serve(self) -> bool:
+        return self._quota.serve
+
+    def for_serve(self) -> SharedJiraPacer:
+        """This pacer as serve's runs take from it: the same store, queues and pauses, paced
+        by serve's clock of each quota (a worker holds one pacer for every run it works on)."""
+        twin = copy.copy(self)
+        twin._quota = dataclasses.replace(self._quota, serve=True)
+        return twin
 
     def _burst(self, method: str) -> BurstTerms:
         return BurstTerms(burst_rate(self.budgets, method), DEFAULT_CAPACITY_S,

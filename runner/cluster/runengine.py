@@ -77,7 +77,8 @@ class ClusterEngine:
         concurrency = max(1, self.config.runner.concurrency)
         async with engine_tools(self.config, envs, concurrency=concurrency,
                                 store=self.budget_store, clock=self.clock,
-                                observer=self.observer) as tools:
+                                observer=self.observer,
+                                serve_run=self.placed is not None) as tools:
             self.pacer = tools.pacer  # type: ignore[assignment]
             self.worker = Worker(self.config, self.journal, tools, self.settings,
                                  observer=self.observer, shutdown=self.shutdown,

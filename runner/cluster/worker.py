@@ -184,7 +184,7 @@ class Worker:
                                              run.job_text, path, run.columns, self.journal.url)
                     envs = {config.sites[s].environment for s in job.sites}
                     tools = self.tools.for_config(config, envs, clock=self.clock,
-                                                  observer=self.observer)
+                                                  observer=self.observer, serve_run=True)
                 else:
                     job = parse_job(run.job_text.encode(), path, config, stored=run.columns)
             except JobError as exc:

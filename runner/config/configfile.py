@@ -75,6 +75,10 @@ class RetryPolicy:
     deadline_s: float = 3600.0
 
 
+# More kept for serve would leave a migration less than half its quota: a mistake, not a plan.
+MAX_SERVE_RESERVE = 0.5
+
+
 @dataclass(frozen=True)
 class JiraBudgets:
     """Jira's limits as the runner paces them (atlassian-facts.md section 3)."""
@@ -85,6 +89,9 @@ class JiraBudgets:
     burst_put_delete: int = 50
     per_issue_2s: int = 20
     per_issue_30s: int = 100
+    # The share of every points quota that runs other than serve's leave unspent, for serve's
+    # nightly runs (0: none kept). Every process on one journal must use the same.
+    serve_reserve: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -316,7 +323,11 @@ def _budgets(t: Table) -> JiraBudgets:
         burst_put_delete=t.integer("burst_put_delete", d.burst_put_delete, minimum=1),
         per_issue_2s=t.integer("per_issue_2s", d.per_issue_2s, minimum=1),
         per_issue_30s=t.integer("per_issue_30s", d.per_issue_30s, minimum=1),
+        serve_reserve=t.number("serve_reserve", d.serve_reserve),
     )
+    if not 0 <= budgets.serve_reserve <= MAX_SERVE_RESERVE:
+        raise t.error("serve_reserve", f"a share of the quota from 0 to {MAX_SERVE_RESERVE}",
+                      describe(budgets.serve_reserve))
     t.done()
     return budgets
 

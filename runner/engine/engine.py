@@ -81,11 +81,15 @@ class Engine:
         clock: Clock | None = None,
         shutdown: Shutdown | None = None,
         budget_store: BudgetStore | None = None,
+        serve_run: bool = False,
     ) -> None:
         """``budget_store``: the budgets every process on the journal shares; without one
-        (a benchmark's memory journal, a test) the budgets are this process's own."""
+        (a benchmark's memory journal, a test) the budgets are this process's own.
+        ``serve_run``: a run serve's trigger started, which may spend the share of the quota
+        the other runs keep for serve's (``[jira_budgets] serve_reserve``)."""
         self.config = config
         self.budget_store = budget_store
+        self.serve_run = serve_run
         self.job = job
         self.journal = journal
         self.observer: Observer = observer or NullObserver()
@@ -123,7 +127,7 @@ class Engine:
         )
         async with engine_tools(config, env_names, concurrency=concurrency,
                                 store=self.budget_store, clock=self.clock,
-                                observer=self.observer) as tools:
+                                observer=self.observer, serve_run=self.serve_run) as tools:
             minters = tools.minters
             self.pacer = tools.pacer  # read by the status page
             executor = tools.executor

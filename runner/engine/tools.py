@@ -54,13 +54,17 @@ class Tools:
     executor: CallExecutor
 
     def for_config(self, config: Config, environments: Iterable[str], *, clock: Clock,
-                   observer: Observer) -> Tools:
+                   observer: Observer, serve_run: bool = False) -> Tools:
         """Tools for a run whose config differs from the process's (a run serve started, its
         installation's token read sealed): its own minters and executor, the same session
-        and budgets (mints and calls are paced together whichever run makes them)."""
+        and budgets (mints and calls are paced together whichever run makes them).
+        ``serve_run``: the run is serve's, so it may spend the quota kept for serve's runs."""
+        pacer = self.pacer
+        if serve_run and isinstance(pacer, SharedJiraPacer):
+            pacer = pacer.for_serve()
         minters = _minters(config, environments, self.session, self.buckets, clock, observer)
-        executor = _executor(config, self.session, minters, self.pacer, clock, observer)
-        return Tools(self.session, self.buckets, self.pacer, minters, executor)
+        executor = _executor(config, self.session, minters, pacer, clock, observer)
+        return Tools(self.session, self.buckets, pacer, minters, executor)
 
     async def settle(self) -> None:
         """The shared budgets' background writes, finished (their failure raised)."""
@@ -72,10 +76,12 @@ class Tools:
 
 @asynccontextmanager
 async def engine_tools(config: Config, environments: Iterable[str], *, concurrency: int,
-                       store: BudgetStore | None, clock: Clock,
-                       observer: Observer) -> AsyncIterator[Tools]:
+                       store: BudgetStore | None, clock: Clock, observer: Observer,
+                       serve_run: bool = False) -> AsyncIterator[Tools]:
     """``store``: the budgets every process on the journal shares; without one the budgets
-    are this process's own (a benchmark's memory journal, a test)."""
+    are this process's own (a benchmark's memory journal, a test), and no share of the
+    quota is kept for serve's runs (there are none to share it with). ``serve_run``: the
+    tools are a serve run's, which may spend that share."""
     connector = aiohttp.TCPConnector(limit=concurrency * 2 + 8)
     async with aiohttp.ClientSession(connector=connector, headers={"User-Agent": user_agent()},
                                      trace_configs=[last_check_trace()]) as session:
@@ -88,7 +94,8 @@ async def engine_tools(config: Config, environments: Iterable[str], *, concurren
             buckets = SharedMintBuckets(store, clock=clock, observer=observer,
                                         answer_limit_s=min(UNANSWERED_MINT_S,
                                                            config.runner.request_timeout_s))
-            pacer = SharedJiraPacer(config.jira_budgets, store, clock=clock, observer=observer)
+            pacer = SharedJiraPacer(config.jira_budgets, store, clock=clock, observer=observer,
+                                    serve=serve_run)
         minters = _minters(config, environments, session, buckets, clock, observer)
         executor = _executor(config, session, minters, pacer, clock, observer)
         yield Tools(session, buckets, pacer, minters, executor)

@@ -11,7 +11,8 @@ run's duration:
   the quota is shared by every tenant and run of the app, so the runner paces it over its window
   rather than assume a whole hour's quota is there to spend at once, letting only a small burst
   (5% of the quota, ``runner.budgets.quota.DEFAULT_BURST``) go at once and never spending the
-  last 2% of a window (``DEFAULT_MARGIN``, kept for estimate errors and the app's other traffic);
+  last 2% of a window (``DEFAULT_MARGIN``, kept for estimate errors and the app's other traffic),
+  nor, unless the run is serve's, the share ``[jira_budgets] serve_reserve`` keeps for serve;
 - burst, per (site, endpoint, method): a token bucket holding one second's calls, so
   (calls - rate) / rate;
 - per-issue writes, per issue: sliding windows (20 per 2 s, 100 per 30 s), so the n-th write can
@@ -156,9 +157,12 @@ class _Counts:
 
 
 def make_plan(
-    job: Job, config: Config, *, checkpoint: Callable[[], None] | None = None
+    job: Job, config: Config, *, checkpoint: Callable[[], None] | None = None,
+    serve_run: bool = False,
 ) -> Plan:
     """Check every row and count what the job will do; JobError on the first bad row.
+    ``serve_run``: the run is serve's, which may spend the share of the quota the others keep
+    for serve's runs (``[jira_budgets] serve_reserve``); other runs' bounds leave it out.
 
     ``checkpoint`` is called every few hundred rows; it may raise to stop a long check (the run
     command stops on a signal that way, from the thread the check runs in).
@@ -193,12 +197,16 @@ def make_plan(
     ]
     if mint_bounds:
         bounds.append(max(mint_bounds, key=lambda b: b.seconds))
-    # The pacer's steady rate: it spends (1 - margin) of each window, never the margin.
-    quota_rate = (1 - DEFAULT_MARGIN) * budgets.quota_points / budgets.quota_window_s
+    # The pacer's steady rate: it spends (1 - margin) of each window, never the margin, and
+    # a run that is not serve's never the share kept for serve's runs either.
+    reserve = 0.0 if serve_run else budgets.serve_reserve
+    quota_rate = (1 - DEFAULT_MARGIN - reserve) * budgets.quota_points / budgets.quota_window_s
     paced_points = max(0, counts.points - int(budgets.quota_points * DEFAULT_BURST))
+    quota_limit = f"{budgets.quota_points}/{budgets.quota_window_s:g}s"
+    if reserve:
+        quota_limit += f", {reserve:.0%} kept for serve's runs"
     bounds.append(Bound("points quota", POINTS_SCOPE, counts.points, "points", quota_rate,
-                        _seconds(paced_points, quota_rate),
-                        f"{budgets.quota_points}/{budgets.quota_window_s:g}s"))
+                        _seconds(paced_points, quota_rate), quota_limit))
     burst_bounds = []
     for (site, method, template), n in sorted(counts.calls.items()):
         rate = float(budgets.burst_get_post if method in ("GET", "POST")

@@ -26,6 +26,7 @@ yet, so workers can't help with it until its turn.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -233,7 +234,8 @@ class TriggerDesk:
             if shutdown.draining or self._stopping:
                 return RunOutcome(route.path, site.name, None, None, "not started (stopping)")
             # The plan checks every row as check_rows does, and knows the shortest duration too.
-            checked = await asyncio.to_thread(make_plan, job, config)
+            checked = await asyncio.to_thread(functools.partial(make_plan, serve_run=True),
+                                              job, config)
             identity = journal_identity(template.path, site.name)
             fresh = await self._fresh(identity, route)
             if fresh is None:
@@ -259,7 +261,7 @@ class TriggerDesk:
             else:
                 engine = Engine(config, job, self._engine_journal, observer=self._observer,
                                 clock=self._clock, shutdown=shutdown,
-                                budget_store=self._budget_store)
+                                budget_store=self._budget_store, serve_run=True)
             self.engines[handle.run_id] = engine
             try:
                 result = await engine.run(handle)

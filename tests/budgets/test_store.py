@@ -306,3 +306,116 @@ async def test_a_mint_answer_is_never_stored_earlier_than_it_came(stores: Opener
              for seq, (row, at) in enumerate(zip(stored, came, strict=True), start=1)
              if row is None or row[0] is None or float(row[0]) < at - 1e-3]
     assert early == []
+
+
+# -- the share of the quota kept for serve's runs -----------------------------------------------
+RESERVED = QuotaTerms(points=100, window_s=3600.0, margin=0.02, burst=1.0, reserve=0.3)
+SERVE = dataclasses.replace(RESERVED, serve=True)
+
+
+async def _take_all(store: BudgetStore, terms: QuotaTerms) -> tuple[int, str]:
+    """One-point takes until one is refused: how many were granted, and why the last wasn't."""
+    granted = 0
+    while (grant := await store.run(call_take(KEYS, 1.0, BURST_FREE, terms))).ok:
+        granted += 1
+    return granted, grant.reason
+
+
+BURST_FREE = BurstTerms(1e6, 1e3, 1.0, 1.0, 1.0)
+
+
+async def test_runs_other_than_serves_leave_the_reserve_unspent(stores: Opener) -> None:
+    """With 30% kept for serve and a 2% margin, a migration's takes stop at 68 of 100 points
+    (quota spent, until the reset); serve's, on another connection, go on to 98."""
+    migration, serve = await stores(), await stores()
+    assert await _take_all(migration, RESERVED) == (68, "quota spent")
+    assert await _take_all(serve, SERVE) == (30, "quota spent")
+    assert await migration.run(_row("SELECT used FROM budget_quota WHERE scope = :s",
+                                    s="quota:global")) == (98,)
+
+
+async def test_serve_spends_from_the_same_count_as_everyone(stores: Opener) -> None:
+    """Points serve spent first count against the migration's share too (one count of points
+    used): after serve's 20, a migration gets 48 more, not 68."""
+    migration, serve = await stores(), await stores()
+    for _ in range(20):
+        assert (await serve.run(call_take(KEYS, 1.0, BURST_FREE, SERVE))).ok
+    assert await _take_all(migration, RESERVED) == (48, "quota spent")
+
+
+async def test_a_migration_ahead_on_its_clock_does_not_hold_serve_back(stores: Opener) -> None:
+    """Paced with no burst, a migration's takes are refused for pacing once its clock is ahead;
+    serve's takes pace by a clock of their own, so they go at once (with one clock they would
+    wait for the migration's spacing), and then are paced in turn."""
+    migration, serve = await stores(), await stores()
+    paced = dataclasses.replace(RESERVED, points=1000, burst=0.0)
+    assert await _take_all(migration, paced) == (2, "pacing")
+    refused = await migration.run(call_take(KEYS, 1.0, BURST_FREE, paced))
+    assert refused.wait_s > 1.0  # 3600 s spread over 680 points: seconds apart
+    assert await _take_all(serve, dataclasses.replace(paced, serve=True)) == (2, "pacing")
+
+
+async def test_a_new_window_restarts_both_clocks(stores: Opener) -> None:
+    """A window that ended leaves neither clock ahead: a serve clock left far in the future
+    in the old window holds nothing back once a migration's take has rolled the row."""
+    migration, serve = await stores(), await stores()
+    paced = dataclasses.replace(RESERVED, points=1000, burst=0.0)
+    assert (await serve.run(call_take(KEYS, 1.0, BURST_FREE, dataclasses.replace(
+        paced, serve=True)))).ok
+    await serve.run(_row("UPDATE budget_quota SET serve_tat = :far, reset_at = :past"
+                         " WHERE scope = :s RETURNING 1", far=time.time() + 1e6,
+                         past=time.time() - 1.0, s="quota:global"))
+    assert (await migration.run(call_take(KEYS, 1.0, BURST_FREE, paced))).ok
+    serve_tat, reset_at = await serve.run(_row(
+        "SELECT serve_tat, reset_at FROM budget_quota WHERE scope = :s", s="quota:global"))
+    assert serve_tat <= time.time() + 1.0 and reset_at > time.time()
+    assert (await serve.run(call_take(KEYS, 1.0, BURST_FREE, dataclasses.replace(
+        paced, serve=True)))).ok
+
+
+async def test_a_give_back_returns_the_point_to_its_own_clock(stores: Opener) -> None:
+    """A serve request taken but not sent gives its point back and moves serve's clock back,
+    leaving the migration's clock where it was."""
+    store = await stores()
+    paced = dataclasses.replace(RESERVED, points=1000, burst=0.0, serve=True)
+    assert (await store.run(call_take(KEYS, 1.0, BURST_FREE, paced))).ok
+    before = await store.run(_row("SELECT used, tat, serve_tat FROM budget_quota"
+                                  " WHERE scope = :s", s="quota:global"))
+    await store.run(call_give_back(KEYS, 1.0, BURST_FREE, paced))
+    used, tat, serve_tat = await store.run(_row("SELECT used, tat, serve_tat FROM budget_quota"
+                                                " WHERE scope = :s", s="quota:global"))
+    assert used == before[0] - 1 and tat == before[1] and serve_tat < before[2]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_store_made_before_serves_clock_gains_it(backend: str, tmp_path: Path,
+                                                         request: pytest.FixtureRequest) -> None:
+    """A budget_quota table an earlier version made (no serve_tat) gets the column when a
+    store opens on it, its rows kept: their points used still count."""
+    old = ("CREATE TABLE budget_quota (scope TEXT PRIMARY KEY, points DOUBLE PRECISION NOT NULL,"
+           " window_s DOUBLE PRECISION NOT NULL, reset_at DOUBLE PRECISION NOT NULL, used"
+           " DOUBLE PRECISION NOT NULL, tat DOUBLE PRECISION NOT NULL)")
+    row = ("INSERT INTO budget_quota VALUES ('quota:global', 100, 3600, "
+           f"{(time.time() // 3600 + 1) * 3600}, 60, {time.time()})")
+    location: str | Path
+    if backend == "sqlite":
+        import sqlite3
+
+        location = tmp_path / "journal.db"
+        with sqlite3.connect(location) as conn:
+            conn.execute(old)
+            conn.execute(row)
+    else:
+        import psycopg
+
+        url: str = request.getfixturevalue("pg_url")
+        location = url
+        with psycopg.connect(url, autocommit=True) as pg:
+            pg.execute(old)
+            pg.execute(row)
+    store = await connect(location)
+    try:
+        assert await _take_all(store, RESERVED) == (8, "quota spent")
+        assert await _take_all(store, SERVE) == (30, "quota spent")
+    finally:
+        await store.close()

@@ -126,13 +126,15 @@ def test_shared_bucket_and_overrides_are_read(tmp_path: Path) -> None:
         'system_token = { env = "T" }\nmint_bucket = "shared"\nmint_limit = 60\n'
         'mint_window_s = 3\ngateway_url = "http://127.0.0.1:9/graphql"',
     )
-    text += '\n[retry.jira]\nattempts = 2\n\n[jira_budgets]\nquota_points = 100\n'
+    text += ('\n[retry.jira]\nattempts = 2\n\n[jira_budgets]\nquota_points = 100\n'
+             'serve_reserve = 0.25\n')
     config = load_config(write(tmp_path, text))
     env = config.environments["prod"]
     assert (env.bucket, env.mint_limit, env.mint_window_s) == ("shared", 60, 3.0)
     assert env.gateway_url == "http://127.0.0.1:9/graphql"
     assert config.retry_jira.attempts == 2 and config.retry_jira.wait_initial_s == 2.0
     assert config.jira_budgets.quota_points == 100
+    assert config.jira_budgets.serve_reserve == 0.25
 
 
 @pytest.mark.parametrize(
@@ -166,6 +168,10 @@ def test_shared_bucket_and_overrides_are_read(tmp_path: Path) -> None:
          "sandbox.mint_limit.algorithm", "sliding, fixed or token_bucket", "magic"),
         (("[environments.prod]", "colour = 'blue'\n[environments.prod]"), "colour",
          "one of the known keys", "an unknown key"),
+        (("[sites.acme]", "[jira_budgets]\nserve_reserve = 0.6\n[sites.acme]"),
+         "jira_budgets.serve_reserve", "a share of the quota from 0 to 0.5", "0.6"),
+        (("[sites.acme]", "[jira_budgets]\nserve_reserve = -0.1\n[sites.acme]"),
+         "jira_budgets.serve_reserve", "a share of the quota from 0 to 0.5", "-0.1"),
     ],
 )
 def test_errors_name_the_key_path_and_the_expectation(

@@ -110,6 +110,19 @@ def test_points_quota_binds_when_it_is_small(tmp_path: Path) -> None:
     assert plan.shortest_s == pytest.approx(45 * 36.0 / 0.98)
 
 
+def test_the_share_kept_for_serve_slows_other_runs_and_not_serves(tmp_path: Path) -> None:
+    """With 30% of the quota kept for serve's runs, a migration's bound is at the 68 an hour
+    it may spend (and its limit says why); a serve run's plan is at the usual 98."""
+    config = config_with(tmp_path, "[jira_budgets]\nquota_points = 100\nserve_reserve = 0.3\n")
+    actions = '[[actions]]\ntype = "comment.add"\nissue = "{issue}"\nbody = "hello"\n'
+    rows = [(user(i), f"MIG-{i}") for i in range(50)]
+    plan = plan_for(tmp_path, config, actions, rows)
+    assert plan.shortest_s == pytest.approx(45 * 36.0 / 0.68)
+    assert plan.binding is not None and "30% kept for serve's runs" in plan.binding.limit
+    job = load_job(tmp_path / "job.toml", config)
+    assert make_plan(job, config, serve_run=True).shortest_s == pytest.approx(45 * 36.0 / 0.98)
+
+
 def test_a_job_within_the_quota_burst_is_not_bound_by_it(tmp_path: Path) -> None:
     """A job whose points fit in the quota's burst (5% of it) owes the quota no time."""
     config = config_with(tmp_path, "[jira_budgets]\nquota_points = 1000\n")

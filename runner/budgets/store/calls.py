@@ -8,6 +8,7 @@ quota. A refusal anywhere rolls the whole take back and says how long to wait.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,15 +19,25 @@ from runner.budgets.store.steps import Step, Steps, gcra_step, paused_step
 # The quota's row rolled into the window holding :now, as SQL expressions over the old row.
 _NEW = "reset_at <= :now"
 _USED = f"(CASE WHEN {_NEW} THEN 0 ELSE used END)"
-_TAT = f"(CASE WHEN {_NEW} THEN :now ELSE tat END)"
 _RESET = f"(CASE WHEN {_NEW} THEN (FLOOR(:now / window_s) + 1) * window_s ELSE reset_at END)"
+# A quota has two pacing clocks over one count of points used: ``tat`` for most runs and
+# ``serve_tat`` for serve's (``QuotaTerms.serve``), so that while a migration keeps its clock
+# ahead serve's runs still pace by their own, and spend the share kept for them.
+CLOCKS = ("tat", "serve_tat")
 # The quota's size: what Jira showed (RateLimit-Policy) or the row was made with, never more
 # than this process's config says (:cap, the app's quota_points): a policy can tighten the
 # app's quota, not loosen it, and a row an earlier config made larger is held to today's. A
 # tenant's quota has no configured size (Jira shows it): its cap is NO_CAP.
 _SIZE = "LEAST(points, :cap)"
-# Seconds per point: what is usable spread evenly to the reset.
+# Seconds per point: what is usable (:keep of the quota) spread evenly to the reset.
 _PER_POINT = f"(({_RESET} - :now) / GREATEST({_SIZE} * :keep - {_USED}, 1))"
+
+
+def _clock(column: str) -> str:
+    """A pacing clock of the quota's row, rolled into the window holding :now."""
+    return f"(CASE WHEN {_NEW} THEN :now ELSE {column} END)"
+
+
 # A burst key's rate now: the cut rate regrowing to the default.
 _RATE = ("LEAST(:rate, COALESCE(budget_gcra.cut_rate + :regrow * (:now - budget_gcra.cut_at),"
          " :rate))")
@@ -34,12 +45,26 @@ _RATE = ("LEAST(:rate, COALESCE(budget_gcra.cut_rate + :regrow * (:now - budget_
 
 @dataclass(frozen=True)
 class QuotaTerms:
-    """How a quota is paced: ``margin`` of it kept unspent, ``burst`` of it may go at once."""
+    """How a quota is paced: ``margin`` of it kept unspent, ``burst`` of it may go at once,
+    and ``reserve`` of it kept for serve's runs: a run that is not serve's (``serve`` False)
+    spends at most 1 - margin - reserve of a window, serve's up to 1 - margin."""
 
     points: int
     window_s: float
     margin: float
     burst: float
+    reserve: float = 0.0
+    serve: bool = False
+
+    @property
+    def keep(self) -> float:
+        """The share of each window these takes may spend."""
+        return 1 - self.margin - (0.0 if self.serve else self.reserve)
+
+    @property
+    def clock(self) -> str:
+        """The row's column these takes pace by."""
+        return CLOCKS[1] if self.serve else CLOCKS[0]
 
 
 @dataclass(frozen=True)
@@ -70,22 +95,24 @@ NO_CAP = 1e15
 
 
 def _quota_take(scope: str, cost: float, terms: QuotaTerms, cap: float) -> Stmt:
-    need = min(cost, terms.points * (1 - terms.margin))
+    need = min(cost, terms.points * terms.keep)
+    mine = terms.clock
+    other = CLOCKS[1 - CLOCKS.index(mine)]
     return Stmt(
-        f"UPDATE budget_quota SET used = {_USED} + :cost, tat = GREATEST({_TAT}, :now)"
-        f" + :cost * {_PER_POINT}, reset_at = {_RESET} WHERE scope = :scope"
-        f" AND ({_USED} + :need <= {_SIZE} * :keep OR {_USED} = 0)"
-        f" AND GREATEST({_TAT}, :now) - GREATEST(1, :burst * {_SIZE}) * {_PER_POINT}"
+        f"UPDATE budget_quota SET used = {_USED} + :cost, {mine} = GREATEST({_clock(mine)},"
+        f" :now) + :cost * {_PER_POINT}, {other} = {_clock(other)}, reset_at = {_RESET}"
+        f" WHERE scope = :scope AND ({_USED} + :need <= {_SIZE} * :keep OR {_USED} = 0)"
+        f" AND GREATEST({_clock(mine)}, :now) - GREATEST(1, :burst * {_SIZE}) * {_PER_POINT}"
         f" <= :now + {EPSILON} RETURNING used",
-        {"scope": scope, "cost": cost, "need": need, "keep": 1 - terms.margin,
+        {"scope": scope, "cost": cost, "need": need, "keep": terms.keep,
          "burst": terms.burst, "cap": cap})
 
 
 def quota_row(scope: str, terms: QuotaTerms) -> Stmt:
     """The quota's row, made if it isn't there: its window the one holding ``:now``."""
-    return Stmt("INSERT INTO budget_quota(scope, points, window_s, reset_at, used, tat) VALUES"
-                " (:scope, :points, :window, (FLOOR(:now / :window) + 1) * :window, 0, :now)"
-                " ON CONFLICT (scope) DO NOTHING",
+    return Stmt("INSERT INTO budget_quota(scope, points, window_s, reset_at, used, tat,"
+                " serve_tat) VALUES (:scope, :points, :window, (FLOOR(:now / :window) + 1)"
+                " * :window, 0, :now, :now) ON CONFLICT (scope) DO NOTHING",
                 {"scope": scope, "points": terms.points, "window": terms.window_s})
 
 
@@ -100,13 +127,13 @@ def quota_step(scope: str, cost: float, terms: QuotaTerms, *, absent_ok: bool) -
         points = min(points, cap)  # as the take's _SIZE
         if reset_at <= now:  # rolled: the refusal was by pacing in the new window
             used, tat, reset_at = 0.0, now, (now // window_s + 1) * window_s
-        usable = points * (1 - terms.margin)
+        usable = points * terms.keep
         if used + min(cost, usable) > usable and used > 0:
             return Grant(False, reset_at - now, scope, "quota spent")
         per_point = (reset_at - now) / max(usable - used, 1.0)
         wait = max(tat, now) - max(1.0, terms.burst * points) * per_point - now
         return Grant(False, max(wait, EPSILON), scope, "pacing")
-    why = Stmt("SELECT points, window_s, reset_at, used, tat FROM budget_quota"
+    why = Stmt(f"SELECT points, window_s, reset_at, used, {terms.clock} FROM budget_quota"
                " WHERE scope = :scope", {"scope": scope})
     return Step(_quota_take(scope, cost, terms, cap), why, refused, absent_ok=absent_ok)
 
@@ -191,10 +218,11 @@ def call_give_back(keys: CallKeys, cost: float, burst: BurstTerms, quota: QuotaT
         yield Stmt(f"UPDATE budget_gcra SET tat = tat - 1.0 / {_RATE} WHERE key = :key",
                    {"key": keys.burst, "rate": burst.rate, "regrow": burst.regrow_per_s,
                     "now": now})
+        clock = quota.clock
         for scope, cap in ((keys.tenant_quota, NO_CAP), (keys.app_quota, quota.points)):
-            yield Stmt(f"UPDATE budget_quota SET used = GREATEST(0, used - :cost), tat = tat"
-                       f" - :cost * {_PER_POINT} WHERE scope = :scope AND NOT ({_NEW})",
-                       {"scope": scope, "cost": cost, "now": now, "keep": 1 - quota.margin,
+            yield Stmt(f"UPDATE budget_quota SET used = GREATEST(0, used - :cost), {clock} ="
+                       f" {clock} - :cost * {_PER_POINT} WHERE scope = :scope AND NOT ({_NEW})",
+                       {"scope": scope, "cost": cost, "now": now, "keep": quota.keep,
                         "cap": cap})
     return program
 
@@ -258,8 +286,8 @@ def quota_news(news: QuotaNews, terms: QuotaTerms, *, make: bool) -> Program[Non
     what is left (theirs wins when smaller), near-limit, and a quota 429 (nothing left until
     the reset). ``make``: Jira has shown this quota exists (a tenant's), so store it."""
     def program(now: float) -> Gen[None]:
-        sized = QuotaTerms(news.points or terms.points, news.window_s or terms.window_s,
-                           terms.margin, terms.burst)
+        sized = dataclasses.replace(terms, points=news.points or terms.points,
+                                    window_s=news.window_s or terms.window_s)
         if make:
             row = quota_row(news.scope, sized)
             yield Stmt(row.sql, {**row.params, "now": now})
@@ -269,8 +297,9 @@ def quota_news(news: QuotaNews, terms: QuotaTerms, *, make: bool) -> Program[Non
                        " * :window END, window_s = :window WHERE scope = :scope",
                        {"scope": news.scope, "points": sized.points, "window": sized.window_s,
                         "now": now})
-        yield Stmt(f"UPDATE budget_quota SET used = {_USED}, tat = {_TAT}, reset_at = {_RESET}"
-                   f" WHERE scope = :scope", {"scope": news.scope, "now": now})
+        yield Stmt(f"UPDATE budget_quota SET used = {_USED}, tat = {_clock('tat')}, serve_tat"
+                   f" = {_clock('serve_tat')}, reset_at = {_RESET} WHERE scope = :scope",
+                   {"scope": news.scope, "now": now})
         if news.exhausted:
             reset = None if news.reset_in_s is None else now + news.reset_in_s
             yield Stmt("UPDATE budget_quota SET used = points, reset_at = CASE WHEN"

@@ -17,7 +17,7 @@ import structlog
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from runner.budgets.store.programs import SCHEMA, Program, Refused, Stmt
+from runner.budgets.store.programs import ADDED_COLUMNS, SCHEMA, Program, Refused, Stmt
 from runner.budgets.store.steps import FUNCTION, Steps, arguments, decode_row
 from runner.budgets.store.where import shown
 from runner.errors import JournalError
@@ -71,6 +71,14 @@ class PostgresStore:
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             for ddl in (*SCHEMA, FUNCTION):
                 await conn.execute(ddl)
+            for table, column, definition in ADDED_COLUMNS:
+                # Looked for first: ALTER TABLE locks the whole table even when it adds nothing.
+                cur = await conn.execute(
+                    "SELECT 1 FROM information_schema.columns WHERE table_schema ="
+                    " current_schema() AND table_name = %s AND column_name = %s",
+                    (table, column))
+                if await cur.fetchone() is None:
+                    await conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             url, min_size=1, max_size=POOL_SIZE, open=False,
             # A take's commit need not wait for the WAL's flush: a server crash may forget the

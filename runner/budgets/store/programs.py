@@ -15,7 +15,8 @@ Budgets (one row each; keys are the scopes' names, e.g. ``mint:dev``, ``burst:ac
   burst keys (an adaptive rate: ``cut_rate`` at ``cut_at`` regrowing to the default), issues
   (evenly spaced at the per-issue rate, slowed by what Jira showed: ``issuerate:<site>`` rows).
 - ``budget_quota``: a points quota per scope (app, and tenant once Jira says so): its window's
-  reset, points used, and a pacing arrival time spreading what is left to the reset.
+  reset, points used, and two pacing arrival times spreading what is left to the reset (one
+  for serve's runs, which may spend the share the others keep for them).
 - ``budget_pause``: a 429's pause per scope (``blocked_until``), for every process.
 - ``budget_mint_log``: a mint bucket's last ``limit`` starts and when each was answered, the
   window guard of ``mint_take``.
@@ -70,7 +71,8 @@ SCHEMA = (
     " started DOUBLE PRECISION NOT NULL, answered DOUBLE PRECISION, PRIMARY KEY (key, seq))",
     "CREATE TABLE IF NOT EXISTS budget_quota (scope TEXT PRIMARY KEY, points DOUBLE PRECISION"
     " NOT NULL, window_s DOUBLE PRECISION NOT NULL, reset_at DOUBLE PRECISION NOT NULL,"
-    " used DOUBLE PRECISION NOT NULL, tat DOUBLE PRECISION NOT NULL)",
+    " used DOUBLE PRECISION NOT NULL, tat DOUBLE PRECISION NOT NULL, serve_tat DOUBLE"
+    " PRECISION NOT NULL DEFAULT 0)",
     "CREATE TABLE IF NOT EXISTS budget_pause (scope TEXT PRIMARY KEY, until DOUBLE PRECISION"
     " NOT NULL, reason TEXT NOT NULL)",
     # Per-issue writes: a sliding log per issue (Jira's windows hold bursts a rate can't).
@@ -79,6 +81,13 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS budget_issue_log_key_t ON budget_issue_log (key, t)",
     # What finds the entries every issue's windows have left behind (``prune_issue_log``).
     "CREATE INDEX IF NOT EXISTS budget_issue_log_t ON budget_issue_log (t)",
+)
+
+# Columns added since a table was first made: (table, column, its definition). Each backend
+# adds the ones a store made by an earlier version lacks, when it opens (before any take).
+ADDED_COLUMNS = (
+    # serve's own pacing clock (``runner.budgets.store.calls.CLOCKS``); 0 is long past: now.
+    ("budget_quota", "serve_tat", "DOUBLE PRECISION NOT NULL DEFAULT 0"),
 )
 
 # Readiness within a microsecond counts as now (float arithmetic on times).

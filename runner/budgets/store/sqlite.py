@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from runner.budgets.store.programs import SCHEMA, Program, Refused, Stmt
+from runner.budgets.store.programs import ADDED_COLUMNS, SCHEMA, Program, Refused, Stmt
 from runner.budgets.store.steps import Steps, run_sqlite
 from runner.journal.explain import explain
 
@@ -74,6 +74,9 @@ class SqliteStore:
         _begin(conn)
         for ddl in SCHEMA:
             conn.execute(ddl)
+        for table, column, definition in ADDED_COLUMNS:
+            if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
         conn.execute("COMMIT")
         self._conn = conn
 
