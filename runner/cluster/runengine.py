@@ -55,12 +55,25 @@ class ClusterEngine:
         self.pacer = None  # set once the run's tools exist (the status page reads it)
         self.worker: Worker | None = None
         self.blocked: dict[str, str] = {}  # environment -> diagnostic
+        self._loaded = False
+
+    async def load(self, handle: RunHandle) -> None:
+        """Load the run's rows (once): from then on any worker may take its lanes, before
+        ``run`` works on it here (serve loads a run at once and works on it in its turn)."""
+        if self._loaded:
+            return
+        try:
+            await load_run(self.journal, handle.run_id, self.job, weight=self.settings.weight,
+                           placed=self.placed)
+        except BaseException:
+            await to_the_end(self._leave(handle.run_id, interrupted=True))
+            raise
+        self._loaded = True
 
     async def run(self, handle: RunHandle) -> RunResult:
         run_id = handle.run_id
+        await self.load(handle)
         try:
-            await load_run(self.journal, run_id, self.job, weight=self.settings.weight,
-                           placed=self.placed)
             if self.detach:
                 await self.journal.let_go(run_id)
                 run = await self.journal.get_run(run_id)

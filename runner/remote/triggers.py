@@ -17,10 +17,10 @@ insert won turns the accepted row into a run with ``start_accepted``: a run shar
 (``runner.cluster``), placed on the installation's site, so any ``forge-runner worker`` on the
 journal takes its lanes beside the replica, and finishes it if the replica goes.
 
-Runs whose environments share a mint bucket run one after another. Their budgets are shared
-through the journal's store now, so this no longer keeps them inside the bucket; it bounds the
-process to one run's concurrency at a time. On PostgreSQL a run waiting for it is not loaded
-yet, so workers can't help with it until its turn.
+This process works on the runs whose environments share a mint bucket one after another.
+Their budgets are shared through the journal's store, so this does not keep them inside the
+bucket; it bounds the process to one run's concurrency at a time. On PostgreSQL a run is opened
+and loaded as soon as it is accepted, so workers take its lanes while it waits for its turn here.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from runner.budgets.store import BudgetStore
 from runner.cluster.placed import Placement
 from runner.cluster.runengine import ClusterEngine
 from runner.config.configfile import Config, SiteConfig
-from runner.engine.engine import Engine
+from runner.engine.engine import Engine, RunResult
 from runner.engine.shutdown import Shutdown
 from runner.errors import JobChangedError, RunLockedError
 from runner.events import (
@@ -230,47 +230,71 @@ class TriggerDesk:
                             sealed)
         bucket = config.environments[site.environment].bucket
         lock = self._bucket_locks.setdefault(bucket, asyncio.Lock())
-        async with lock:
-            if shutdown.draining or self._stopping:
-                return RunOutcome(route.path, site.name, None, None, "not started (stopping)")
-            # The plan checks every row as check_rows does, and knows the shortest duration too.
-            checked = await asyncio.to_thread(functools.partial(make_plan, serve_run=True),
-                                              job, config)
-            identity = journal_identity(template.path, site.name)
-            fresh = await self._fresh(identity, route)
-            if fresh is None:
-                self._emit(RemoteRunAlreadyDone(job=job.name))
-                return RunOutcome(route.path, site.name, None, None, "already done")
-            try:
-                handle = await self._open(job.name, identity, job, config, fresh)
-            except RunLockedError as exc:
-                self._emit(RemoteRunLocked(job=job.name, holder=exc.holder))
-                return RunOutcome(route.path, site.name, exc.run_id, 4, "locked elsewhere")
-            await self._journal.set_total(handle.run_id, checked.items)
-            opened = RemoteRunResumed if handle.resumed else RemoteRunStarted
-            self._emit(opened(run=handle.run_id, job=job.name, items=checked.items,
-                              site=site.name, bound_s=checked.shortest_s))
-            engine: Engine | ClusterEngine
-            if isinstance(self._journal, PostgresJournal):
-                # Replicas: the run's lanes are open to every worker, which rebuild its job
-                # from the placement (and this replica works on it too, as `run` does).
-                engine = ClusterEngine(config, job, self._journal, observer=self._observer,
-                                       clock=self._clock, shutdown=shutdown,
-                                       budget_store=self._budget_store,
-                                       placed=Placement(site).dumps())
-            else:
-                engine = Engine(config, job, self._engine_journal, observer=self._observer,
-                                clock=self._clock, shutdown=shutdown,
-                                budget_store=self._budget_store, serve_run=True)
-            self.engines[handle.run_id] = engine
-            try:
-                result = await engine.run(handle)
-            finally:
-                self.engines.pop(handle.run_id, None)
+        if isinstance(self._journal, PostgresJournal):
+            # Opened and loaded at once: workers take its lanes while this replica still works
+            # on an earlier run; only the replica's own work on it waits for its turn.
+            started = await self._start(route, site, job, config, shutdown)
+            if isinstance(started, RunOutcome):
+                return started
+            handle, engine = started
+            assert isinstance(engine, ClusterEngine)
+            await engine.load(handle)
+            async with lock:
+                result = await self._work(handle, engine)
+        else:
+            async with lock:
+                started = await self._start(route, site, job, config, shutdown)
+                if isinstance(started, RunOutcome):
+                    return started
+                handle, engine = started
+                result = await self._work(handle, engine)
         self._emit(RemoteRunFinished(run=result.run_id, job=job.name, state=str(result.state),
                                      exit_code=result.exit_code))
         return RunOutcome(route.path, site.name, result.run_id, result.exit_code,
                           str(result.state), handle.resumed)
+
+    async def _start(self, route: ServeRoute, site: SiteConfig, job: Job, config: Config,
+                     shutdown: Shutdown) -> tuple[RunHandle, Engine | ClusterEngine] | RunOutcome:
+        """The run opened in the journal and its engine, or why none is started."""
+        if shutdown.draining or self._stopping:
+            return RunOutcome(route.path, site.name, None, None, "not started (stopping)")
+        # The plan checks every row as check_rows does, and knows the shortest duration too.
+        checked = await asyncio.to_thread(functools.partial(make_plan, serve_run=True),
+                                          job, config)
+        identity = journal_identity(self._templates[route.path].path, site.name)
+        fresh = await self._fresh(identity, route)
+        if fresh is None:
+            self._emit(RemoteRunAlreadyDone(job=job.name))
+            return RunOutcome(route.path, site.name, None, None, "already done")
+        try:
+            handle = await self._open(job.name, identity, job, config, fresh)
+        except RunLockedError as exc:
+            self._emit(RemoteRunLocked(job=job.name, holder=exc.holder))
+            return RunOutcome(route.path, site.name, exc.run_id, 4, "locked elsewhere")
+        await self._journal.set_total(handle.run_id, checked.items)
+        opened = RemoteRunResumed if handle.resumed else RemoteRunStarted
+        self._emit(opened(run=handle.run_id, job=job.name, items=checked.items,
+                          site=site.name, bound_s=checked.shortest_s))
+        engine: Engine | ClusterEngine
+        if isinstance(self._journal, PostgresJournal):
+            # Replicas: the run's lanes are open to every worker, which rebuild its job from
+            # the placement (and this replica works on it too, as `run` does).
+            engine = ClusterEngine(config, job, self._journal, observer=self._observer,
+                                   clock=self._clock, shutdown=shutdown,
+                                   budget_store=self._budget_store,
+                                   placed=Placement(site).dumps())
+        else:
+            engine = Engine(config, job, self._engine_journal, observer=self._observer,
+                            clock=self._clock, shutdown=shutdown,
+                            budget_store=self._budget_store, serve_run=True)
+        self.engines[handle.run_id] = engine
+        return handle, engine
+
+    async def _work(self, handle: RunHandle, engine: Engine | ClusterEngine) -> RunResult:
+        try:
+            return await engine.run(handle)
+        finally:
+            self.engines.pop(handle.run_id, None)
 
     async def _fresh(self, identity: str, route: ServeRoute) -> bool | None:
         """False: resume the site's run cut short within the window; None: it finished within

@@ -25,7 +25,7 @@ from runner.sandbox.config import Faults
 from runner.sandbox.testing import StartSandbox, pattern_account
 from tests.remote.helpers import forge_of, forge_sandbox_config
 from tests.remote.test_replica_processes import Replica
-from tests.remote.test_replicas import KEY_ENV, NIGHTLY, deliver, replica_config
+from tests.remote.test_replicas import KEY_ENV, NIGHTLY, deliver, replica_config, twenty_sites
 from tests.remote.test_triggers import job_routes, write_template
 
 USERS = 30
@@ -142,3 +142,45 @@ async def test_a_worker_finishes_the_run_of_a_replica_that_died(
         # Nothing done before the kill went out again (an item cut short may have).
         by_account = Counter(a.account for a in arrivals)
         assert {a: by_account[a] for a in done_before} == dict.fromkeys(done_before, 1)
+
+
+@pytest.mark.slow
+async def test_a_run_waiting_for_the_replica_is_open_to_workers_at_once(
+        tmp_path: Path, start_sandbox: StartSandbox, pg_url: str) -> None:
+    """Two installations triggered on one replica that works on one run at a time: the second
+    run is loaded when it is accepted, so a `forge-runner worker` starts on it while the first
+    is still going (its first write comes before the first run's last), and both finish."""
+    env = {**os.environ, KEY_ENV: SealKey.generate().encoded()}
+    template = write_template(tmp_path, users=USERS)
+    sandbox = replace(twenty_sites(forge_sandbox_config(triggers=(NIGHTLY,))),
+                      faults=Faults(latency_ms_min=60, latency_ms_max=80))
+    async with start_sandbox(sandbox) as sb:
+        sb.world.jira_arrivals = []
+        config = replica_config(tmp_path, sb, pg_url, job_routes(template)).path
+        text = config.read_text().replace("concurrency = 4", "concurrency = 1")
+        config.write_text(text + "\n[cluster]\npoll_s = 0.2\n")
+        replica = await Replica.start(config, env)
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "runner", "worker", "--config", str(config),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env)
+        try:
+            sent: set[tuple[str, str]] = set()
+            for site in ("site0", "site1"):
+                assert await deliver(forge_of(sb), replica.url, site, sent) == (200, "accepted")
+            async with asyncio.timeout(120):
+                while sum(replica.finished.values()) < 2:
+                    await replica.changed.wait()
+                    replica.changed.clear()
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            await worker.wait()
+            assert await replica.stop() == 0
+        assert replica.finished == Counter(finished=2)
+        clouds = {site: sb.config.sites[site].cloud_id for site in ("site0", "site1")}
+        arrivals = sb.world.jira_arrivals or []
+        by_site = {site: [a.at for a in arrivals if a.cloud_id == cloud]
+                   for site, cloud in clouds.items()}
+        assert all(len(times) == USERS for times in by_site.values()), by_site
+        first, second = sorted(by_site.values(), key=min)
+        assert min(second) < max(first)
