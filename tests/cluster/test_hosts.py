@@ -111,9 +111,14 @@ def test_a_host_is_removed_with_its_processes_even_when_the_test_fails() -> None
     with pytest.raises(RuntimeError, match="the test failed"), make_host() as made:
         with make_host() as other:
             assert (other.name, other.root_addr) != (made.name, made.root_addr)
-        left = subprocess.Popen(made.command("sleep", "600"))
+        # Started and seen inside the namespace (its line comes from there) before the error:
+        # `ip netns exec` enters it a moment after Popen returns.
+        left = subprocess.Popen(made.command("sh", "-c", "echo inside; exec sleep 600"),
+                                stdout=subprocess.PIPE)
+        assert left.stdout is not None and left.stdout.readline() == b"inside\n"
         raise RuntimeError("the test failed")
     assert left.wait(timeout=ANSWER_S) < 0  # killed, not exited
+    left.communicate()  # its pipe read to the end and closed
     assert made.name not in ip("netns", "list")
     assert made.root_veth not in ip("-o", "link")
     assert other.name not in ip("netns", "list")
