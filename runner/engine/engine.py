@@ -199,6 +199,7 @@ class Engine:
                     break
                 for row, todo in await self._unfinished(run_id, chunk):
                     await scheduler.put(site, (row, todo))
+                scheduler.primed(site)
         finally:
             scheduler.close(site)
 

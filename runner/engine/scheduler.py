@@ -5,6 +5,9 @@ sorted by site still feeds every site at once). A worker asks for the next unit;
 picks among sites with work ready, by smooth weighted round-robin, and prefers sites using less
 than their share of the workers, so one site whose calls are slow, failing or paused can hold at
 most its share while another site has work. When only one site has work, it gets every worker.
+A site whose producer has not yet looked at its first chunk counts as having work: its pass may
+be a moment behind another's, and workers handed all to the first site's slow calls would leave
+the late site waiting on them.
 
 Memory: each site's queue is bounded, so what is buffered follows concurrency, not job size.
 """
@@ -27,6 +30,7 @@ class _Lane(Generic[T]):
     in_flight: int = 0
     current: float = 0.0  # smooth weighted round-robin credit
     open: bool = True  # its producer may still add
+    primed: bool = False  # its producer has looked at its first chunk (or closed)
 
 
 class FairScheduler(Generic[T]):
@@ -51,11 +55,21 @@ class FairScheduler(Generic[T]):
         if self._stopped:
             return
         lane.queue.append(unit)
+        lane.primed = True
         self._notify()
+
+    def primed(self, site: str) -> None:
+        """``site``'s producer has looked at its first chunk, whether or not it had work: from
+        now on the site counts for a share only while it has units queued or running."""
+        lane = self._lanes[site]
+        if not lane.primed:
+            lane.primed = True
+            self._notify()
 
     def close(self, site: str) -> None:
         """``site``'s producer has no more units."""
         self._lanes[site].open = False
+        self._lanes[site].primed = True
         self._notify()
 
     def stop(self) -> None:
@@ -102,10 +116,15 @@ class FairScheduler(Generic[T]):
         if not ready:
             return None
         # Sites with work that have (or are running) fewer workers than their share come first.
-        # Every site that could use a worker counts when sharing out, busy or not.
-        wanting = [s for s, lane in self._lanes.items() if lane.queue or lane.in_flight]
+        # Every site that could use a worker counts when sharing out, busy or not, and so does
+        # a site still loading its first chunk: until it has, no site takes more than its share.
+        wanting = [s for s, lane in self._lanes.items()
+                   if lane.queue or lane.in_flight or not lane.primed]
         under = [s for s in ready if self._lanes[s].in_flight < self._share(s, wanting)]
-        candidates = under or ready
+        loading = any(not lane.primed for lane in self._lanes.values())
+        candidates = under or ([] if loading else ready)
+        if not candidates:
+            return None
         total = sum(self._lanes[s].weight for s in candidates)
         for s in candidates:
             self._lanes[s].current += self._lanes[s].weight

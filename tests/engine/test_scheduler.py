@@ -72,6 +72,38 @@ async def test_single_site_gets_every_worker() -> None:
         assert got is not None and got[0] == "a"
 
 
+async def test_a_site_still_loading_keeps_its_share() -> None:
+    """While one site's producer has not looked at its first chunk, the other site's ready
+    units take no more than their share: the rest of the workers wait for the late site."""
+    sched: FairScheduler[int] = FairScheduler({"early": 1, "late": 1}, workers=4)
+    for i in range(10):
+        await sched.put("early", i)
+    for _ in range(2):
+        got = await sched.next()
+        assert got is not None and got[0] == "early"
+    third = asyncio.ensure_future(sched.next())
+    await all_tasks_blocked()
+    assert not third.done()
+    await sched.put("late", 0)
+    assert await third == ("late", 0)
+
+
+async def test_a_site_loaded_without_work_frees_its_share() -> None:
+    """A site whose first chunk had nothing to do (all done on a resume) holds no workers
+    back: the worker waiting for it gets the other site's unit."""
+    sched: FairScheduler[int] = FairScheduler({"busy": 1, "done": 1}, workers=4)
+    for i in range(10):
+        await sched.put("busy", i)
+    for _ in range(2):
+        assert await sched.next() is not None
+    third = asyncio.ensure_future(sched.next())
+    await all_tasks_blocked()
+    assert not third.done()
+    sched.primed("done")
+    got = await third
+    assert got is not None and got[0] == "busy"
+
+
 async def test_next_returns_none_when_all_closed() -> None:
     """Workers waiting for work are released with None once every producer has closed."""
     sched: FairScheduler[int] = FairScheduler({"a": 1}, workers=2)
