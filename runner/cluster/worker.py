@@ -4,7 +4,7 @@ its leases, and gives its lanes back when it drains.
     claim (fair order) ──> a task per lane ──> rows in order ──> RowWorker ──> fenced writes
           ^                                                                      |
           └──────── a lane done, given back or lost wakes the claimer ──────────┘
-    heartbeat: every lease/4 renew every lease held; a lane missing from the answer is lost
+    heartbeat: every lease/4 renew the leases it holds; a lane missing from the answer is lost
 
 A lane's task reads the lane's rows and their items (an item ``started`` under an older fence
 is judged as on resume: a create looked up by its marker, an idempotent item sent again),
@@ -273,7 +273,9 @@ class Worker:
                         conn = await self.journal.connect()
                     async with self._claiming:
                         asked = self.book.clock()  # the lease book's monotonic clock
-                        answer = await pglanes.renew(conn, self.id)
+                        held = [(lease.lane, lease.fence) for lease in self.book.held()
+                                if lease.lost is None]
+                        answer = await pglanes.renew(conn, self.id, held)
                         self.book.renewed(answer, asked)
                 pause = self.settings.renew_s
             except (TimeoutError, psycopg.Error, PoolTimeout, OSError) as exc:

@@ -12,8 +12,9 @@ worker's clock can make it steal a live lease:
 - a lapsed lease is not taken over until a lease term has passed since the server started, so
   a restart of the database never hands a lane away from a worker that could not renew only
   because the server was down;
-- a renewal extends only lanes this worker still holds and whose lease has not lapsed; a lane
-  missing from its answer is lost to it;
+- a renewal extends only the lanes this worker names (those it knows it holds) that it still
+  holds and whose lease has not lapsed; a lane missing from its answer is lost to it, and a
+  lane held in its name that it did not name (a claim whose answer was lost) lapses;
 - a lane ends ``done`` only while its owner and fence still hold it and no row was added
   since its owner read them.
 
@@ -83,15 +84,29 @@ async def register_worker(conn: Conn, worker_id: str, host: str, pid: int,
     )
 
 
-async def renew(conn: Conn, worker_id: str) -> list[tuple[tuple[str, str, str], int, float]]:
-    """Extend every lease this worker still holds; (lane, fence, seconds left) of each."""
+async def renew(conn: Conn, worker_id: str, held: Sequence[tuple[tuple[str, str, str], int]]
+                ) -> list[tuple[tuple[str, str, str], int, float]]:
+    """Extend the leases this worker knows it holds (``held``: each lane with its fence) that
+    the database still counts as its own; (lane, fence, seconds left) of each.
+
+    Only the lanes named: a lane the database has under this worker's name but the worker does
+    not know of (a claim committed whose answer the connection lost, a lease the worker gave
+    up on its own clock) is left to lapse and be taken over, not kept alive unworked."""
     await conn.execute("UPDATE workers SET heartbeat_at = now() WHERE id = %s", (worker_id,))
+    if not held:
+        return []
     cur = await conn.execute(
-        "UPDATE lanes SET lease_until = now() + make_interval(secs => lease_s) "
-        "WHERE owner = %s AND state = 'held' AND lease_until > now() "
-        "RETURNING run_id, site, account_id, fence, "
-        "extract(epoch FROM lease_until - now())::double precision",
-        (worker_id,),
+        "UPDATE lanes l SET lease_until = now() + make_interval(secs => l.lease_s) "
+        "FROM unnest(%(runs)s::text[], %(sites)s::text[], %(accounts)s::text[], "
+        "%(fences)s::bigint[]) AS h(run_id, site, account_id, fence) "
+        "WHERE l.run_id = h.run_id AND l.site = h.site AND l.account_id = h.account_id "
+        "AND l.fence = h.fence AND l.owner = %(me)s AND l.state = 'held' "
+        "AND l.lease_until > now() "
+        "RETURNING l.run_id, l.site, l.account_id, l.fence, "
+        "extract(epoch FROM l.lease_until - now())::double precision",
+        {"me": worker_id, "runs": [lane[0] for lane, _ in held],
+         "sites": [lane[1] for lane, _ in held], "accounts": [lane[2] for lane, _ in held],
+         "fences": [fence for _, fence in held]},
     )
     return [((str(r), str(s), str(a)), int(f), float(left))
             for r, s, a, f, left in await cur.fetchall()]

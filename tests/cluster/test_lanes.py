@@ -95,9 +95,36 @@ async def test_a_renewal_leaves_out_a_lane_taken_over(pg_url: str) -> None:
                          "lease_s = 0 WHERE account_id = %s", (first.account_id,))
         await journal.execute(functools.partial(
             lanes.claim, worker_id="B", run_ids=[run_id], n=1, lease_s=60.0))
-        answer = await journal.execute(functools.partial(lanes.renew, worker_id="A"))
+        held = [(g.lane, g.fence) for g in got]
+        answer = await journal.execute(functools.partial(lanes.renew, worker_id="A", held=held))
         assert [lane for lane, _, _ in answer] == [got[1].lane]
         assert all(50 < left <= 60 for _, _, left in answer)
+
+
+async def test_a_renewal_extends_only_the_lanes_it_names(pg_url: str) -> None:
+    """A lane held in the worker's name that its renewal does not name (a claim whose answer
+    the connection lost) is not extended: it lapses, and another worker claims it under the
+    next fence; the lane named is extended."""
+    async with PostgresJournal(pg_url) as journal:
+        run_id = await _run_with_lanes(journal, "orphan", users=2)
+        known, orphan = await journal.execute(functools.partial(
+            lanes.claim, worker_id="A", run_ids=[run_id], n=2, lease_s=60.0))
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("UPDATE lanes SET lease_until = now() + interval '1 second' "
+                         "WHERE run_id = %s", (run_id,))
+        answer = await journal.execute(functools.partial(
+            lanes.renew, worker_id="A", held=[(known.lane, known.fence)]))
+        assert [(lane, fence) for lane, fence, _ in answer] == [(known.lane, known.fence)]
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            left: dict[str, float] = dict(conn.execute(
+                "SELECT account_id, extract(epoch FROM lease_until - now()) FROM lanes "
+                "WHERE run_id = %s", (run_id,)).fetchall())
+        assert left[orphan.account_id] <= 1.0 and 50 < left[known.account_id] <= 60
+        _lapse(pg_url, run_id)
+        # Both lapsed now (the helper ends every lease): B's claim takes the orphan too.
+        taken = await journal.execute(functools.partial(
+            lanes.claim, worker_id="B", run_ids=[run_id], n=2, lease_s=60.0))
+        assert {g.lane: g.fence for g in taken}[orphan.lane] == orphan.fence + 1
 
 
 async def test_a_lane_with_rows_added_since_it_was_read_is_not_done(pg_url: str) -> None:

@@ -9,6 +9,7 @@ import functools
 import itertools
 import os
 import random
+import re
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -147,6 +148,40 @@ async def test_a_drained_worker_gives_its_lanes_back_at_once(
     assert final.code == 0, final.text
     states, _ = _journal(pg_url, run_id_of(final))
     _assert_once_and_in_order(rehearsal, rows, states)
+
+
+async def test_a_lane_held_in_a_worker_s_name_that_it_never_learnt_of_is_taken_over(
+    rehearsal: Rehearsal, pg_url: str,
+) -> None:
+    """A lane the journal holds in a live worker's name that the worker never learnt of (a
+    claim committed whose answer the connection lost, as a database restart leaves it; made
+    here by hand) is not kept alive by the worker's renewals: it lapses, is taken over under
+    the next fence, and the run finishes with every item done once and in order."""
+    rows = _rows()
+    job = rehearsal.write_job("orphan", rows, ACTIONS)
+    detached = await rehearsal.cli("run", job, "--detach")
+    assert detached.code == 0, detached.text
+    run_id = run_id_of(detached)
+    worker = await rehearsal.spawn("worker")
+    await _logged(worker, "runner.worker.started")
+    started = re.search(r"runner\.worker\.started worker=(\S+)", worker.err_path.read_text())
+    assert started is not None
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        # The last lane in claim order: the worker has not reached it yet.
+        orphan = conn.execute(
+            "UPDATE lanes SET state = 'held', owner = %s, fence = fence + 1, lease_s = %s, "
+            "lease_until = now() + make_interval(secs => %s) "
+            "WHERE (run_id, site, account_id) = (SELECT run_id, site, account_id FROM lanes "
+            "WHERE run_id = %s AND state = 'ready' ORDER BY first_seq DESC LIMIT 1) "
+            "RETURNING account_id, fence", (started.group(1), LEASE_S, LEASE_S, run_id),
+        ).fetchone()
+    assert orphan is not None
+    await _logged(worker, "runner.worker.run_finished", limit_s=60.0)
+    worker.signal(signal.SIGTERM)
+    assert (await worker.wait()).code == 0
+    states, fences = _journal(pg_url, run_id)
+    _assert_once_and_in_order(rehearsal, rows, states)
+    assert fences[orphan[0]] == orphan[1] + 1
 
 
 async def test_a_stopped_run_leaves_its_run_to_the_workers(
