@@ -46,8 +46,10 @@ def _ensure_template(admin: psycopg.Connection[tuple[object, ...]]) -> None:
     # also proves that a fresh database is made usable.
     exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (TEMPLATE,)).fetchone()
     if exists is None:
-        # another test process may make it first
-        with suppress(psycopg.errors.DuplicateDatabase):
+        # Another test process may make it first: PostgreSQL says so as DuplicateDatabase, or,
+        # when both are inside CREATE DATABASE at once, as a unique violation on
+        # pg_database's name index.
+        with suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
 
 
