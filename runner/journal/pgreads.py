@@ -13,7 +13,7 @@ from runner.errors import JournalError, RunNotFoundError
 from runner.events import Emitter, JournalReconnected, JournalWaiting
 from runner.journal import pgqueries as q
 from runner.journal.base import PROBLEM_STATES, ItemRecord, RunCounts, RunRecord
-from runner.journal.outage import Outage
+from runner.journal.outage import Outage, pooled
 from runner.journal.rules import job_identity, parse_states
 
 T = TypeVar("T")
@@ -37,7 +37,7 @@ class PgReads:
             return await self._read(fn)
         if self._pool is None:
             raise JournalError("the journal is not open (use `async with PostgresJournal(...)`)")
-        async with self._pool.connection(timeout=5.0) as conn:
+        async with pooled(self._pool, wait_s=5.0) as conn:
             return await fn(conn)
 
     async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
@@ -48,7 +48,7 @@ class PgReads:
         outage = Outage(self._wait_s)
         while True:
             try:
-                async with pool.connection() as conn:
+                async with pooled(pool) as conn:
                     value = await fn(conn)
                 break
             except (psycopg.OperationalError, PoolTimeout) as exc:

@@ -124,7 +124,6 @@ class PostgresJournal(ItemMarks, PgReads):
         self._writer = writer
         self._pool = AsyncConnectionPool(
             self.url, min_size=1, max_size=self._pool_size, open=False, name="journal-readers",
-            check=AsyncConnectionPool.check_connection,
             kwargs={"application_name": "forge-runner journal", "options": SESSION_OPTIONS},
             reconnect_timeout=max(self._wait_s, 1.0), timeout=max(self._wait_s, 1.0),
         )

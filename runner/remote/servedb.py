@@ -30,6 +30,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from runner.errors import JournalError
+from runner.journal.outage import pooled
 from runner.journal.pgurl import safe_url
 from runner.journal.schema import newer_journal
 from runner.minting import sealed
@@ -127,7 +128,7 @@ class ServeDatabase:
             raise _unreachable(url, exc) from None
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             url, min_size=1, max_size=POOL_SIZE, open=False, kwargs={"autocommit": True},
-            check=AsyncConnectionPool.check_connection, timeout=CONNECT_TIMEOUT_S)
+            timeout=CONNECT_TIMEOUT_S)
         try:
             await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
         except PoolTimeout as exc:
@@ -141,7 +142,7 @@ class ServeDatabase:
     async def ping(self) -> str | None:
         """None when the database answers; else why not, in a few words (no URL, no secret)."""
         try:
-            async with self._pool.connection(timeout=PING_TIMEOUT_S) as conn:
+            async with pooled(self._pool, wait_s=PING_TIMEOUT_S) as conn:
                 await conn.execute("SELECT 1")
         except (psycopg.Error, PoolTimeout) as exc:
             return f"database unreachable ({type(exc).__name__})"
@@ -151,7 +152,7 @@ class ServeDatabase:
         """Record (or refresh) an installation, and keep the system token its delivery
         brought, sealed (``runner.minting.sealed.keep``); one transaction. True when the token
         was new."""
-        async with self._pool.connection() as conn, conn.transaction():
+        async with pooled(self._pool) as conn, conn.transaction():
             await conn.execute(
                 f"""INSERT INTO serve_installations VALUES (%s, %s, %s, %s, %s, {_NOW})
                     ON CONFLICT (installation_id) DO UPDATE SET
@@ -166,7 +167,7 @@ class ServeDatabase:
                                      jwt_exp(token), leeway_s=leeway_s)
 
     async def installation(self, installation_id: str) -> Installation | None:
-        async with self._pool.connection() as conn:
+        async with pooled(self._pool) as conn:
             cur = await conn.execute(
                 "SELECT installation_id, cloud_id, api_base_url, environment_type, "
                 "environment_id, first_seen FROM serve_installations WHERE installation_id = %s",
@@ -179,7 +180,7 @@ class ServeDatabase:
         """Whether this delivery starts a run: the conditional INSERT of the module's doc."""
         params = {"route": route, "inst": installation_id, "interval": interval_s,
                   "window": window_s, "stale": STALE_S, "replica": self.replica}
-        async with self._pool.connection() as conn, conn.transaction():
+        async with pooled(self._pool) as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s || ' ' || %s))",
                                (TRIGGER_LOCK, route, installation_id))
             cur = await conn.execute(
@@ -220,7 +221,7 @@ class ServeDatabase:
         """Mark the runs that ended (a mark that failed is tried again here), and renew the
         rest. Only the runs this replica started: a row accepted but never started (the
         answer lost with the database) goes stale and blocks nothing for long."""
-        async with self._pool.connection() as conn:
+        async with pooled(self._pool) as conn:
             for trigger_id, outcome in list(self._ended.items()):
                 await conn.execute(
                     f"UPDATE serve_triggers SET ended_at = {_NOW}, outcome = %s "

@@ -21,7 +21,7 @@ from runner.budgets.store.programs import ADDED_COLUMNS, SCHEMA, Program, Refuse
 from runner.budgets.store.steps import FUNCTION, Steps, arguments, decode_row
 from runner.budgets.store.where import shown
 from runner.errors import JournalError
-from runner.journal.outage import Outage
+from runner.journal.outage import Outage, pooled
 
 T = TypeVar("T")
 log = structlog.get_logger("runner.budgets")
@@ -87,8 +87,6 @@ class PostgresStore:
             # locks and stall every other process's takes: the server ends it after 5 s.
             kwargs={"autocommit": True, "options": "-c synchronous_commit=off "
                     "-c idle_in_transaction_session_timeout=5000"},
-            # A connection the server dropped (a restart) is found at checkout, not at use.
-            check=AsyncConnectionPool.check_connection,
             timeout=CONNECT_TIMEOUT_S)
         await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
         return cls(url, pool, wait_s)
@@ -123,7 +121,7 @@ class PostgresStore:
         try:
             if isinstance(program, Steps):
                 return await self._run_steps(program)
-            async with self._pool.connection() as conn, conn.transaction():
+            async with pooled(self._pool) as conn, conn.transaction():
                 cur = await conn.execute("SELECT extract(epoch from clock_timestamp())::float8")
                 now_row = await cur.fetchone()
                 assert now_row is not None
@@ -145,7 +143,7 @@ class PostgresStore:
 
     async def _run_steps(self, steps: Steps[T]) -> T:
         """The whole take in one statement, its own transaction (``budget_steps``)."""
-        async with self._pool.connection() as conn:
+        async with pooled(self._pool) as conn:
             cur = await conn.execute("SELECT * FROM budget_steps(%s, %s, %s)",
                                      arguments(steps, lambda stmt: _inline(stmt, conn)))
             answer = await cur.fetchone()
