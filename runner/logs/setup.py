@@ -150,6 +150,7 @@ def configure_logging(
     handler.setFormatter(formatter)
     if always:
         handler.addFilter(_LevelOrNamed(numeric, always))
+    handler.addFilter(_not_pool_discards)
     setattr(handler, _HANDLER_MARK, True)
 
     root = logging.getLogger()
@@ -184,6 +185,14 @@ class _LevelOrNamed(logging.Filter):
             return True
         msg = record.msg
         return isinstance(msg, dict) and msg.get("event") in self.names
+
+
+def _not_pool_discards(record: logging.LogRecord) -> bool:
+    """Drops psycopg_pool's "discarding broken connection: <...>" warnings: after a database
+    restart the pool's check drops each dead connection with one, and the journal already
+    says, once, that it is waiting for the database and when it is back."""
+    return not (record.name == "psycopg.pool" and isinstance(record.msg, str)
+                and record.msg.startswith("discarding "))
 
 
 def _install_default() -> None:

@@ -96,6 +96,18 @@ def test_stdlib_records_pass_through_redaction() -> None:
     assert "ConnectionResetError" in str(second["exception"])
 
 
+def test_the_pool_s_discarded_connections_are_not_logged() -> None:
+    """psycopg_pool's warning for each dead connection it drops after a restart is left out;
+    its other warnings (a failed connection attempt) are written."""
+    out = io.StringIO()
+    configure_logging(format="json", stream=out)
+    pool_log = logging.getLogger("psycopg.pool")
+    pool_log.warning("discarding broken connection: %s", "<psycopg.AsyncConnection [BAD]>")
+    pool_log.warning("error connecting in %r: %s", "journal-readers", "connection refused")
+    assert [line["event"] for line in _json_lines(out)] == [
+        "error connecting in 'journal-readers': connection refused"]
+
+
 def test_json_lines_carry_iso_time_level_and_bound_context() -> None:
     """JSON lines have the dotted event name, an ISO UTC timestamp and the task's bound context."""
     out = io.StringIO()
