@@ -27,8 +27,15 @@ from runner.sandbox.arrivals import JiraArrival
 from runner.sandbox.config import ForgeTrigger, JiraLimits, MintLimit
 from runner.sandbox.systemtokens import issue_system_token
 from runner.sandbox.testing import CLOUD_A, StartSandbox, pattern_account
-from tests.e2e.test_shared_budgets import ACTION, run_config, spawn_run
-from tests.remote.helpers import ROUTES, forge_of, forge_sandbox_config, write_serve_config
+from tests.e2e.test_shared_budgets import (
+    ACTION,
+    journal_line,
+    run_config,
+    spawn_run,
+    write_nightly_job,
+    write_nightly_serve,
+)
+from tests.remote.helpers import after_jira_arrivals, forge_of, forge_sandbox_config
 
 QUOTA, QUOTA_WINDOW_S, RESERVE, MARGIN = 60, 2.5, 0.4, 0.02
 MIGRATION_USERS, NIGHTLY_USERS = 150, 40
@@ -50,12 +57,7 @@ def write_jobs(folder: Path) -> Path:
     job = folder / "migration.toml"
     job.write_text('name = "migration"\nsite = "acme"\n[source]\njsonl = "migration.jsonl"\n'
                    + ACTION.format(job="migration"))
-    rows = "\n".join(f'{{"account_id": "{pattern_account(5000 + n)}"}}'
-                     for n in range(NIGHTLY_USERS))
-    (folder / "nightly.jsonl").write_text(rows + "\n")
-    (folder / "nightly.toml").write_text('name = "nightly"\nsite = "any"\n[source]\n'
-                                         'jsonl = "nightly.jsonl"\n'
-                                         + ACTION.format(job="nightly"))
+    write_nightly_job(folder, NIGHTLY_USERS)
     return job
 
 
@@ -72,45 +74,23 @@ async def test_serve_spends_the_reserve_a_saturating_migration_leaves(
     share (34 of 60) and all writes within the quota; serve's nightly run, triggered once the
     migration is under way, spends beyond that share in some window and finishes while the
     migration still runs; no 429 of any kind and every property written once."""
-    journal = ('journal = "journal.db"' if backend == "sqlite"
-               else f'journal = "{request.getfixturevalue("pg_url")}"')
+    journal = journal_line(backend, request)
     sandbox = dataclasses.replace(
         forge_sandbox_config(triggers=(NIGHTLY,)),
         mint_limit=MintLimit(limit=1000, window_s=60.0, algorithm="sliding"),
         jira_limits=JiraLimits(quota_points=QUOTA, quota_window_s=QUOTA_WINDOW_S))
     job = write_jobs(tmp_path)
-    routes = ROUTES + f"""
-[[serve.routes]]
-path = "{NIGHTLY.path}"
-kind = "job"
-job = "{tmp_path / 'nightly.toml'}"
-interval = "day"
-"""
     monkeypatch.setenv("FORGE_RUNNER_TEST_SEAL_KEY", SealKey.generate().encoded())
     async with start_sandbox(sandbox) as sb:
-        sb.world.jira_arrivals = []
-        under_way = asyncio.Event()
-        record = sb.world.record_arrival
-
-        def recorded(arrival: JiraArrival) -> None:
-            record(arrival)
-            if len(sb.world.jira_arrivals or []) >= 10:
-                under_way.set()
-
-        sb.world.record_arrival = recorded  # type: ignore[method-assign]
+        under_way = after_jira_arrivals(sb, 10)
         token_file = tmp_path / "system-token"
         token_file.write_text(issue_system_token(sb.config, "dev") + "\n")
         config_path = tmp_path / "run.toml"
         text = run_config(tmp_path, sb, token_file, journal)
         config_path.write_text(text.replace("[jira_budgets]\n",
                                             f"[jira_budgets]\nserve_reserve = {RESERVE}\n", 1))
-        seal = ("" if backend == "sqlite"
-                else '\n[serve.seal]\nsecret_env = "FORGE_RUNNER_TEST_SEAL_KEY"\n')
-        serve_path = write_serve_config(tmp_path, sb, routes=routes, concurrency=8,
-                                        mint_limit=1000, mint_window_s=60.0,
-                                        extra=BUDGETS + seal)
-        serve_path.write_text(serve_path.read_text().replace('journal = "journal.db"',
-                                                             journal, 1))
+        serve_path = write_nightly_serve(tmp_path, sb, journal, mint_limit=1000,
+                                         mint_window_s=60.0, budgets=BUDGETS)
         async with serve_remote(load_config(serve_path)) as remote:
             forge = forge_of(sb)
             forge.remote_url = remote.url

@@ -81,13 +81,44 @@ def write_jobs(folder: Path) -> list[Path]:
         path.write_text(f'name = "job{j}"\nsite = "acme"\n[source]\njsonl = "job{j}.jsonl"\n'
                         + ACTION.format(job=f"job{j}"))
         jobs.append(path)
-    rows = "\n".join(f'{{"account_id": "{pattern_account(5000 + n)}"}}'
-                     for n in range(NIGHTLY_USERS))
+    write_nightly_job(folder, NIGHTLY_USERS)
+    return jobs
+
+
+def write_nightly_job(folder: Path, users: int) -> None:
+    """``folder/nightly.toml``: serve's nightly job, a property for each of ``users`` users."""
+    rows = "\n".join(f'{{"account_id": "{pattern_account(5000 + n)}"}}' for n in range(users))
     (folder / "nightly.jsonl").write_text(rows + "\n")
     (folder / "nightly.toml").write_text('name = "nightly"\nsite = "any"\n[source]\n'
                                          'jsonl = "nightly.jsonl"\n'
                                          + ACTION.format(job="nightly"))
-    return jobs
+
+
+def journal_line(backend: str, request: pytest.FixtureRequest) -> str:
+    """The configs' `journal = ...` line: the test's file, or its own PostgreSQL database."""
+    # [runner] journal given twice is refused, so the PostgreSQL URL replaces the file's line.
+    return ('journal = "journal.db"' if backend == "sqlite"
+            else f'journal = "{request.getfixturevalue("pg_url")}"')
+
+
+def write_nightly_serve(folder: Path, sb: RunningSandbox, journal: str, *, mint_limit: int,
+                        mint_window_s: float, budgets: str) -> Path:
+    """serve's config: the nightly trigger runs ``folder/nightly.toml`` on ``journal``."""
+    routes = ROUTES + f"""
+[[serve.routes]]
+path = "{NIGHTLY.path}"
+kind = "job"
+job = "{folder / 'nightly.toml'}"
+interval = "day"
+"""
+    # On PostgreSQL serve keeps system tokens sealed in the journal: the key is the test's own
+    # (FORGE_RUNNER_TEST_SEAL_KEY, set by the test).
+    seal = ("" if journal == 'journal = "journal.db"'
+            else '\n[serve.seal]\nsecret_env = "FORGE_RUNNER_TEST_SEAL_KEY"\n')
+    path = write_serve_config(folder, sb, routes=routes, concurrency=8, mint_limit=mint_limit,
+                              mint_window_s=mint_window_s, extra=budgets + seal)
+    path.write_text(path.read_text().replace('journal = "journal.db"', journal, 1))
+    return path
 
 
 async def spawn_run(folder: Path, config: Path, job: Path, n: int) -> Process:
@@ -119,21 +150,12 @@ async def test_three_runs_and_a_nightly_serve_share_every_budget(
     """3 run processes + serve's nightly run, one environment, one journal: at most 100 mints
     in every sliding 3 s and at most the quota in every window, server-side; no 429 of any
     kind; every user's property written once, by its own job."""
-    # [runner] journal given twice is refused, so the PostgreSQL URL replaces the file's line.
-    journal = ('journal = "journal.db"' if backend == "sqlite"
-               else f'journal = "{request.getfixturevalue("pg_url")}"')
+    journal = journal_line(backend, request)
     sandbox = dataclasses.replace(
         forge_sandbox_config(triggers=(NIGHTLY,)),
         mint_limit=MintLimit(limit=MINTS, window_s=MINT_WINDOW_S, algorithm="sliding"),
         jira_limits=JiraLimits(quota_points=QUOTA, quota_window_s=QUOTA_WINDOW_S))
     jobs = write_jobs(tmp_path)
-    routes = ROUTES + f"""
-[[serve.routes]]
-path = "{NIGHTLY.path}"
-kind = "job"
-job = "{tmp_path / 'nightly.toml'}"
-interval = "day"
-"""
     monkeypatch.setenv("FORGE_RUNNER_TEST_SEAL_KEY", SealKey.generate().encoded())
     async with start_sandbox(sandbox) as sb:
         sb.world.mint_arrivals = []
@@ -142,14 +164,8 @@ interval = "day"
         token_file.write_text(issue_system_token(sb.config, "dev") + "\n")
         config_path = tmp_path / "run.toml"
         config_path.write_text(run_config(tmp_path, sb, token_file, journal))
-        # On PostgreSQL serve keeps system tokens sealed in the journal: a key of the test's own.
-        seal = ("" if backend == "sqlite"
-                else '\n[serve.seal]\nsecret_env = "FORGE_RUNNER_TEST_SEAL_KEY"\n')
-        serve_path = write_serve_config(
-            tmp_path, sb, routes=routes, concurrency=8, mint_limit=MINTS,
-            mint_window_s=MINT_WINDOW_S, extra=BUDGETS + seal)
-        serve_path.write_text(serve_path.read_text().replace('journal = "journal.db"',
-                                                             journal, 1))
+        serve_path = write_nightly_serve(tmp_path, sb, journal, mint_limit=MINTS,
+                                         mint_window_s=MINT_WINDOW_S, budgets=BUDGETS)
         serve_config = load_config(serve_path)
         assert (serve_config.runner.journal_url or str(serve_config.runner.journal)) in (
             journal.split('"')[1], str(tmp_path / "journal.db"))

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from runner.sandbox.app import RunningSandbox
+from runner.sandbox.arrivals import JiraArrival
 from runner.sandbox.config import (
     Faults,
     ForgeSettings,
@@ -21,6 +22,21 @@ from runner.sandbox.testing import ACTIVE_PATTERN, make_sandbox_config
 
 APP_ID = "ari:cloud:ecosystem::app/8db5c0f5-3a48-4d2b-9c4b-4d2f0a7e6a11"
 CLOUD_C = "1b2c3d4e-5f60-4a7b-8c9d-0e1f2a3b4c5d"  # site "initech"
+
+
+def after_jira_arrivals(sb: RunningSandbox, n: int) -> asyncio.Event:
+    """Starts the sandbox's Jira arrival log; the event is set once it holds ``n`` calls."""
+    sb.world.jira_arrivals = []
+    reached = asyncio.Event()
+    record = sb.world.record_arrival
+
+    def recorded(arrival: JiraArrival) -> None:
+        record(arrival)
+        if len(sb.world.jira_arrivals or []) >= n:
+            reached.set()
+
+    sb.world.record_arrival = recorded  # type: ignore[method-assign]
+    return reached
 
 
 class ScaledClock:

@@ -20,10 +20,9 @@ from runner.cluster.placed import Placement, placed_run
 from runner.config.configfile import SiteConfig, load_config
 from runner.errors import JobError
 from runner.minting.sealed import SealKey
-from runner.sandbox.arrivals import JiraArrival
 from runner.sandbox.config import Faults
 from runner.sandbox.testing import StartSandbox, pattern_account
-from tests.remote.helpers import forge_of, forge_sandbox_config
+from tests.remote.helpers import after_jira_arrivals, forge_of, forge_sandbox_config
 from tests.remote.test_replica_processes import Replica
 from tests.remote.test_replicas import KEY_ENV, NIGHTLY, deliver, replica_config, twenty_sites
 from tests.remote.test_triggers import job_routes, write_template
@@ -76,16 +75,7 @@ async def test_a_worker_finishes_the_run_of_a_replica_that_died(
     sandbox = replace(forge_sandbox_config(triggers=(NIGHTLY,)),
                       faults=Faults(latency_ms_min=60, latency_ms_max=80))
     async with start_sandbox(sandbox) as sb:
-        sb.world.jira_arrivals = []
-        some_sent = asyncio.Event()
-        record = sb.world.record_arrival
-
-        def recorded(arrival: JiraArrival) -> None:
-            record(arrival)
-            if len(sb.world.jira_arrivals or []) >= 5:
-                some_sent.set()
-
-        sb.world.record_arrival = recorded  # type: ignore[method-assign]
+        some_sent = after_jira_arrivals(sb, 5)
         config = replica_config(tmp_path, sb, pg_url, job_routes(template)).path
         text = config.read_text().replace("concurrency = 4", "concurrency = 1")
         config.write_text(text + "\n[cluster]\npoll_s = 0.2\n")
