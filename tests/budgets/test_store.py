@@ -348,10 +348,14 @@ async def test_a_migration_ahead_on_its_clock_does_not_hold_serve_back(stores: O
     serve's takes pace by a clock of their own, so they go at once (with one clock they would
     wait for the migration's spacing), and then are paced in turn."""
     migration, serve = await stores(), await stores()
-    paced = dataclasses.replace(RESERVED, points=1000, burst=0.0)
+    # Windows are aligned to the epoch, and the spacing is the time left in the window over
+    # the points left: an hour's window read near the top of the hour spaces takes closely.
+    # A window of 10^7 s (its end at least 680 s away but for 0.007% of the time) keeps the
+    # spacing seconds long whenever the test runs.
+    paced = dataclasses.replace(RESERVED, points=1000, burst=0.0, window_s=1e7)
     assert await _take_all(migration, paced) == (2, "pacing")
     refused = await migration.run(call_take(KEYS, 1.0, BURST_FREE, paced))
-    assert refused.wait_s > 1.0  # 3600 s spread over 680 points: seconds apart
+    assert refused.wait_s > 1.0  # days spread over 680 points: seconds apart
     assert await _take_all(serve, dataclasses.replace(paced, serve=True)) == (2, "pacing")
 
 
