@@ -68,10 +68,10 @@ class JiraResponse:
     body: Any = field(default=None, repr=False)
 
 
-# Called once a request's connection is ready, right before its bytes are written (the
-# session's ``last_check_trace``): a worker's last look at its lane's lease, so a process stopped
-# (SIGSTOP) between its checks and the wire sends nothing once it wakes past the lease. Set per
-# item by the row worker; None outside a worker's lanes.
+# A worker's last look at its lane's lease, so a process stopped (SIGSTOP) between its checks
+# and the wire sends nothing once it wakes past the lease: called once a request's connection is
+# ready (the session's ``last_check_trace``), and again, for a request with a body, as the body
+# is written (``_CheckedJson``). Set per item by the row worker; None outside a worker's lanes.
 LAST_CHECK: ContextVar[Callable[[], None] | None] = ContextVar("last_check", default=None)
 
 
@@ -90,6 +90,37 @@ def last_check_trace() -> aiohttp.TraceConfig:
     trace.on_connection_create_end.append(check)
     trace.on_connection_reuseconn.append(check)
     return trace
+
+
+class _CheckedJson(aiohttp.JsonPayload):
+    """A JSON body that calls ``check`` right before its bytes go to the socket, and keeps
+    what it raised (aiohttp wraps it in a connection error).
+
+    Why a second check: on Python 3.11 aiohttp writes a body in a task of its own, a turn of
+    the event loop after the connection's trace ran, so a process stopped in between wrote
+    the request when it woke, past its lease. The headers wait for the body's first write
+    (aiohttp 3.12 and later), so a check that raises here leaves nothing of the request sent.
+    """
+
+    def __init__(self, value: Any, check: Callable[[], None]) -> None:
+        super().__init__(value)
+        self._check = check
+        self.refused: BaseException | None = None
+
+    def _checked(self) -> None:
+        try:
+            self._check()
+        except BaseException as exc:
+            self.refused = exc
+            raise
+
+    async def write(self, writer: Any) -> None:
+        self._checked()
+        await super().write(writer)
+
+    async def write_with_length(self, writer: Any, content_length: int | None) -> None:
+        self._checked()
+        await super().write_with_length(writer, content_length)
 
 
 def request_url(site: SiteConfig, path: str) -> str:
@@ -112,17 +143,21 @@ class JiraClient:
     async def send(self, site: SiteConfig, token: str, request: JiraRequest) -> JiraResponse:
         what = f"{request.method} {request.template} on {site.name}"
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        last_check = LAST_CHECK.get()
+        body = (None if last_check is None or request.json is None
+                else _CheckedJson(request.json, last_check))
         try:
             async with self._session.request(
                 request.method,
                 request_url(site, request.path),
                 params=dict(request.query) or None,
-                json=request.json,
+                json=request.json if body is None else None,
+                data=body,
                 headers=headers,
                 timeout=self._timeout,
                 allow_redirects=False,
                 # A Jira request only (the gateway's mints share the session).
-                trace_request_ctx={"last_check": LAST_CHECK.get()},
+                trace_request_ctx={"last_check": last_check},
             ) as resp:
                 raw = await resp.read()
                 return JiraResponse(
@@ -136,6 +171,8 @@ class JiraClient:
         except TimeoutError:
             raise TransportError(what, "timed out waiting for the answer") from None
         except aiohttp.ClientError as exc:
+            if body is not None and body.refused is not None:
+                raise body.refused from None  # the last check's: nothing was sent
             raise TransportError(what, _describe(exc)) from None
 
 

@@ -270,7 +270,8 @@ async def _stop_wake_and_check(rehearsal: Rehearsal, pg_url: str, job: Path,
     sleeper.signal(signal.SIGTERM)
     assert (await sleeper.wait()).code == 0
     after = (len(watch), len(rehearsal.sandbox.world.mint_arrivals or ()), _items(pg_url, run_id))
-    assert after[:2] == before[:2], "requests arrived from the worker woken past its lease"
+    late = [(a.route, a.sender, a.marker) for a in watch[before[0]:]]
+    assert after[:2] == before[:2], f"requests arrived from the worker woken past its lease: {late}"
     assert after[2] == before[2], "the woken worker changed the journal"
     states, fences = _journal(pg_url, run_id)
     _assert_once_and_in_order(rehearsal, rows, states)

@@ -11,8 +11,9 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from runner.errors import RequestNotSentError, TransportError
+from runner.errors import LaneLostError, RequestNotSentError, TransportError
 from runner.jira.client import (
+    LAST_CHECK,
     JiraClient,
     JiraResponse,
     Ok,
@@ -22,6 +23,7 @@ from runner.jira.client import (
     Unauthorized,
     classify,
     error_messages,
+    last_check_trace,
 )
 from runner.jira.ratelimit import Scope
 from runner.sandbox.app import RunningSandbox
@@ -30,6 +32,7 @@ from runner.sandbox.testing import CLOUD_A
 from tests.jira.harness import (
     ACME_USER,
     ISSUE_T,
+    PROPERTY_T,
     StartSandbox,
     get_issue,
     myself,
@@ -142,6 +145,36 @@ async def test_send_query_and_body(sandbox: RunningSandbox, http: aiohttp.Client
     fields = await client.send(acme, token, replace(get_issue("MIG-1"),
                                                     query={"fields": "summary"}))
     assert set(fields.body["fields"]) == {"summary"}
+
+
+async def test_a_body_is_not_written_when_the_last_check_fails_as_it_goes(
+    sandbox: RunningSandbox,
+) -> None:
+    """The lease's last check runs again as a request's body is written: one that passed when
+    the connection was ready and fails at the body (a process stopped in between, woken past
+    its lease) raises the check's error, and nothing of the request reaches Jira; the next
+    request, its checks passing, goes out on the same session."""
+    token = sandbox.world.issue_user_token(CLOUD_A, ACME_USER, "dev", 600)
+    acme = site("acme", CLOUD_A, sandbox.jira_base(CLOUD_A))
+    sandbox.world.jira_arrivals = []
+    checks: list[str] = []
+
+    def last_check() -> None:
+        checks.append("checked")
+        if len(checks) == 2:  # the first request's second check: its body
+            raise LaneLostError("r-1", "acme", ACME_USER, "its lease ended")
+
+    async with aiohttp.ClientSession(trace_configs=[last_check_trace()]) as http:
+        client = JiraClient(http, timeout_s=5)
+        LAST_CHECK.set(last_check)
+        with pytest.raises(LaneLostError):
+            await client.send(acme, token, put_property("MIG-1", "colour", {"c": "red"}))
+        assert sandbox.world.jira_arrivals == []
+        put = await client.send(acme, token, put_property("MIG-1", "colour", {"c": "blue"}))
+    assert 200 <= put.status < 300 and len(checks) == 4
+    assert [a.route for a in sandbox.world.jira_arrivals] == [f"PUT {PROPERTY_T}"]
+    props = sandbox.world.parts["jira"].site(CLOUD_A).issues["MIG-1"].properties
+    assert props["colour"] == {"c": "blue"}
 
 
 async def test_non_json_answer_is_text(start_sandbox: StartSandbox,
