@@ -105,16 +105,16 @@ class _CheckedJson(aiohttp.JsonPayload):
     def __init__(self, value: Any, check: Callable[[], None]) -> None:
         super().__init__(value)
         self._check = check
-        self.refused: BaseException | None = None
+        self.refused: Exception | None = None
 
     def _checked(self) -> None:
         try:
             self._check()
-        except BaseException as exc:
+        except Exception as exc:
             self.refused = exc
             raise
 
-    async def write(self, writer: Any) -> None:
+    async def write(self, writer: Any) -> None:  # what aiohttp before 3.12 calls
         self._checked()
         await super().write(writer)
 
